@@ -1,0 +1,42 @@
+/*  shf_mpack.h - msgpack <-> JSON values, with a decoder that trusts
+    nothing.
+
+    Every msgpack byte string that arrives from outside (wire frames) or
+    from disk (stored records) is decoded here and nowhere else. The decoder
+    is a cursor over the bytes actually present: a declared length (str,
+    bin, array, map, ext) is checked against the bytes left BEFORE anything
+    is allocated (`dd ff ff ff ff` is rejected, not allocated), nesting is
+    bounded, map keys must be strings, and the whole input must be consumed.
+    Values become jansson json_t: integers are exact int64 (uint64 above
+    INT64_MAX is rejected), floats are doubles, bin and ext are rejected.
+    msgpack-c's packer is used for encoding only.
+
+    Thread rule: stateless; any thread.
+*/
+#ifndef SHF_MPACK_H_INCLUDED
+#define SHF_MPACK_H_INCLUDED
+#include "../common/shf_err.h"
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#define SHF_MPACK_MAX_DEPTH 64
+
+//  Decode exactly one msgpack value occupying all of data[0..size).
+//  On success *value_p is the caller's. Returns SHF_EINVAL (malformed,
+//  truncated, trailing bytes, non-string key, too deep, bin/ext, non-UTF-8
+//  string) with a short reason in err (may be NULL), *value_p stays NULL.
+shf_err_t
+    shf_mpack_decode (const void *data, size_t size, json_t **value_p,
+                      char *err, size_t errlen) SHF_MUST_CHECK;
+
+//  Encode a JSON value. On success *data_p is the caller's (free()).
+//  SHF_EINVAL for values deeper than SHF_MPACK_MAX_DEPTH.
+shf_err_t
+    shf_mpack_encode (const json_t *value, char **data_p,
+                      size_t *size_p) SHF_MUST_CHECK;
+
+void
+    shf_mpack_test (bool verbose);
+
+#endif

@@ -1,0 +1,120 @@
+/*  shf_msg.h - the wire messages of shardflow, version 1.
+
+    A message is one ZeroMQ frame holding one msgpack map (decoded by
+    shf_mpack). Clients and workers talk to a node's frontend ROUTER over a
+    DEALER socket; every request carries "v":1, "op" and a client-chosen
+    "id" (uint) that the reply echoes. Payloads (workflow input, activity
+    output, signal input, heartbeat details) are msgpack values of any JSON
+    shape.
+
+    Requests (app)        required fields                  optional
+      def_register        ns, doc (str: the JSON text)
+      def_list            ns
+      def_show            ns, name                         version
+      wf_start            ns, name                         version, wf_id,
+                                                           input, request_id
+      wf_result           ns, wf_id                        wait (bool),
+                                                           timeout_ms
+      wf_describe         ns, wf_id
+      wf_history          ns, wf_id
+      wf_list             ns                               status, name, limit
+      wf_signal           ns, wf_id, signal                input
+      wf_cancel           ns, wf_id                        reason
+      wf_terminate        ns, wf_id                        reason
+    Requests (worker)
+      poll                queue, credit (uint >= 1)
+      complete            token                            output
+      fail                token, error {type, message}
+      heartbeat           items [{token, details}]
+    Server -> worker
+      task                token, ns, wf_id, run_id, step, activity, queue,
+                          attempt, input, heartbeat_details, start_to_close_ms
+    Replies
+      reply               id, ok:true, body (any)
+                          id, ok:false, error {code, message}
+
+    Limits: a frame over SHF_MSG_MAX_FRAME is rejected as too_large before
+    decoding; strings are bounded (ns, wf_id, name, signal, queue: 1..255
+    bytes, no control characters; request_id 1..255; reason 4 KiB).
+
+    Thread rule: stateless; any thread.
+*/
+#ifndef SHF_MSG_H_INCLUDED
+#define SHF_MSG_H_INCLUDED
+#include "../common/shf_err.h"
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define SHF_MSG_VERSION   1
+#define SHF_MSG_MAX_PAYLOAD (2u * 1024 * 1024)
+//  A frame may hold one full payload plus its envelope.
+#define SHF_MSG_MAX_FRAME (SHF_MSG_MAX_PAYLOAD + 64 * 1024)
+#define SHF_MSG_MAX_NAME  255
+
+typedef enum {
+    SHF_OP_INVALID = 0,
+    SHF_OP_DEF_REGISTER,
+    SHF_OP_DEF_LIST,
+    SHF_OP_DEF_SHOW,
+    SHF_OP_WF_START,
+    SHF_OP_WF_RESULT,
+    SHF_OP_WF_DESCRIBE,
+    SHF_OP_WF_HISTORY,
+    SHF_OP_WF_LIST,
+    SHF_OP_WF_SIGNAL,
+    SHF_OP_WF_CANCEL,
+    SHF_OP_WF_TERMINATE,
+    SHF_OP_POLL,
+    SHF_OP_COMPLETE,
+    SHF_OP_FAIL,
+    SHF_OP_HEARTBEAT,
+    SHF_OP_TASK,
+    SHF_OP_REPLY,
+    SHF_OP_COUNT
+} shf_op_t;
+
+//  "wf_start" etc.; NULL for an invalid op.
+const char *
+    shf_msg_op_name (shf_op_t op);
+
+//  Decode and validate one frame. On success *msg_p (the caller's) is the
+//  message object, *op_p its op, and *id_p its id (0 when absent). On
+//  failure returns SHF_ETOOLARGE or SHF_EINVAL with a message that says
+//  what to fix ("wf_start: field \"input\" is larger than 2 MiB",
+//  "field \"ns\" must be a string"), and *id_p is the id if one could be
+//  read (so the error reply can echo it).
+shf_err_t
+    shf_msg_decode (const void *data, size_t size, json_t **msg_p,
+                    shf_op_t *op_p, uint64_t *id_p, char *err,
+                    size_t errlen) SHF_MUST_CHECK;
+
+//  Encode a message object (adds "v"). *data_p is the caller's (free()).
+//  SHF_ETOOLARGE when the encoding exceeds SHF_MSG_MAX_FRAME.
+shf_err_t
+    shf_msg_encode (const json_t *msg, char **data_p,
+                    size_t *size_p) SHF_MUST_CHECK;
+
+//  Build replies (caller owns). body is stolen (NULL -> null).
+json_t *
+    shf_msg_reply_ok (uint64_t id, json_t *body);
+json_t *
+    shf_msg_reply_error (uint64_t id, shf_err_t err, const char *message);
+
+//  Typed field readers for a validated message (borrowed / defaults).
+const char *
+    shf_msg_str (const json_t *msg, const char *field);  //  NULL if absent
+int64_t
+    shf_msg_int (const json_t *msg, const char *field, int64_t dflt);
+bool
+    shf_msg_bool (const json_t *msg, const char *field, bool dflt);
+
+//  True when s is a valid name: 1..255 bytes, valid UTF-8, no control chars.
+bool
+    shf_msg_valid_name (const char *s);
+
+void
+    shf_msg_test (bool verbose);
+
+#endif
