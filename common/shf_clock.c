@@ -61,3 +61,19 @@ shf_clock_set (shf_clock_fn fn, void *arg)
     s_fn = fn;
     s_arg = arg;
 }
+
+void
+shf_clock_format (int64_t ms, char *buf, size_t size)
+{
+    time_t secs = (time_t) (ms / 1000);
+    int millis = (int) (ms % 1000);
+    if (millis < 0) {
+        millis += 1000;
+        secs -= 1;
+    }
+    struct tm tm;
+    gmtime_r (&secs, &tm);
+    snprintf (buf, size, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ",
+              tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
+              tm.tm_min, tm.tm_sec, millis);
+}

@@ -8,6 +8,7 @@
 */
 #ifndef SHF_CLOCK_H_INCLUDED
 #define SHF_CLOCK_H_INCLUDED
+#include <stddef.h>
 #include <stdint.h>
 
 typedef int64_t (*shf_clock_fn) (void *arg);
@@ -24,5 +25,10 @@ void
 //  Monotonic microseconds for measuring intervals; never moved by tests.
 int64_t
     shf_clock_mono_us (void);
+
+//  Format ms since the epoch as RFC 3339 UTC with milliseconds
+//  ("2026-11-22T16:00:00.123Z") into buf (at least 32 bytes).
+void
+    shf_clock_format (int64_t ms, char *buf, size_t size);
 
 #endif

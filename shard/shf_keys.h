@@ -1,0 +1,47 @@
+/*  shf_keys.h - the byte layout of every key in a shard's databases.
+
+    Strings in keys are names validated by proto (no control characters),
+    so NUL separates components unambiguously. Integers are big-endian so
+    byte order is numeric order:
+      exec     ns \0 wf_id
+      run key  ns \0 wf_id \0 run_id
+      history  run key \0 event_id(8)
+      timers   due(8) run key \0 timer_id(8)
+      tasks    run key \0 step \0 attempt(4)
+      index    ns \0 (INT64_MAX - started_at)(8) run key   (newest first)
+      dedup    ns \0 request_id
+      defs     ns \0 name \0 version(8)
+*/
+#ifndef SHF_KEYS_H_INCLUDED
+#define SHF_KEYS_H_INCLUDED
+#include <stddef.h>
+#include <stdint.h>
+
+#define SHF_KEY_MAX 511
+
+typedef struct {
+    unsigned char data [SHF_KEY_MAX + 1];
+    size_t size;
+    int overflow;  //  set when a component did not fit
+} shf_key_t;
+
+void
+    shf_key_init (shf_key_t *self);
+void
+    shf_key_str (shf_key_t *self, const char *s);  //  appends s and \0
+void
+    shf_key_raw (shf_key_t *self, const char *s);  //  appends s only
+void
+    shf_key_u64 (shf_key_t *self, uint64_t v);
+void
+    shf_key_u32 (shf_key_t *self, uint32_t v);
+uint64_t
+    shf_key_get_u64 (const void *data);
+
+void
+    shf_key_exec (shf_key_t *self, const char *ns, const char *wf_id);
+void
+    shf_key_run (shf_key_t *self, const char *ns, const char *wf_id,
+                 const char *run_id);
+
+#endif
