@@ -1,0 +1,263 @@
+/*  shf_matcher.c - fair matching of queued tasks to pollers with credit.
+*/
+#include "shf_matcher.h"
+#include <assert.h>
+#include <czmq.h>
+
+typedef struct {
+    int64_t credit;
+    int64_t last_seen;
+} s_poller_t;
+
+typedef struct {
+    zlistx_t *tasks;   //  json_t *, FIFO
+    zhashx_t *tokens;  //  token -> handle in tasks
+    zhashx_t *pollers; //  worker -> s_poller_t
+} s_queue_t;
+
+struct shf_matcher {
+    zhashx_t *queues;  //  name -> s_queue_t
+    shf_matcher_send_fn *send;
+    void *arg;
+};
+
+static void
+s_task_free (void **item)
+{
+    json_decref (*item);
+    *item = NULL;
+}
+
+static void
+s_queue_free (void **item)
+{
+    s_queue_t *q = *item;
+    if (q) {
+        zhashx_destroy (&q->tokens);
+        zlistx_destroy (&q->tasks);
+        zhashx_destroy (&q->pollers);
+        free (q);
+    }
+    *item = NULL;
+}
+
+static void
+s_poller_free (void **item)
+{
+    free (*item);
+    *item = NULL;
+}
+
+shf_matcher_t *
+shf_matcher_new (shf_matcher_send_fn *send, void *arg)
+{
+    shf_matcher_t *self = calloc (1, sizeof *self);
+    assert (self);
+    self->queues = zhashx_new ();
+    zhashx_set_destructor (self->queues, s_queue_free);
+    self->send = send;
+    self->arg = arg;
+    return self;
+}
+
+void
+shf_matcher_destroy (shf_matcher_t **self_p)
+{
+    if (*self_p) {
+        zhashx_destroy (&(*self_p)->queues);
+        free (*self_p);
+        *self_p = NULL;
+    }
+}
+
+static s_queue_t *
+s_queue (shf_matcher_t *self, const char *name)
+{
+    s_queue_t *q = zhashx_lookup (self->queues, name);
+    if (!q) {
+        q = calloc (1, sizeof *q);
+        assert (q);
+        q->tasks = zlistx_new ();
+        zlistx_set_destructor (q->tasks, s_task_free);
+        q->tokens = zhashx_new ();
+        q->pollers = zhashx_new ();
+        zhashx_set_destructor (q->pollers, s_poller_free);
+        zhashx_insert (self->queues, name, q);
+    }
+    return q;
+}
+
+//  Hand queued tasks to the pollers with the most free credit.
+static void
+s_dispatch (shf_matcher_t *self, s_queue_t *q)
+{
+    while (zlistx_size (q->tasks) > 0) {
+        s_poller_t *best = NULL;
+        const char *best_name = NULL;
+        for (s_poller_t *p = zhashx_first (q->pollers); p;
+             p = zhashx_next (q->pollers))
+            if (p->credit > 0 && (!best || p->credit > best->credit)) {
+                best = p;
+                best_name = zhashx_cursor (q->pollers);
+            }
+        if (!best)
+            return;
+        json_t *task = zlistx_first (q->tasks);
+        zhashx_delete (q->tokens,
+                       json_string_value (json_object_get (task, "token")));
+        best->credit--;
+        //  best_name stays valid: the send callback does not touch us.
+        self->send (self->arg, best_name, task);
+        zlistx_delete (q->tasks, zlistx_cursor (q->tasks));
+    }
+}
+
+void
+shf_matcher_add_task (shf_matcher_t *self, json_t **task_p)
+{
+    json_t *task = *task_p;
+    *task_p = NULL;
+    const char *queue = json_string_value (json_object_get (task, "queue"));
+    const char *token = json_string_value (json_object_get (task, "token"));
+    if (!queue || !token) {
+        json_decref (task);
+        return;
+    }
+    s_queue_t *q = s_queue (self, queue);
+    if (zhashx_lookup (q->tokens, token)) {
+        json_decref (task);
+        return;
+    }
+    void *handle = zlistx_add_end (q->tasks, task);
+    zhashx_insert (q->tokens, token, handle);
+    s_dispatch (self, q);
+}
+
+void
+shf_matcher_cancel (shf_matcher_t *self, const char *queue, const char *token)
+{
+    s_queue_t *q = zhashx_lookup (self->queues, queue);
+    if (!q)
+        return;
+    void *handle = zhashx_lookup (q->tokens, token);
+    if (handle) {
+        zhashx_delete (q->tokens, token);
+        zlistx_delete (q->tasks, handle);
+    }
+}
+
+void
+shf_matcher_poll (shf_matcher_t *self, const char *worker, const char *queue,
+                  int64_t credit, int64_t now)
+{
+    s_queue_t *q = s_queue (self, queue);
+    s_poller_t *p = zhashx_lookup (q->pollers, worker);
+    if (!p) {
+        p = calloc (1, sizeof *p);
+        assert (p);
+        zhashx_insert (q->pollers, worker, p);
+    }
+    p->credit += credit;
+    p->last_seen = now;
+    s_dispatch (self, q);
+}
+
+void
+shf_matcher_expire (shf_matcher_t *self, int64_t now, int64_t max_silence)
+{
+    for (s_queue_t *q = zhashx_first (self->queues); q;
+         q = zhashx_next (self->queues)) {
+        zlistx_t *names = zhashx_keys (q->pollers);
+        for (const char *name = zlistx_first (names); name;
+             name = zlistx_next (names)) {
+            s_poller_t *p = zhashx_lookup (q->pollers, name);
+            if (p->last_seen < now - max_silence)
+                zhashx_delete (q->pollers, name);
+        }
+        zlistx_destroy (&names);
+    }
+}
+
+void
+shf_matcher_forget (shf_matcher_t *self, const char *worker)
+{
+    for (s_queue_t *q = zhashx_first (self->queues); q;
+         q = zhashx_next (self->queues))
+        zhashx_delete (q->pollers, worker);
+}
+
+size_t
+shf_matcher_pending (shf_matcher_t *self, const char *queue)
+{
+    s_queue_t *q = zhashx_lookup (self->queues, queue);
+    return q ? zlistx_size (q->tasks) : 0;
+}
+
+//  --------------------------------------------------------------------
+//  Self-test
+
+typedef struct {
+    char got [16][16];
+    int count;
+} s_sent_t;
+
+static void
+s_record (void *arg, const char *worker, const json_t *task)
+{
+    s_sent_t *sent = arg;
+    (void) task;
+    assert (sent->count < 16);
+    snprintf (sent->got [sent->count++], 16, "%s", worker);
+}
+
+static json_t *
+s_task (const char *token)
+{
+    return json_pack ("{s:s, s:s}", "queue", "q", "token", token);
+}
+
+void
+shf_matcher_test (bool verbose)
+{
+    (void) verbose;
+    s_sent_t sent = {0};
+    shf_matcher_t *m = shf_matcher_new (s_record, &sent);
+    //  Five idle workers with room for five each: one task each.
+    const char *workers [] = {"w1", "w2", "w3", "w4", "w5"};
+    for (int i = 0; i < 5; i++)
+        shf_matcher_poll (m, workers [i], "q", 5, 1000);
+    for (int i = 0; i < 5; i++) {
+        char token [8];
+        snprintf (token, sizeof token, "t%d", i);
+        json_t *t = s_task (token);
+        shf_matcher_add_task (m, &t);
+    }
+    assert (sent.count == 5);
+    for (int i = 0; i < 5; i++)
+        for (int j = i + 1; j < 5; j++)
+            assert (strcmp (sent.got [i], sent.got [j]) != 0);
+
+    //  Tasks wait for credit; a duplicate token is dropped; cancel works.
+    sent.count = 0;
+    shf_matcher_t *m2 = shf_matcher_new (s_record, &sent);
+    json_t *t = s_task ("a");
+    shf_matcher_add_task (m2, &t);
+    t = s_task ("a");
+    shf_matcher_add_task (m2, &t);
+    t = s_task ("b");
+    shf_matcher_add_task (m2, &t);
+    assert (shf_matcher_pending (m2, "q") == 2);
+    shf_matcher_cancel (m2, "q", "b");
+    assert (shf_matcher_pending (m2, "q") == 1);
+    shf_matcher_poll (m2, "w", "q", 1, 0);
+    assert (sent.count == 1 && shf_matcher_pending (m2, "q") == 0);
+    //  A silent poller is forgotten and gets nothing.
+    shf_matcher_poll (m2, "w", "q", 3, 0);
+    shf_matcher_expire (m2, 10000, 3000);
+    t = s_task ("c");
+    shf_matcher_add_task (m2, &t);
+    assert (sent.count == 1 && shf_matcher_pending (m2, "q") == 1);
+    shf_matcher_destroy (&m2);
+    shf_matcher_destroy (&m);
+    assert (m == NULL);
+}

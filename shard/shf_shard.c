@@ -1,0 +1,1685 @@
+/*  shf_shard.c - the shard actor: group commit over one LMDB environment.
+
+    The loop (ARCHITECTURE.md, "The shard: one transaction per batch"):
+      1. wait for a message on the pipe or for the next timer to fall due;
+      2. open one write transaction;
+      3. drain every message already queued (up to SHF_SHARD_BATCH) and
+         every due timer, run each through the workflow state machine and
+         write state, history, timers, tasks, index and dedup records into
+         that transaction, collecting what must be sent in an outbox;
+      4. commit, and only then send the outbox.
+    Batch size adapts by itself: a lone request finds an empty pipe and
+    commits at once; under load the pipe fills while the previous fsync
+    runs, so the next batch is larger and the fsync is shared.
+
+    If a commit fails the shard is fenced: the outbox is dropped (nothing of
+    the failed batch leaves), every later request is answered unavailable,
+    and recovery happens on restart from LMDB alone. A full map is not a
+    failure: the batch is aborted, the map doubled and the batch redone
+    from its inputs (the actor cache is dropped, since the state machine
+    mutated cached states in place).
+*/
+#include "shf_shard.h"
+#include "shf_clock.h"
+#include "shf_failpoint.h"
+#include "shf_fs.h"
+#include "shf_keys.h"
+#include "shf_log.h"
+#include "shf_msg.h"
+#include "shf_store.h"
+#include "shf_workflow.h"
+#include <sodium.h>
+#include <string.h>
+
+#define SHF_SHARD_BATCH      1024
+#define SHF_SHARD_CACHE_MAX  20000
+#define SHF_SHARD_WAIT_MAX   (10 * 60 * 1000)
+#define SHF_DEDUP_TTL_MS     (24 * 3600 * 1000)
+
+typedef enum {
+    S_OUT_REPLY,
+    S_OUT_TASK,
+    S_OUT_CANCEL,
+    S_OUT_GATHERED,
+    S_OUT_WAKE
+} s_out_kind_t;
+
+//  One thing to send after commit.
+typedef struct {
+    s_out_kind_t kind;
+    zframe_t *identity;  //  REPLY
+    json_t *body;        //  REPLY: reply msg; TASK: task; GATHERED: reply;
+                         //  WAKE: result body
+    char *queue;         //  CANCEL
+    char *token;         //  CANCEL
+    char *exec_key;      //  WAKE
+    uint32_t gather_id;
+} s_out_t;
+
+//  One input of the current batch, kept so the batch can be redone.
+typedef struct {
+    char kind;           //  'R' request, 'G' gather, 'D' dispatched
+    zframe_t *identity;
+    json_t *msg;
+    uint32_t gather_id;
+} s_in_t;
+
+typedef struct {
+    zframe_t *identity;
+    uint64_t id;
+    int64_t deadline;
+} s_waiter_t;
+
+typedef struct {
+    zsock_t *pipe;
+    shf_shard_args_t *args;
+    uint32_t id;
+    uint64_t epoch;
+    shf_store_t *store;
+    bool fenced;
+    bool terminated;
+    zhashx_t *cache;     //  exec key -> json_t state
+    zhashx_t *defs;      //  "ns\x1fname\x1fversion" -> shf_def_t
+    zhashx_t *waiters;   //  exec key -> zlistx of s_waiter_t
+    int64_t next_due;    //  earliest timer, or INT64_MAX
+    shf_txn_t *txn;      //  the open batch transaction
+    s_out_t *out;
+    size_t n_out, cap_out;
+    s_in_t *in;
+    size_t n_in, cap_in;
+    shf_wf_output_t wf_out;
+} self_t;
+
+static void
+s_waiter_destroy (void **item);
+
+//  --------------------------------------------------------------------
+//  Small helpers
+
+static void
+s_exec_name (char *buf, size_t size, const char *ns, const char *wf_id)
+{
+    snprintf (buf, size, "%s\x1f%s", ns, wf_id);
+}
+
+static s_out_t *
+s_out_push (self_t *self, s_out_kind_t kind)
+{
+    if (self->n_out == self->cap_out) {
+        self->cap_out = self->cap_out ? self->cap_out * 2 : 64;
+        self->out = realloc (self->out, self->cap_out * sizeof (s_out_t));
+        assert (self->out);
+    }
+    s_out_t *o = &self->out [self->n_out++];
+    memset (o, 0, sizeof *o);
+    o->kind = kind;
+    return o;
+}
+
+static void
+s_out_free (s_out_t *o)
+{
+    zframe_destroy (&o->identity);
+    json_decref (o->body);
+    free (o->queue);
+    free (o->token);
+    free (o->exec_key);
+}
+
+static void
+s_reply (self_t *self, zframe_t *identity, uint64_t id, json_t *body)
+{
+    if (!identity || zframe_size (identity) == 0) {
+        json_decref (body);
+        return;
+    }
+    s_out_t *o = s_out_push (self, S_OUT_REPLY);
+    o->identity = zframe_dup (identity);
+    o->body = shf_msg_reply_ok (id, body);
+}
+
+static void
+s_reply_error (self_t *self, zframe_t *identity, uint64_t id, shf_err_t err,
+               const char *message)
+{
+    if (!identity || zframe_size (identity) == 0)
+        return;
+    s_out_t *o = s_out_push (self, S_OUT_REPLY);
+    o->identity = zframe_dup (identity);
+    o->body = shf_msg_reply_error (id, err, message);
+}
+
+static json_t *
+s_time_json (int64_t ms)
+{
+    if (ms <= 0)
+        return json_null ();
+    char buf [40];
+    shf_clock_format (ms, buf, sizeof buf);
+    return json_string (buf);
+}
+
+static const char *
+s_str (const json_t *obj, const char *field)
+{
+    return json_string_value (json_object_get (obj, field));
+}
+
+//  --------------------------------------------------------------------
+//  Definitions: stored in every shard, compiled once and cached.
+
+static void
+s_def_prefix (shf_key_t *key, const char *ns, const char *name)
+{
+    shf_key_init (key);
+    shf_key_str (key, ns);
+    shf_key_str (key, name);
+}
+
+//  Finds the stored record of name@version (version 0: the newest).
+static shf_err_t
+s_def_record (self_t *self, const char *ns, const char *name,
+              int64_t version, json_t **record_p)
+{
+    shf_key_t key;
+    s_def_prefix (&key, ns, name);
+    size_t prefix = key.size;
+    if (version > 0) {
+        shf_key_u64 (&key, (uint64_t) version);
+        return shf_txn_get_json (self->txn, SHF_DB_DEFS, key.data, key.size,
+                                 record_p);
+    }
+    shf_key_u64 (&key, UINT64_MAX);
+    shf_cursor_t *cur;
+    shf_err_t rc = shf_cursor_open (self->txn, SHF_DB_DEFS, &cur);
+    if (rc)
+        return rc;
+    const void *k, *v;
+    size_t kl, vl;
+    rc = shf_cursor_seek (cur, key.data, key.size, &k, &kl, &v, &vl);
+    if (rc == SHF_OK)
+        rc = shf_cursor_prev (cur, &k, &kl, &v, &vl);
+    else if (rc == SHF_ENOTFOUND)
+        rc = shf_cursor_last (cur, &k, &kl, &v, &vl);
+    if (rc == SHF_OK
+        && (kl != prefix + 8 || memcmp (k, key.data, prefix) != 0))
+        rc = SHF_ENOTFOUND;
+    if (rc == SHF_OK) {
+        json_t *copy;
+        shf_err_t drc = shf_txn_get_json (self->txn, SHF_DB_DEFS, k, kl, &copy);
+        rc = drc;
+        if (rc == SHF_OK)
+            *record_p = copy;
+    }
+    shf_cursor_close (&cur);
+    return rc;
+}
+
+static shf_err_t
+s_def_load (self_t *self, const char *ns, const char *name, int64_t version,
+            const shf_def_t **def_p)
+{
+    char cache_key [600];
+    if (version > 0) {
+        snprintf (cache_key, sizeof cache_key, "%s\x1f%s\x1f%lld", ns, name,
+                  (long long) version);
+        shf_def_t *def = zhashx_lookup (self->defs, cache_key);
+        if (def) {
+            *def_p = def;
+            return SHF_OK;
+        }
+    }
+    json_t *record = NULL;
+    shf_err_t rc = s_def_record (self, ns, name, version, &record);
+    if (rc)
+        return rc;
+    int64_t found = json_integer_value (json_object_get (record, "version"));
+    snprintf (cache_key, sizeof cache_key, "%s\x1f%s\x1f%lld", ns, name,
+              (long long) found);
+    shf_def_t *def = zhashx_lookup (self->defs, cache_key);
+    if (!def) {
+        char *text = json_dumps (json_object_get (record, "doc"), JSON_COMPACT);
+        char err [512];
+        rc = shf_def_compile (text, strlen (text), &def, err, sizeof err);
+        free (text);
+        if (rc) {
+            shf_error ("shard %u: stored definition %s@%lld does not compile: "
+                       "%s", self->id, name, (long long) found, err);
+            json_decref (record);
+            return SHF_ECORRUPT;
+        }
+        shf_def_set_version (def, found);
+        zhashx_insert (self->defs, cache_key, def);
+    }
+    json_decref (record);
+    *def_p = def;
+    return SHF_OK;
+}
+
+//  --------------------------------------------------------------------
+//  Run state: cache in front of the exec db.
+
+static shf_err_t
+s_state_load (self_t *self, const char *ns, const char *wf_id,
+              json_t **state_p)
+{
+    char name [600];
+    s_exec_name (name, sizeof name, ns, wf_id);
+    json_t *state = zhashx_lookup (self->cache, name);
+    if (state) {
+        *state_p = state;
+        return SHF_OK;
+    }
+    shf_key_t key;
+    shf_key_exec (&key, ns, wf_id);
+    if (key.overflow)
+        return SHF_ENOTFOUND;
+    shf_err_t rc =
+        shf_txn_get_json (self->txn, SHF_DB_EXEC, key.data, key.size, &state);
+    if (rc)
+        return rc;
+    if (zhashx_size (self->cache) >= SHF_SHARD_CACHE_MAX)
+        zhashx_purge (self->cache);
+    zhashx_insert (self->cache, name, state);
+    *state_p = state;
+    return SHF_OK;
+}
+
+static void
+s_index_entry (const json_t *state, json_t **entry_p, shf_key_t *key)
+{
+    const char *ns = s_str (state, "ns");
+    shf_key_init (key);
+    shf_key_str (key, ns ? ns : "default");
+    shf_key_u64 (key, (uint64_t) (INT64_MAX - shf_workflow_started_at (state)));
+    shf_key_str (key, shf_workflow_id (state));
+    shf_key_raw (key, shf_workflow_run_id (state));
+    *entry_p = json_pack ("{s:s, s:s, s:s, s:I, s:s, s:I, s:I}", "workflow_id",
+                          shf_workflow_id (state), "run_id",
+                          shf_workflow_run_id (state), "name",
+                          shf_workflow_def_name (state), "version",
+                          (json_int_t) shf_workflow_def_version (state),
+                          "status", shf_workflow_status (state), "started_at",
+                          (json_int_t) shf_workflow_started_at (state),
+                          "closed_at",
+                          (json_int_t) shf_workflow_closed_at (state));
+}
+
+static shf_err_t
+s_seal_token (self_t *self, const json_t *state, const char *step,
+              uint32_t attempt, char *text, size_t size)
+{
+    shf_token_t token;
+    memset (&token, 0, sizeof token);
+    token.shard = self->id;
+    token.epoch = self->epoch;
+    snprintf (token.ns, sizeof token.ns, "%s", s_str (state, "ns"));
+    snprintf (token.wf_id, sizeof token.wf_id, "%s", shf_workflow_id (state));
+    snprintf (token.run_id, sizeof token.run_id, "%s",
+              shf_workflow_run_id (state));
+    snprintf (token.step, sizeof token.step, "%s", step);
+    token.attempt = attempt;
+    return shf_token_seal (&token, self->args->token_key, text, size);
+}
+
+static void
+s_task_key (shf_key_t *key, const json_t *state, const char *step,
+            uint32_t attempt)
+{
+    shf_key_init (key);
+    shf_key_str (key, s_str (state, "ns"));
+    shf_key_str (key, shf_workflow_id (state));
+    shf_key_str (key, shf_workflow_run_id (state));
+    shf_key_str (key, step);
+    shf_key_u32 (key, attempt);
+}
+
+static void
+s_history_prefix (shf_key_t *key, const char *ns, const char *wf_id,
+                  const char *run_id)
+{
+    shf_key_init (key);
+    shf_key_str (key, ns);
+    shf_key_str (key, wf_id);
+    shf_key_str (key, run_id);
+}
+
+static void
+s_timer_key (shf_key_t *key, const json_t *state, int64_t due,
+             uint64_t timer_id)
+{
+    shf_key_init (key);
+    shf_key_u64 (key, (uint64_t) due);
+    shf_key_str (key, s_str (state, "ns"));
+    shf_key_str (key, shf_workflow_id (state));
+    shf_key_str (key, shf_workflow_run_id (state));
+    shf_key_u64 (key, timer_id);
+}
+
+//  Writes what one transition produced: state, events, effects, index.
+//  Everything lands in the batch transaction; sends go to the outbox.
+static shf_err_t
+s_persist (self_t *self, json_t *state, shf_wf_output_t *wo, bool is_new)
+{
+    shf_err_t rc = SHF_OK;
+    const char *ns = s_str (state, "ns");
+    const char *wf_id = shf_workflow_id (state);
+    const char *run_id = shf_workflow_run_id (state);
+    shf_key_t key;
+
+    //  history events
+    size_t i;
+    json_t *event;
+    json_array_foreach (wo->events, i, event) {
+        s_history_prefix (&key, ns, wf_id, run_id);
+        shf_key_u64 (&key, (uint64_t) json_integer_value (
+                               json_object_get (event, "id")));
+        if (key.overflow)
+            return SHF_ETOOLARGE;
+        rc = shf_txn_put_json (self->txn, SHF_DB_HISTORY, key.data, key.size,
+                               event);
+        if (rc)
+            return rc;
+    }
+    bool closed = false;
+    for (i = 0; i < wo->n_effects; i++) {
+        shf_effect_t *e = &wo->effects [i];
+        switch (e->kind) {
+            case SHF_EFFECT_TASK: {
+                char token [SHF_TOKEN_MAX_TEXT];
+                rc = s_seal_token (self, state, e->step, e->attempt, token,
+                                   sizeof token);
+                if (rc)
+                    return rc;
+                json_t *task = json_pack (
+                    "{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:i, s:O, s:O, "
+                    "s:I, s:I}",
+                    "op", "task", "token", token, "ns", ns, "wf_id", wf_id,
+                    "run_id", run_id, "step", e->step, "activity",
+                    e->activity, "queue", e->queue, "attempt", (int) e->attempt,
+                    "input", e->input ? e->input : json_null (),
+                    "heartbeat_details",
+                    e->heartbeat_details ? e->heartbeat_details : json_null (),
+                    "start_to_close_ms", (json_int_t) e->start_to_close,
+                    "heartbeat_timeout_ms", (json_int_t) e->heartbeat_timeout);
+                s_task_key (&key, state, e->step, e->attempt);
+                rc = shf_txn_put_json (self->txn, SHF_DB_TASKS, key.data,
+                                       key.size, task);
+                if (rc) {
+                    json_decref (task);
+                    return rc;
+                }
+                s_out_push (self, S_OUT_TASK)->body = task;
+                break;
+            }
+            case SHF_EFFECT_TASK_CANCEL: {
+                s_task_key (&key, state, e->step, e->attempt);
+                json_t *task = NULL;
+                if (shf_txn_get_json (self->txn, SHF_DB_TASKS, key.data,
+                                      key.size, &task)
+                    == SHF_OK) {
+                    s_out_t *o = s_out_push (self, S_OUT_CANCEL);
+                    o->queue = strdup (s_str (task, "queue"));
+                    o->token = strdup (s_str (task, "token"));
+                    json_decref (task);
+                    rc = shf_txn_del (self->txn, SHF_DB_TASKS, key.data,
+                                      key.size);
+                    if (rc && rc != SHF_ENOTFOUND)
+                        return rc;
+                }
+                break;
+            }
+            case SHF_EFFECT_TIMER: {
+                s_timer_key (&key, state, e->due, e->timer_id);
+                json_t *timer =
+                    json_pack ("{s:s, s:s, s:s, s:I}", "ns", ns, "wf_id", wf_id,
+                               "run_id", run_id, "timer_id",
+                               (json_int_t) e->timer_id);
+                rc = shf_txn_put_json (self->txn, SHF_DB_TIMERS, key.data,
+                                       key.size, timer);
+                json_decref (timer);
+                if (rc)
+                    return rc;
+                if (e->due < self->next_due)
+                    self->next_due = e->due;
+                break;
+            }
+            case SHF_EFFECT_TIMER_CANCEL:
+                s_timer_key (&key, state, e->due, e->timer_id);
+                rc = shf_txn_del (self->txn, SHF_DB_TIMERS, key.data, key.size);
+                if (rc && rc != SHF_ENOTFOUND)
+                    return rc;
+                break;
+            case SHF_EFFECT_CLOSED:
+                closed = true;
+                break;
+        }
+    }
+    //  mutable state
+    shf_key_exec (&key, ns, wf_id);
+    rc = shf_txn_put_json (self->txn, SHF_DB_EXEC, key.data, key.size, state);
+    if (rc)
+        return rc;
+    //  visibility index
+    if (is_new || closed) {
+        json_t *entry;
+        s_index_entry (state, &entry, &key);
+        rc = shf_txn_put_json (self->txn, SHF_DB_INDEX, key.data, key.size,
+                               entry);
+        json_decref (entry);
+        if (rc)
+            return rc;
+    }
+    if (closed) {
+        char name [600];
+        s_exec_name (name, sizeof name, ns, wf_id);
+        if (zhashx_lookup (self->waiters, name)) {
+            s_out_t *o = s_out_push (self, S_OUT_WAKE);
+            o->exec_key = strdup (name);
+            o->body = shf_workflow_result (state);
+        }
+    }
+    return SHF_OK;
+}
+
+//  Applies one input to a loaded run and persists the result.
+static shf_err_t
+s_apply (self_t *self, const shf_def_t *def, json_t *state,
+         const shf_wf_input_t *input, bool is_new, char *why, size_t whylen)
+{
+    shf_wf_output_reset (&self->wf_out);
+    shf_err_t rc = shf_workflow_apply (def, state, input, &self->wf_out);
+    if (rc) {
+        snprintf (why, whylen, "%s", self->wf_out.message [0]
+                                         ? self->wf_out.message
+                                         : shf_strerror (rc));
+        return rc;
+    }
+    return s_persist (self, state, &self->wf_out, is_new);
+}
+
+static shf_err_t
+s_run_def (self_t *self, const json_t *state, const shf_def_t **def_p)
+{
+    return s_def_load (self, s_str (state, "ns"), shf_workflow_def_name (state),
+                       shf_workflow_def_version (state), def_p);
+}
+
+//  --------------------------------------------------------------------
+//  Requests
+
+static void
+s_random_id (char *buf, size_t size)
+{
+    unsigned char raw [16];
+    randombytes_buf (raw, sizeof raw);
+    sodium_bin2hex (buf, size, raw, sizeof raw);
+}
+
+//  A storage error inside a batch: EFULL aborts the batch (redo after
+//  growth); anything else is an internal error for this request only
+//  if it happened before any write, which the callers guarantee by
+//  returning it up. Returns true when the batch must stop.
+static bool
+s_fatal (shf_err_t rc)
+{
+    return rc == SHF_EFULL || rc == SHF_EIO;
+}
+
+static shf_err_t
+s_wf_start (self_t *self, zframe_t *identity, uint64_t id, const json_t *msg)
+{
+    const char *ns = s_str (msg, "ns");
+    const char *wf_id = s_str (msg, "wf_id");
+    const char *request_id = s_str (msg, "request_id");
+    shf_key_t dkey;
+    shf_err_t rc;
+    if (request_id) {
+        shf_key_init (&dkey);
+        shf_key_str (&dkey, ns);
+        shf_key_raw (&dkey, request_id);
+        json_t *prior = NULL;
+        rc = shf_txn_get_json (self->txn, SHF_DB_DEDUP, dkey.data, dkey.size,
+                               &prior);
+        if (rc == SHF_OK) {
+            int64_t at = json_integer_value (json_object_get (prior, "at"));
+            if (shf_clock_now () - at < SHF_DEDUP_TTL_MS) {
+                s_reply (self, identity, id,
+                         json_incref (json_object_get (prior, "reply")));
+                json_decref (prior);
+                return SHF_OK;
+            }
+            json_decref (prior);
+        }
+        else if (rc != SHF_ENOTFOUND)
+            return rc;
+    }
+    const shf_def_t *def;
+    rc = s_def_load (self, ns, s_str (msg, "name"),
+                     shf_msg_int (msg, "version", 0), &def);
+    if (rc == SHF_ENOTFOUND) {
+        char why [400];
+        snprintf (why, sizeof why, "no definition \"%s\" in namespace \"%s\"",
+                  s_str (msg, "name"), ns);
+        s_reply_error (self, identity, id, SHF_ENOTFOUND, why);
+        return SHF_OK;
+    }
+    if (rc)
+        return rc;
+    json_t *state = NULL;
+    rc = s_state_load (self, ns, wf_id, &state);
+    if (rc == SHF_OK && shf_workflow_is_open (state)) {
+        char why [400];
+        snprintf (why, sizeof why, "workflow \"%s\" is already running (run %s)",
+                  wf_id, shf_workflow_run_id (state));
+        s_reply_error (self, identity, id, SHF_ERUNNING, why);
+        return SHF_OK;
+    }
+    if (rc && rc != SHF_ENOTFOUND)
+        return rc;
+    char run_id [40];
+    s_random_id (run_id, sizeof run_id);
+    json_t *fresh = json_object ();
+    shf_wf_input_t input = {.kind = SHF_WF_START,
+                            .now = shf_clock_now (),
+                            .namespace_ = ns,
+                            .workflow_id = wf_id,
+                            .run_id = run_id,
+                            .payload = json_object_get (msg, "input")};
+    char why [300];
+    rc = s_apply (self, def, fresh, &input, true, why, sizeof why);
+    if (rc && !s_fatal (rc)) {
+        json_decref (fresh);
+        s_reply_error (self, identity, id, rc, why);
+        return SHF_OK;
+    }
+    if (rc) {
+        json_decref (fresh);
+        return rc;
+    }
+    char name [600];
+    s_exec_name (name, sizeof name, ns, wf_id);
+    if (zhashx_size (self->cache) >= SHF_SHARD_CACHE_MAX)
+        zhashx_purge (self->cache);
+    zhashx_update (self->cache, name, fresh);
+    json_t *body = json_pack ("{s:s, s:s, s:i}", "workflow_id", wf_id, "run_id",
+                              run_id, "shard", (int) self->id);
+    if (request_id) {
+        json_t *record = json_pack ("{s:O, s:I}", "reply", body, "at",
+                                    (json_int_t) shf_clock_now ());
+        rc = shf_txn_put_json (self->txn, SHF_DB_DEDUP, dkey.data, dkey.size,
+                               record);
+        json_decref (record);
+        if (rc) {
+            json_decref (body);
+            return rc;
+        }
+    }
+    s_reply (self, identity, id, body);
+    return SHF_OK;
+}
+
+//  Loads the run a request names; replies not_found itself.
+static shf_err_t
+s_find_run (self_t *self, zframe_t *identity, uint64_t id, const json_t *msg,
+            json_t **state_p, bool *replied)
+{
+    const char *ns = s_str (msg, "ns");
+    const char *wf_id = s_str (msg, "wf_id");
+    shf_err_t rc = s_state_load (self, ns, wf_id, state_p);
+    *replied = false;
+    if (rc == SHF_ENOTFOUND) {
+        char why [400];
+        snprintf (why, sizeof why, "no workflow \"%s\" in namespace \"%s\"",
+                  wf_id, ns);
+        s_reply_error (self, identity, id, SHF_ENOTFOUND, why);
+        *replied = true;
+        return SHF_OK;
+    }
+    return rc;
+}
+
+static shf_err_t
+s_wf_result (self_t *self, zframe_t *identity, uint64_t id, const json_t *msg)
+{
+    json_t *state;
+    bool replied;
+    shf_err_t rc = s_find_run (self, identity, id, msg, &state, &replied);
+    if (rc || replied)
+        return rc;
+    if (shf_workflow_is_open (state) && shf_msg_bool (msg, "wait", false)) {
+        int64_t timeout = shf_msg_int (msg, "timeout_ms", 60000);
+        if (timeout > SHF_SHARD_WAIT_MAX)
+            timeout = SHF_SHARD_WAIT_MAX;
+        char name [600];
+        s_exec_name (name, sizeof name, s_str (msg, "ns"), s_str (msg, "wf_id"));
+        zlistx_t *list = zhashx_lookup (self->waiters, name);
+        if (!list) {
+            list = zlistx_new ();
+            zlistx_set_destructor (list, s_waiter_destroy);
+            zhashx_insert (self->waiters, name, list);
+        }
+        s_waiter_t *w = calloc (1, sizeof *w);
+        assert (w);
+        w->identity = zframe_dup (identity);
+        w->id = id;
+        w->deadline = shf_clock_mono_us () / 1000 + timeout;
+        zlistx_add_end (list, w);
+        return SHF_OK;
+    }
+    s_reply (self, identity, id, shf_workflow_result (state));
+    return SHF_OK;
+}
+
+static shf_err_t
+s_wf_describe (self_t *self, zframe_t *identity, uint64_t id,
+               const json_t *msg)
+{
+    json_t *state;
+    bool replied;
+    shf_err_t rc = s_find_run (self, identity, id, msg, &state, &replied);
+    if (rc || replied)
+        return rc;
+    const shf_def_t *def;
+    rc = s_run_def (self, state, &def);
+    if (rc)
+        return rc;
+    json_t *body = shf_workflow_describe (def, state);
+    json_object_set_new (body, "shard", json_integer (self->id));
+    s_reply (self, identity, id, body);
+    return SHF_OK;
+}
+
+static shf_err_t
+s_wf_history (self_t *self, zframe_t *identity, uint64_t id,
+              const json_t *msg)
+{
+    json_t *state;
+    bool replied;
+    shf_err_t rc = s_find_run (self, identity, id, msg, &state, &replied);
+    if (rc || replied)
+        return rc;
+    shf_key_t prefix;
+    s_history_prefix (&prefix, s_str (state, "ns"), shf_workflow_id (state),
+                      shf_workflow_run_id (state));
+    shf_cursor_t *cur;
+    rc = shf_cursor_open (self->txn, SHF_DB_HISTORY, &cur);
+    if (rc)
+        return rc;
+    json_t *events = json_array ();
+    const void *k, *v;
+    size_t kl, vl;
+    rc = shf_cursor_seek (cur, prefix.data, prefix.size, &k, &kl, &v, &vl);
+    while (rc == SHF_OK && kl == prefix.size + 8
+           && memcmp (k, prefix.data, prefix.size) == 0) {
+        json_t *event;
+        rc = shf_txn_get_json (self->txn, SHF_DB_HISTORY, k, kl, &event);
+        if (rc)
+            break;
+        json_t *t = json_object_get (event, "time");
+        if (json_is_integer (t))
+            json_object_set_new (event, "time",
+                                 s_time_json (json_integer_value (t)));
+        json_array_append_new (events, event);
+        rc = shf_cursor_next (cur, &k, &kl, &v, &vl);
+    }
+    shf_cursor_close (&cur);
+    if (rc && rc != SHF_ENOTFOUND) {
+        json_decref (events);
+        return rc;
+    }
+    s_reply (self, identity, id, json_pack ("{s:o}", "events", events));
+    return SHF_OK;
+}
+
+static shf_err_t
+s_wf_control (self_t *self, zframe_t *identity, uint64_t id, const json_t *msg,
+              shf_op_t op)
+{
+    json_t *state;
+    bool replied;
+    shf_err_t rc = s_find_run (self, identity, id, msg, &state, &replied);
+    if (rc || replied)
+        return rc;
+    const shf_def_t *def;
+    rc = s_run_def (self, state, &def);
+    if (rc)
+        return rc;
+    shf_wf_input_t input = {.now = shf_clock_now (),
+                            .reason = s_str (msg, "reason"),
+                            .signal = s_str (msg, "signal"),
+                            .payload = json_object_get (msg, "input")};
+    input.kind = op == SHF_OP_WF_SIGNAL   ? SHF_WF_SIGNAL
+                 : op == SHF_OP_WF_CANCEL ? SHF_WF_CANCEL
+                                          : SHF_WF_TERMINATE;
+    char why [300];
+    rc = s_apply (self, def, state, &input, false, why, sizeof why);
+    if (rc && !s_fatal (rc)) {
+        s_reply_error (self, identity, id, rc, why);
+        return SHF_OK;
+    }
+    if (rc)
+        return rc;
+    s_reply (self, identity, id,
+             json_pack ("{s:s, s:s}", "workflow_id", shf_workflow_id (state),
+                        "run_id", shf_workflow_run_id (state)));
+    return SHF_OK;
+}
+
+//  complete / fail / hb: the router verified the token's MAC and put its
+//  fields in "_token".
+static shf_err_t
+s_activity (self_t *self, zframe_t *identity, uint64_t id, const json_t *msg,
+            shf_op_t op)
+{
+    const json_t *tok = json_object_get (msg, "_token");
+    const char *ns = s_str (tok, "ns");
+    const char *wf_id = s_str (tok, "wf_id");
+    const char *run_id = s_str (tok, "run_id");
+    const char *step = s_str (tok, "step");
+    uint32_t attempt = (uint32_t) json_integer_value (
+        json_object_get (tok, "attempt"));
+    json_t *state = NULL;
+    shf_err_t rc = s_state_load (self, ns, wf_id, &state);
+    if (rc && rc != SHF_ENOTFOUND)
+        return rc;
+    if (rc == SHF_ENOTFOUND || strcmp (shf_workflow_run_id (state), run_id)) {
+        s_reply_error (self, identity, id, SHF_ENOTFOUND,
+                       "the run of this task is gone");
+        return SHF_OK;
+    }
+    shf_key_t key;
+    s_task_key (&key, state, step, attempt);
+    const json_t *error = json_object_get (msg, "error");
+    const char *etype = s_str (error, "type");
+    if (op == SHF_OP_FAIL && etype && strcmp (etype, "WorkerShutdown") == 0) {
+        //  A hand-back: the worker stopped before running the task to the
+        //  end. Offer the same attempt again at once; it does not count.
+        json_t *task = NULL;
+        rc = shf_txn_get_json (self->txn, SHF_DB_TASKS, key.data, key.size,
+                               &task);
+        if (rc == SHF_OK && shf_workflow_is_open (state))
+            s_out_push (self, S_OUT_TASK)->body = task;
+        else
+            json_decref (task);
+        if (rc && rc != SHF_ENOTFOUND)
+            return rc;
+        s_reply (self, identity, id, json_object ());
+        return SHF_OK;
+    }
+    const shf_def_t *def;
+    rc = s_run_def (self, state, &def);
+    if (rc)
+        return rc;
+    shf_wf_input_t input = {.now = shf_clock_now (),
+                            .step = step,
+                            .attempt = attempt,
+                            .worker = s_str (msg, "worker")};
+    if (op == SHF_OP_COMPLETE) {
+        input.kind = SHF_WF_ACTIVITY_COMPLETED;
+        input.payload = json_object_get (msg, "output");
+    }
+    else if (op == SHF_OP_FAIL) {
+        input.kind = SHF_WF_ACTIVITY_FAILED;
+        input.error_type = etype;
+        input.error_message = s_str (error, "message");
+    }
+    else {
+        input.kind = SHF_WF_HEARTBEAT;
+        input.payload = json_object_get (msg, "details");
+    }
+    char why [300];
+    rc = s_apply (self, def, state, &input, false, why, sizeof why);
+    if (rc && !s_fatal (rc)) {
+        s_reply_error (self, identity, id, rc, why);
+        return SHF_OK;
+    }
+    if (rc)
+        return rc;
+    if (op != SHF_OP_HEARTBEAT) {
+        rc = shf_txn_del (self->txn, SHF_DB_TASKS, key.data, key.size);
+        if (rc && rc != SHF_ENOTFOUND)
+            return rc;
+    }
+    s_reply (self, identity, id, json_object ());
+    return SHF_OK;
+}
+
+static shf_err_t
+s_request (self_t *self, zframe_t *identity, json_t *msg)
+{
+    uint64_t id = (uint64_t) shf_msg_int (msg, "id", 0);
+    const char *opname = s_str (msg, "op");
+    shf_op_t op = SHF_OP_INVALID;
+    for (int i = 1; i < SHF_OP_COUNT; i++)
+        if (shf_msg_op_name ((shf_op_t) i)
+            && strcmp (shf_msg_op_name ((shf_op_t) i), opname) == 0)
+            op = (shf_op_t) i;
+    if (strcmp (opname, "hb") == 0)
+        op = SHF_OP_HEARTBEAT;
+    switch (op) {
+        case SHF_OP_WF_START:
+            return s_wf_start (self, identity, id, msg);
+        case SHF_OP_WF_RESULT:
+            return s_wf_result (self, identity, id, msg);
+        case SHF_OP_WF_DESCRIBE:
+            return s_wf_describe (self, identity, id, msg);
+        case SHF_OP_WF_HISTORY:
+            return s_wf_history (self, identity, id, msg);
+        case SHF_OP_WF_SIGNAL:
+        case SHF_OP_WF_CANCEL:
+        case SHF_OP_WF_TERMINATE:
+            return s_wf_control (self, identity, id, msg, op);
+        case SHF_OP_COMPLETE:
+        case SHF_OP_FAIL:
+        case SHF_OP_HEARTBEAT:
+            return s_activity (self, identity, id, msg, op);
+        default:
+            s_reply_error (self, identity, id, SHF_EINVAL,
+                           "operation not served by a shard");
+            return SHF_OK;
+    }
+}
+
+//  "DISPATCHED": the matcher handed a task to a worker. Recorded as
+//  ActivityStarted; nothing is sent, so nothing waits on this commit.
+static shf_err_t
+s_dispatched (self_t *self, const json_t *msg)
+{
+    json_t *state;
+    shf_err_t rc =
+        s_state_load (self, s_str (msg, "ns"), s_str (msg, "wf_id"), &state);
+    if (rc == SHF_ENOTFOUND)
+        return SHF_OK;
+    if (rc)
+        return rc;
+    if (strcmp (shf_workflow_run_id (state), s_str (msg, "run_id")) != 0)
+        return SHF_OK;
+    const shf_def_t *def;
+    rc = s_run_def (self, state, &def);
+    if (rc)
+        return rc;
+    shf_wf_input_t input = {
+        .kind = SHF_WF_ACTIVITY_STARTED,
+        .now = shf_clock_now (),
+        .step = s_str (msg, "step"),
+        .attempt = (uint32_t) json_integer_value (json_object_get (msg, "attempt")),
+        .worker = s_str (msg, "worker")};
+    char why [300];
+    rc = s_apply (self, def, state, &input, false, why, sizeof why);
+    return s_fatal (rc) ? rc : SHF_OK;
+}
+
+//  --------------------------------------------------------------------
+//  Gathers: requests the router sends to every shard (or shard 0).
+
+static shf_err_t
+s_def_register (self_t *self, const json_t *msg, json_t **reply_p)
+{
+    const char *ns = s_str (msg, "ns");
+    const char *doc = s_str (msg, "doc");
+    char err [600];
+    shf_def_t *def = NULL;
+    shf_err_t rc = shf_def_compile (doc, strlen (doc), &def, err, sizeof err);
+    if (rc) {
+        *reply_p = shf_msg_reply_error (0, rc, err);
+        return SHF_OK;
+    }
+    const char *name = shf_def_name (def);
+    int64_t version = shf_def_version (def);
+    json_t *existing = NULL;
+    rc = s_def_record (self, ns, name, version, &existing);
+    if (rc && rc != SHF_ENOTFOUND)
+        goto done;
+    if (rc == SHF_OK) {
+        //  Identical document: a no-op that answers the stored version.
+        shf_def_t *old = NULL;
+        char *text = json_dumps (json_object_get (existing, "doc"), JSON_COMPACT);
+        shf_err_t crc = shf_def_compile (text, strlen (text), &old, err,
+                                         sizeof err);
+        free (text);
+        bool same = crc == SHF_OK
+                    && strcmp (shf_def_canonical (old), shf_def_canonical (def))
+                           == 0;
+        int64_t old_version =
+            json_integer_value (json_object_get (existing, "version"));
+        shf_def_destroy (&old);
+        if (same) {
+            *reply_p = shf_msg_reply_ok (
+                0, json_pack ("{s:s, s:I}", "name", name, "version",
+                              (json_int_t) old_version));
+            rc = SHF_OK;
+            goto done;
+        }
+        if (version > 0) {
+            snprintf (err, sizeof err,
+                      "definition %s version %lld exists with another document",
+                      name, (long long) version);
+            *reply_p = shf_msg_reply_error (0, SHF_EVERSION, err);
+            rc = SHF_OK;
+            goto done;
+        }
+        version = old_version + 1;
+    }
+    else if (version == 0)
+        version = 1;
+    shf_def_set_version (def, version);
+    {
+        int64_t now = shf_clock_now ();
+        json_t *record = json_pack ("{s:s, s:I, s:I, s:O}", "name", name,
+                                    "version", (json_int_t) version,
+                                    "registered_at", (json_int_t) now, "doc",
+                                    shf_def_document (def));
+        shf_key_t key;
+        s_def_prefix (&key, ns, name);
+        shf_key_u64 (&key, (uint64_t) version);
+        rc = shf_txn_put_json (self->txn, SHF_DB_DEFS, key.data, key.size,
+                               record);
+        json_decref (record);
+        if (rc)
+            goto done;
+        *reply_p = shf_msg_reply_ok (0, json_pack ("{s:s, s:I}", "name", name,
+                                                   "version",
+                                                   (json_int_t) version));
+    }
+done:
+    json_decref (existing);
+    shf_def_destroy (&def);
+    return rc;
+}
+
+static json_t *
+s_def_summary (const json_t *record, bool with_doc)
+{
+    json_t *out = json_pack (
+        "{s:O, s:O, s:o}", "name", json_object_get (record, "name"), "version",
+        json_object_get (record, "version"), "registered_at",
+        s_time_json (json_integer_value (json_object_get (record,
+                                                          "registered_at"))));
+    if (with_doc)
+        json_object_set (out, "definition", json_object_get (record, "doc"));
+    return out;
+}
+
+static shf_err_t
+s_def_list (self_t *self, const json_t *msg, json_t **reply_p)
+{
+    shf_key_t prefix;
+    shf_key_init (&prefix);
+    shf_key_str (&prefix, s_str (msg, "ns"));
+    shf_cursor_t *cur;
+    shf_err_t rc = shf_cursor_open (self->txn, SHF_DB_DEFS, &cur);
+    if (rc)
+        return rc;
+    json_t *defs = json_array ();
+    const void *k, *v;
+    size_t kl, vl;
+    rc = shf_cursor_seek (cur, prefix.data, prefix.size, &k, &kl, &v, &vl);
+    while (rc == SHF_OK && kl > prefix.size
+           && memcmp (k, prefix.data, prefix.size) == 0) {
+        json_t *record;
+        rc = shf_txn_get_json (self->txn, SHF_DB_DEFS, k, kl, &record);
+        if (rc)
+            break;
+        json_array_append_new (defs, s_def_summary (record, false));
+        json_decref (record);
+        rc = shf_cursor_next (cur, &k, &kl, &v, &vl);
+    }
+    shf_cursor_close (&cur);
+    if (rc && rc != SHF_ENOTFOUND) {
+        json_decref (defs);
+        return rc;
+    }
+    *reply_p = shf_msg_reply_ok (0, json_pack ("{s:o}", "definitions", defs));
+    return SHF_OK;
+}
+
+static shf_err_t
+s_def_show (self_t *self, const json_t *msg, json_t **reply_p)
+{
+    json_t *record = NULL;
+    shf_err_t rc = s_def_record (self, s_str (msg, "ns"), s_str (msg, "name"),
+                                 shf_msg_int (msg, "version", 0), &record);
+    if (rc == SHF_ENOTFOUND) {
+        char why [400];
+        snprintf (why, sizeof why, "no definition \"%s\"", s_str (msg, "name"));
+        *reply_p = shf_msg_reply_error (0, SHF_ENOTFOUND, why);
+        return SHF_OK;
+    }
+    if (rc)
+        return rc;
+    *reply_p = shf_msg_reply_ok (0, s_def_summary (record, true));
+    json_decref (record);
+    return SHF_OK;
+}
+
+static shf_err_t
+s_wf_list (self_t *self, const json_t *msg, json_t **reply_p)
+{
+    const char *status = s_str (msg, "status");
+    const char *name = s_str (msg, "name");
+    int64_t limit = shf_msg_int (msg, "limit", 100);
+    shf_key_t prefix;
+    shf_key_init (&prefix);
+    shf_key_str (&prefix, s_str (msg, "ns"));
+    shf_cursor_t *cur;
+    shf_err_t rc = shf_cursor_open (self->txn, SHF_DB_INDEX, &cur);
+    if (rc)
+        return rc;
+    json_t *list = json_array ();
+    const void *k, *v;
+    size_t kl, vl;
+    rc = shf_cursor_seek (cur, prefix.data, prefix.size, &k, &kl, &v, &vl);
+    while (rc == SHF_OK && (int64_t) json_array_size (list) < limit
+           && kl > prefix.size && memcmp (k, prefix.data, prefix.size) == 0) {
+        json_t *entry;
+        rc = shf_txn_get_json (self->txn, SHF_DB_INDEX, k, kl, &entry);
+        if (rc)
+            break;
+        if ((!status || strcmp (status, s_str (entry, "status")) == 0)
+            && (!name || strcmp (name, s_str (entry, "name")) == 0)) {
+            json_t *item = json_pack (
+                "{s:O, s:O, s:O, s:O, s:o, s:o}", "workflow_id",
+                json_object_get (entry, "workflow_id"), "run_id",
+                json_object_get (entry, "run_id"), "name",
+                json_object_get (entry, "name"), "status",
+                json_object_get (entry, "status"), "started_at",
+                s_time_json (json_integer_value (
+                    json_object_get (entry, "started_at"))),
+                "closed_at",
+                s_time_json (json_integer_value (
+                    json_object_get (entry, "closed_at"))));
+            json_array_append_new (list, item);
+        }
+        json_decref (entry);
+        rc = shf_cursor_next (cur, &k, &kl, &v, &vl);
+    }
+    shf_cursor_close (&cur);
+    if (rc && rc != SHF_ENOTFOUND) {
+        json_decref (list);
+        return rc;
+    }
+    *reply_p = shf_msg_reply_ok (0, json_pack ("{s:o}", "workflows", list));
+    return SHF_OK;
+}
+
+static shf_err_t
+s_gather (self_t *self, uint32_t gather_id, json_t *msg)
+{
+    const char *op = s_str (msg, "op");
+    json_t *reply = NULL;
+    shf_err_t rc;
+    if (strcmp (op, "def_register") == 0)
+        rc = s_def_register (self, msg, &reply);
+    else if (strcmp (op, "def_list") == 0)
+        rc = s_def_list (self, msg, &reply);
+    else if (strcmp (op, "def_show") == 0)
+        rc = s_def_show (self, msg, &reply);
+    else if (strcmp (op, "wf_list") == 0)
+        rc = s_wf_list (self, msg, &reply);
+    else
+        rc = SHF_EINVAL;
+    if (rc) {
+        json_decref (reply);
+        if (s_fatal (rc))
+            return rc;
+        reply = shf_msg_reply_error (0, rc, shf_strerror (rc));
+    }
+    s_out_t *o = s_out_push (self, S_OUT_GATHERED);
+    o->gather_id = gather_id;
+    o->body = reply;
+    return SHF_OK;
+}
+
+//  --------------------------------------------------------------------
+//  Timers
+
+//  Fires every timer due by now inside the batch transaction.
+static shf_err_t
+s_fire_timers (self_t *self)
+{
+    int64_t now = shf_clock_now ();
+    self->next_due = INT64_MAX;
+    for (int rounds = 0; rounds < 64; rounds++) {
+        shf_cursor_t *cur;
+        shf_err_t rc = shf_cursor_open (self->txn, SHF_DB_TIMERS, &cur);
+        if (rc)
+            return rc;
+        const void *k, *v;
+        size_t kl, vl;
+        json_t *due = json_array ();
+        rc = shf_cursor_seek (cur, NULL, 0, &k, &kl, &v, &vl);
+        while (rc == SHF_OK && json_array_size (due) < 4096) {
+            int64_t at = (int64_t) shf_key_get_u64 (k);
+            if (at > now) {
+                self->next_due = at;
+                break;
+            }
+            json_t *timer;
+            rc = shf_txn_get_json (self->txn, SHF_DB_TIMERS, k, kl, &timer);
+            if (rc)
+                break;
+            json_object_set_new (timer, "_key", json_stringn_nocheck (k, kl));
+            json_array_append_new (due, timer);
+            rc = shf_cursor_next (cur, &k, &kl, &v, &vl);
+        }
+        shf_cursor_close (&cur);
+        if (rc && rc != SHF_ENOTFOUND) {
+            json_decref (due);
+            return rc;
+        }
+        if (json_array_size (due) == 0) {
+            json_decref (due);
+            return SHF_OK;
+        }
+        size_t i;
+        json_t *timer;
+        json_array_foreach (due, i, timer) {
+            const json_t *jkey = json_object_get (timer, "_key");
+            rc = shf_txn_del (self->txn, SHF_DB_TIMERS,
+                              json_string_value (jkey),
+                              json_string_length (jkey));
+            if (rc && rc != SHF_ENOTFOUND)
+                break;
+            json_t *state;
+            rc = s_state_load (self, s_str (timer, "ns"),
+                               s_str (timer, "wf_id"), &state);
+            if (rc == SHF_ENOTFOUND
+                || (rc == SHF_OK
+                    && strcmp (shf_workflow_run_id (state),
+                               s_str (timer, "run_id")))) {
+                rc = SHF_OK;
+                continue;
+            }
+            if (rc)
+                break;
+            const shf_def_t *def;
+            rc = s_run_def (self, state, &def);
+            if (rc)
+                break;
+            shf_wf_input_t input = {
+                .kind = SHF_WF_TIMER_FIRED,
+                .now = now,
+                .timer_id = (uint64_t) json_integer_value (
+                    json_object_get (timer, "timer_id"))};
+            char why [300];
+            rc = s_apply (self, def, state, &input, false, why, sizeof why);
+            if (rc && !s_fatal (rc))
+                rc = SHF_OK;
+            if (rc)
+                break;
+        }
+        json_decref (due);
+        if (rc)
+            return rc;
+        self->next_due = INT64_MAX;
+    }
+    return SHF_OK;
+}
+
+//  --------------------------------------------------------------------
+//  The batch
+
+static void
+s_in_clear (self_t *self)
+{
+    for (size_t i = 0; i < self->n_in; i++) {
+        zframe_destroy (&self->in [i].identity);
+        json_decref (self->in [i].msg);
+    }
+    self->n_in = 0;
+}
+
+static void
+s_out_clear (self_t *self)
+{
+    for (size_t i = 0; i < self->n_out; i++)
+        s_out_free (&self->out [i]);
+    self->n_out = 0;
+}
+
+//  Reads one pipe message into the batch; returns false on $TERM.
+static bool
+s_take (self_t *self, zmsg_t *zmsg)
+{
+    char *cmd = zmsg_popstr (zmsg);
+    bool keep = true;
+    if (!cmd || streq (cmd, "$TERM")) {
+        self->terminated = true;
+        keep = false;
+    }
+    else {
+        if (self->n_in == self->cap_in) {
+            self->cap_in = self->cap_in ? self->cap_in * 2 : 64;
+            self->in = realloc (self->in, self->cap_in * sizeof (s_in_t));
+            assert (self->in);
+        }
+        s_in_t *in = &self->in [self->n_in];
+        memset (in, 0, sizeof *in);
+        if (streq (cmd, "REQ")) {
+            in->kind = 'R';
+            in->identity = zmsg_pop (zmsg);
+        }
+        else if (streq (cmd, "GATHER")) {
+            in->kind = 'G';
+            zframe_t *f = zmsg_pop (zmsg);
+            if (f && zframe_size (f) == 4)
+                memcpy (&in->gather_id, zframe_data (f), 4);
+            zframe_destroy (&f);
+        }
+        else if (streq (cmd, "DISPATCHED"))
+            in->kind = 'D';
+        zframe_t *ptr = zmsg_pop (zmsg);
+        if (ptr && zframe_size (ptr) == sizeof (void *))
+            memcpy (&in->msg, zframe_data (ptr), sizeof (void *));
+        zframe_destroy (&ptr);
+        if (in->kind && in->msg)
+            self->n_in++;
+        else {
+            zframe_destroy (&in->identity);
+            json_decref (in->msg);
+        }
+    }
+    zstr_free (&cmd);
+    zmsg_destroy (&zmsg);
+    return keep;
+}
+
+static shf_err_t
+s_run_batch (self_t *self)
+{
+    shf_err_t rc = SHF_OK;
+    for (size_t i = 0; i < self->n_in && rc == SHF_OK; i++) {
+        s_in_t *in = &self->in [i];
+        size_t mark = self->n_out;
+        if (in->kind == 'R')
+            rc = s_request (self, in->identity, in->msg);
+        else if (in->kind == 'G')
+            rc = s_gather (self, in->gather_id, in->msg);
+        else
+            rc = s_dispatched (self, in->msg);
+        if (rc && !s_fatal (rc)) {
+            //  A storage problem confined to one request (a corrupt
+            //  record, an oversize key): answer it, keep the batch.
+            shf_warn ("shard %u: request failed: %s", self->id,
+                      shf_strerror (rc));
+            while (self->n_out > mark)
+                s_out_free (&self->out [--self->n_out]);
+            if (in->kind == 'R')
+                s_reply_error (self, in->identity,
+                               (uint64_t) shf_msg_int (in->msg, "id", 0), rc,
+                               shf_strerror (rc));
+            rc = SHF_OK;
+        }
+    }
+    if (rc == SHF_OK)
+        rc = s_fire_timers (self);
+    return rc;
+}
+
+static void
+s_send_outbox (self_t *self)
+{
+    for (size_t i = 0; i < self->n_out; i++) {
+        s_out_t *o = &self->out [i];
+        switch (o->kind) {
+            case S_OUT_REPLY: {
+                char *data;
+                size_t size;
+                if (shf_msg_encode (o->body, &data, &size) != SHF_OK)
+                    break;
+                zmsg_t *m = zmsg_new ();
+                zmsg_addstr (m, "REPLY");
+                zmsg_append (m, &o->identity);
+                zmsg_addmem (m, data, size);
+                free (data);
+                zmsg_send (&m, self->pipe);
+                break;
+            }
+            case S_OUT_TASK:
+            case S_OUT_GATHERED: {
+                zmsg_t *m = zmsg_new ();
+                zmsg_addstr (m, o->kind == S_OUT_TASK ? "TASK" : "GATHERED");
+                if (o->kind == S_OUT_GATHERED)
+                    zmsg_addmem (m, &o->gather_id, 4);
+                zmsg_addmem (m, &o->body, sizeof (void *));
+                o->body = NULL;  //  ownership passes to the router
+                zmsg_send (&m, self->pipe);
+                break;
+            }
+            case S_OUT_CANCEL:
+                zsock_send (self->pipe, "sss", "CANCEL", o->queue, o->token);
+                break;
+            case S_OUT_WAKE: {
+                zlistx_t *list = zhashx_lookup (self->waiters, o->exec_key);
+                if (!list)
+                    break;
+                for (s_waiter_t *w = zlistx_first (list); w;
+                     w = zlistx_next (list)) {
+                    json_t *reply = shf_msg_reply_ok (w->id, json_incref (o->body));
+                    char *data;
+                    size_t size;
+                    if (shf_msg_encode (reply, &data, &size) == SHF_OK) {
+                        zmsg_t *m = zmsg_new ();
+                        zmsg_addstr (m, "REPLY");
+                        zmsg_append (m, &w->identity);
+                        zmsg_addmem (m, data, size);
+                        free (data);
+                        zmsg_send (&m, self->pipe);
+                    }
+                    json_decref (reply);
+                }
+                zhashx_delete (self->waiters, o->exec_key);
+                break;
+            }
+        }
+        s_out_free (o);
+    }
+    self->n_out = 0;
+}
+
+//  Answers every request of a batch that cannot commit.
+static void
+s_fail_batch (self_t *self, shf_err_t rc)
+{
+    s_out_clear (self);
+    for (size_t i = 0; i < self->n_in; i++) {
+        s_in_t *in = &self->in [i];
+        uint64_t id = (uint64_t) shf_msg_int (in->msg, "id", 0);
+        if (in->kind == 'R')
+            s_reply_error (self, in->identity, id, SHF_EUNAVAIL,
+                           "shard is fenced after a storage failure");
+        else if (in->kind == 'G') {
+            s_out_t *o = s_out_push (self, S_OUT_GATHERED);
+            o->gather_id = in->gather_id;
+            o->body = shf_msg_reply_error (0, SHF_EUNAVAIL, shf_strerror (rc));
+        }
+    }
+    s_send_outbox (self);
+}
+
+static void
+s_process (self_t *self)
+{
+    if (self->fenced) {
+        s_fail_batch (self, SHF_EIO);
+        s_in_clear (self);
+        return;
+    }
+    shf_err_t rc;
+    for (int attempt = 0;; attempt++) {
+        if (shf_store_nearly_full (self->store)
+            && shf_store_grow (self->store) != SHF_OK)
+            shf_warn ("shard %u: could not grow the map", self->id);
+        rc = shf_store_begin (self->store, true, &self->txn);
+        if (rc == SHF_OK)
+            rc = s_run_batch (self);
+        if (rc == SHF_EFULL && attempt < 8) {
+            //  The state machine mutated cached states in place; drop
+            //  them so the redo starts from what LMDB holds.
+            shf_txn_abort (&self->txn);
+            s_out_clear (self);
+            zhashx_purge (self->cache);
+            if (shf_store_grow (self->store) == SHF_OK)
+                continue;
+        }
+        break;
+    }
+    if (rc == SHF_OK) {
+        //  Failpoints around the commit prove the ordering: dying before
+        //  the commit loses the batch and nothing of it was sent; dying
+        //  after it and before the sends loses nothing acknowledged.
+        if (shf_failpoint ("shard.before_commit"))
+            rc = SHF_EIO;
+        if (rc == SHF_OK)
+            rc = shf_txn_commit (&self->txn);
+        else
+            shf_txn_abort (&self->txn);
+    }
+    else
+        shf_txn_abort (&self->txn);
+    if (rc != SHF_OK) {
+        shf_error ("shard %u: batch failed (%s); fencing the shard", self->id,
+                   shf_strerror (rc));
+        self->fenced = true;
+        zhashx_purge (self->cache);
+        s_fail_batch (self, rc);
+        s_in_clear (self);
+        return;
+    }
+    //  The batch is durable: only now may its replies, tasks and wake-ups
+    //  leave the shard.
+    shf_failpoint ("shard.after_commit");
+    s_send_outbox (self);
+    s_in_clear (self);
+}
+
+//  Expired result waiters are answered with the run still open.
+static void
+s_expire_waiters (self_t *self)
+{
+    int64_t now = shf_clock_mono_us () / 1000;
+    zlistx_t *keys = zhashx_keys (self->waiters);
+    for (const char *name = zlistx_first (keys); name;
+         name = zlistx_next (keys)) {
+        zlistx_t *list = zhashx_lookup (self->waiters, name);
+        s_waiter_t *w = zlistx_first (list);
+        while (w) {
+            void *handle = zlistx_cursor (list);
+            if (w->deadline <= now) {
+                json_t *state = zhashx_lookup (self->cache, name);
+                json_t *body = state ? shf_workflow_result (state)
+                                     : json_pack ("{s:s}", "status", "running");
+                json_t *reply = shf_msg_reply_ok (w->id, body);
+                char *data;
+                size_t size;
+                if (shf_msg_encode (reply, &data, &size) == SHF_OK) {
+                    zmsg_t *m = zmsg_new ();
+                    zmsg_addstr (m, "REPLY");
+                    zmsg_append (m, &w->identity);
+                    zmsg_addmem (m, data, size);
+                    free (data);
+                    zmsg_send (&m, self->pipe);
+                }
+                json_decref (reply);
+                zlistx_delete (list, handle);
+                w = zlistx_first (list);
+            }
+            else
+                w = zlistx_next (list);
+        }
+        if (zlistx_size (list) == 0)
+            zhashx_delete (self->waiters, name);
+    }
+    zlistx_destroy (&keys);
+}
+
+static int64_t
+s_next_waiter (self_t *self)
+{
+    int64_t best = INT64_MAX;
+    for (zlistx_t *list = zhashx_first (self->waiters); list;
+         list = zhashx_next (self->waiters))
+        for (s_waiter_t *w = zlistx_first (list); w; w = zlistx_next (list))
+            if (w->deadline < best)
+                best = w->deadline;
+    return best;
+}
+
+//  --------------------------------------------------------------------
+//  Open and recover
+
+static void
+s_waiter_destroy (void **item)
+{
+    s_waiter_t *w = *item;
+    if (w) {
+        zframe_destroy (&w->identity);
+        free (w);
+        *item = NULL;
+    }
+}
+
+static void
+s_list_destroy (void **item)
+{
+    zlistx_t *list = *item;
+    zlistx_destroy (&list);
+    *item = NULL;
+}
+
+static void
+s_json_destroy (void **item)
+{
+    json_decref (*item);
+    *item = NULL;
+}
+
+static void
+s_def_destroy (void **item)
+{
+    shf_def_t *def = *item;
+    shf_def_destroy (&def);
+    *item = NULL;
+}
+
+//  Rebuilds what the shard keeps in memory from LMDB alone: the epoch,
+//  the next timer due and the pending tasks (handed to the matcher).
+static shf_err_t
+s_recover (self_t *self)
+{
+    shf_err_t rc = shf_store_begin (self->store, true, &self->txn);
+    if (rc)
+        return rc;
+    json_t *meta = NULL;
+    rc = shf_txn_get_json (self->txn, SHF_DB_META, "shard", 5, &meta);
+    if (rc == SHF_ENOTFOUND) {
+        meta = json_pack ("{s:i, s:I, s:i}", "shard", (int) self->id, "epoch",
+                          (json_int_t) 1, "schema", 1);
+        rc = shf_txn_put_json (self->txn, SHF_DB_META, "shard", 5, meta);
+    }
+    if (rc == SHF_OK)
+        self->epoch =
+            (uint64_t) json_integer_value (json_object_get (meta, "epoch"));
+    json_decref (meta);
+    size_t tasks = 0;
+    if (rc == SHF_OK) {
+        shf_cursor_t *cur;
+        rc = shf_cursor_open (self->txn, SHF_DB_TASKS, &cur);
+        const void *k, *v;
+        size_t kl, vl;
+        if (rc == SHF_OK)
+            rc = shf_cursor_seek (cur, NULL, 0, &k, &kl, &v, &vl);
+        while (rc == SHF_OK) {
+            json_t *task;
+            rc = shf_txn_get_json (self->txn, SHF_DB_TASKS, k, kl, &task);
+            if (rc)
+                break;
+            s_out_push (self, S_OUT_TASK)->body = task;
+            tasks++;
+            rc = shf_cursor_next (cur, &k, &kl, &v, &vl);
+        }
+        shf_cursor_close (&cur);
+        if (rc == SHF_ENOTFOUND)
+            rc = SHF_OK;
+    }
+    if (rc == SHF_OK) {
+        self->next_due = INT64_MAX;
+        shf_cursor_t *cur;
+        rc = shf_cursor_open (self->txn, SHF_DB_TIMERS, &cur);
+        const void *k, *v;
+        size_t kl, vl;
+        if (rc == SHF_OK && shf_cursor_seek (cur, NULL, 0, &k, &kl, &v, &vl)
+                                == SHF_OK)
+            self->next_due = (int64_t) shf_key_get_u64 (k);
+        shf_cursor_close (&cur);
+    }
+    if (rc == SHF_OK)
+        rc = shf_txn_commit (&self->txn);
+    else
+        shf_txn_abort (&self->txn);
+    if (rc == SHF_OK && tasks)
+        shf_info ("shard %u: recovered %zu pending tasks", self->id, tasks);
+    return rc;
+}
+
+void
+shf_shard (zsock_t *pipe, void *vargs)
+{
+    shf_shard_args_t *args = vargs;
+    self_t self_s;
+    self_t *self = &self_s;
+    memset (self, 0, sizeof *self);
+    self->pipe = pipe;
+    self->args = args;
+    self->id = args->id;
+    self->cache = zhashx_new ();
+    zhashx_set_destructor (self->cache, s_json_destroy);
+    self->defs = zhashx_new ();
+    zhashx_set_destructor (self->defs, s_def_destroy);
+    self->waiters = zhashx_new ();
+    zhashx_set_destructor (self->waiters, s_list_destroy);
+    shf_wf_output_init (&self->wf_out);
+
+    args->status = shf_store_open (&self->store, args->dir, 0, args->durable);
+    if (args->status == SHF_OK)
+        args->status = s_recover (self);
+    zsock_signal (pipe, 0);
+    if (args->status != SHF_OK) {
+        s_out_clear (self);
+        self->fenced = true;
+    }
+    else
+        s_send_outbox (self);
+
+    while (!self->terminated) {
+        int64_t now_ms = shf_clock_now ();
+        int64_t timeout = -1;
+        if (self->next_due != INT64_MAX)
+            timeout = self->next_due > now_ms ? self->next_due - now_ms : 0;
+        int64_t next_wait = s_next_waiter (self);
+        if (next_wait != INT64_MAX) {
+            int64_t left = next_wait - shf_clock_mono_us () / 1000;
+            if (left < 0)
+                left = 0;
+            if (timeout < 0 || left < timeout)
+                timeout = left;
+        }
+        //  Bounded so a clock jump (test clock file) is noticed soon.
+        if (timeout < 0 || timeout > 1000)
+            timeout = 1000;
+        zmq_pollitem_t item = {zsock_resolve (pipe), 0, ZMQ_POLLIN, 0};
+        int n = zmq_poll (&item, 1, (long) timeout);
+        if (n < 0)
+            break;
+        if (item.revents & ZMQ_POLLIN) {
+            while (self->n_in < SHF_SHARD_BATCH) {
+                zmq_pollitem_t more = {zsock_resolve (pipe), 0, ZMQ_POLLIN, 0};
+                if (zmq_poll (&more, 1, 0) <= 0)
+                    break;
+                zmsg_t *zmsg = zmsg_recv (pipe);
+                if (!zmsg)
+                    break;
+                if (!s_take (self, zmsg))
+                    break;
+            }
+        }
+        if (self->terminated)
+            break;
+        bool timers_due =
+            self->next_due != INT64_MAX && self->next_due <= shf_clock_now ();
+        if (self->n_in > 0 || timers_due)
+            s_process (self);
+        if (next_wait != INT64_MAX)
+            s_expire_waiters (self);
+    }
+    s_in_clear (self);
+    s_out_clear (self);
+    free (self->in);
+    free (self->out);
+    shf_wf_output_reset (&self->wf_out);
+    zhashx_destroy (&self->cache);
+    zhashx_destroy (&self->defs);
+    zhashx_destroy (&self->waiters);
+    shf_store_destroy (&self->store);
+}
