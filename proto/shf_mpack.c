@@ -1,0 +1,749 @@
+/*  shf_mpack.c - msgpack <-> JSON values, with a decoder that trusts
+    nothing.
+
+    The decoder is our own cursor over the bytes actually present; it never
+    calls msgpack_unpack, whose allocations are sized from untrusted counts.
+    Every declared length or count is checked against the bytes left before
+    anything is allocated (an array element takes at least one byte, a map
+    entry at least two), nesting is walked with an explicit stack bounded by
+    SHF_MPACK_MAX_DEPTH (no recursion on input), map keys must be UTF-8
+    strings without NUL bytes and must not repeat (a duplicate key is
+    rejected, so no two readers can disagree about which value counts),
+    strings must be valid UTF-8, and trailing bytes are an error. The
+    encoder uses msgpack-c's packer, which picks the smallest encoding.
+
+    Called by shf_msg (wire frames), shf_token and storage/ (records).
+*/
+#include "shf_mpack.h"
+#include <assert.h>
+#include <math.h>
+#include <msgpack.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+//  One open container on the decoder's stack.
+typedef struct {
+    json_t *container;  //  borrowed: already attached to its parent
+    size_t left;        //  elements (array) or entries (map) still to read
+    bool is_map;
+} s_frame_t;
+
+typedef struct {
+    const uint8_t *start;
+    const uint8_t *p;
+    const uint8_t *end;
+    const uint8_t *mark;  //  where the item being read starts
+    char *err;
+    size_t errlen;
+} s_reader_t;
+
+static shf_err_t s_fail (s_reader_t *r, const char *format, ...)
+    __attribute__ ((format (printf, 2, 3)));
+
+static shf_err_t
+s_fail (s_reader_t *r, const char *format, ...)
+{
+    if (r->err && r->errlen > 0) {
+        char reason [160];
+        va_list args;
+        va_start (args, format);
+        vsnprintf (reason, sizeof reason, format, args);
+        va_end (args);
+        snprintf (r->err, r->errlen, "msgpack: %s at offset %zu", reason,
+                  (size_t) (r->mark - r->start));
+    }
+    return SHF_EINVAL;
+}
+
+static size_t
+s_left (const s_reader_t *r)
+{
+    return (size_t) (r->end - r->p);
+}
+
+//  Reads a big-endian unsigned integer of n bytes (1, 2, 4 or 8).
+static bool
+s_read_be (s_reader_t *r, size_t n, uint64_t *value_p)
+{
+    if (s_left (r) < n)
+        return false;
+    uint64_t value = 0;
+    for (size_t i = 0; i < n; i++)
+        value = (value << 8) | r->p [i];
+    r->p += n;
+    *value_p = value;
+    return true;
+}
+
+//  Strict UTF-8: no overlong forms, no surrogates, nothing above U+10FFFF.
+static bool
+s_utf8_valid (const uint8_t *s, size_t len)
+{
+    size_t i = 0;
+    while (i < len) {
+        uint8_t c = s [i];
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        size_t n;
+        uint32_t cp;
+        if (c >= 0xc2 && c <= 0xdf) {
+            n = 1;
+            cp = c & 0x1f;
+        }
+        else if (c >= 0xe0 && c <= 0xef) {
+            n = 2;
+            cp = c & 0x0f;
+        }
+        else if (c >= 0xf0 && c <= 0xf4) {
+            n = 3;
+            cp = c & 0x07;
+        }
+        else
+            return false;
+        if (len - i - 1 < n)
+            return false;
+        for (size_t k = 1; k <= n; k++) {
+            uint8_t cc = s [i + k];
+            if ((cc & 0xc0) != 0x80)
+                return false;
+            cp = (cp << 6) | (cc & 0x3f);
+        }
+        if ((n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) || cp > 0x10ffff
+            || (cp >= 0xd800 && cp <= 0xdfff))
+            return false;
+        i += n + 1;
+    }
+    return true;
+}
+
+//  Reads a string's length from its header byte; false if c is no str.
+static bool
+s_str_header (s_reader_t *r, uint8_t c, uint64_t *len_p, bool *ok_p)
+{
+    *ok_p = true;
+    if (c >= 0xa0 && c <= 0xbf) {
+        *len_p = c & 0x1f;
+        return true;
+    }
+    if (c == 0xd9 || c == 0xda || c == 0xdb) {
+        size_t n = c == 0xd9 ? 1 : c == 0xda ? 2 : 4;
+        *ok_p = s_read_be (r, n, len_p);
+        return true;
+    }
+    return false;
+}
+
+//  Reads one map key: a string, valid UTF-8, no NUL, not yet in the map.
+static shf_err_t
+s_read_key (s_reader_t *r, json_t *map, const char **key_p, size_t *len_p)
+{
+    r->mark = r->p;
+    if (s_left (r) < 1)
+        return s_fail (r, "truncated input (expected a map key)");
+    uint8_t c = *r->p++;
+    uint64_t len;
+    bool ok;
+    if (!s_str_header (r, c, &len, &ok))
+        return s_fail (r, "map key is not a string (type byte 0x%02x)", c);
+    if (!ok)
+        return s_fail (r, "truncated string header");
+    if (len > s_left (r))
+        return s_fail (r, "string length %llu exceeds the %zu bytes left",
+                       (unsigned long long) len, s_left (r));
+    const char *key = (const char *) r->p;
+    if (!s_utf8_valid (r->p, (size_t) len))
+        return s_fail (r, "map key is not valid UTF-8");
+    if (memchr (key, 0, (size_t) len))
+        return s_fail (r, "map key contains a NUL byte");
+    if (json_object_getn (map, key, (size_t) len))
+        return s_fail (r, "duplicate map key \"%.*s\"",
+                       (int) (len > 40 ? 40 : len), key);
+    r->p += len;
+    *key_p = key;
+    *len_p = (size_t) len;
+    return SHF_OK;
+}
+
+//  Reads one item. A scalar comes back complete in *value_p; a container
+//  comes back empty with its declared element count in *count_p (already
+//  checked against the bytes left) and *is_map_p says which kind.
+static shf_err_t
+s_read_item (s_reader_t *r, json_t **value_p, size_t *count_p,
+             bool *is_container_p, bool *is_map_p)
+{
+    *value_p = NULL;
+    *count_p = 0;
+    *is_container_p = false;
+    *is_map_p = false;
+    r->mark = r->p;
+    if (s_left (r) < 1)
+        return s_fail (r, "truncated input (expected a value)");
+    uint8_t c = *r->p++;
+    uint64_t u = 0;
+    json_t *value = NULL;
+
+    //  Containers
+    uint64_t count = 0;
+    int container = 0;  //  1 array, 2 map
+    if (c >= 0x90 && c <= 0x9f) {
+        container = 1;
+        count = c & 0x0f;
+    }
+    else if (c >= 0x80 && c <= 0x8f) {
+        container = 2;
+        count = c & 0x0f;
+    }
+    else if (c == 0xdc || c == 0xdd || c == 0xde || c == 0xdf) {
+        container = c == 0xdc || c == 0xdd ? 1 : 2;
+        if (!s_read_be (r, c == 0xdc || c == 0xde ? 2 : 4, &count))
+            return s_fail (r, "truncated %s header",
+                           container == 1 ? "array" : "map");
+    }
+    if (container) {
+        //  Each element needs at least one byte, each entry two: a count
+        //  that cannot fit in what is left is a lie, and is refused before
+        //  we allocate anything for it.
+        size_t left = s_left (r);
+        if (container == 1 ? count > left : count > left / 2)
+            return s_fail (r, "%s of %llu %s exceeds the %zu bytes left",
+                           container == 1 ? "array" : "map",
+                           (unsigned long long) count,
+                           container == 1 ? "elements" : "entries", left);
+        value = container == 1 ? json_array () : json_object ();
+        if (!value)
+            return s_fail (r, "out of memory");
+        *value_p = value;
+        *count_p = (size_t) count;
+        *is_container_p = true;
+        *is_map_p = container == 2;
+        return SHF_OK;
+    }
+
+    //  Strings
+    bool ok;
+    if (s_str_header (r, c, &u, &ok)) {
+        if (!ok)
+            return s_fail (r, "truncated string header");
+        if (u > s_left (r))
+            return s_fail (r, "string length %llu exceeds the %zu bytes left",
+                           (unsigned long long) u, s_left (r));
+        if (!s_utf8_valid (r->p, (size_t) u))
+            return s_fail (r, "string is not valid UTF-8");
+        value = json_stringn_nocheck ((const char *) r->p, (size_t) u);
+        r->p += u;
+    }
+    else if (c <= 0x7f)
+        value = json_integer (c);
+    else if (c >= 0xe0)
+        value = json_integer ((int8_t) c);
+    else
+        switch (c) {
+            case 0xc0:
+                value = json_null ();
+                break;
+            case 0xc2:
+                value = json_false ();
+                break;
+            case 0xc3:
+                value = json_true ();
+                break;
+            case 0xcc:
+            case 0xcd:
+            case 0xce:
+            case 0xcf:
+                if (!s_read_be (r, (size_t) 1 << (c - 0xcc), &u))
+                    return s_fail (r, "truncated unsigned integer");
+                if (u > INT64_MAX)
+                    return s_fail (r,
+                                   "unsigned integer %llu is above "
+                                   "INT64_MAX",
+                                   (unsigned long long) u);
+                value = json_integer ((json_int_t) u);
+                break;
+            case 0xd0:
+            case 0xd1:
+            case 0xd2:
+            case 0xd3: {
+                size_t n = (size_t) 1 << (c - 0xd0);
+                if (!s_read_be (r, n, &u))
+                    return s_fail (r, "truncated signed integer");
+                //  Sign-extend the n-byte two's complement value.
+                int64_t v;
+                if (n == 8)
+                    memcpy (&v, &u, sizeof v);
+                else {
+                    uint64_t sign = (uint64_t) 1 << (n * 8 - 1);
+                    v = (int64_t) (u ^ sign) - (int64_t) sign;
+                }
+                value = json_integer (v);
+                break;
+            }
+            case 0xca:
+            case 0xcb: {
+                double d;
+                if (c == 0xca) {
+                    if (!s_read_be (r, 4, &u))
+                        return s_fail (r, "truncated float32");
+                    uint32_t bits = (uint32_t) u;
+                    float f;
+                    memcpy (&f, &bits, sizeof f);
+                    d = f;
+                }
+                else {
+                    if (!s_read_be (r, 8, &u))
+                        return s_fail (r, "truncated float64");
+                    memcpy (&d, &u, sizeof d);
+                }
+                if (!isfinite (d))
+                    return s_fail (r, "NaN or infinite float (JSON has none)");
+                value = json_real (d);
+                break;
+            }
+            case 0xc4:
+            case 0xc5:
+            case 0xc6:
+                return s_fail (r, "bin values are not accepted");
+            case 0xc7:
+            case 0xc8:
+            case 0xc9:
+            case 0xd4:
+            case 0xd5:
+            case 0xd6:
+            case 0xd7:
+            case 0xd8:
+                return s_fail (r, "ext values are not accepted");
+            default:  //  0xc1: never used
+                return s_fail (r, "invalid type byte 0x%02x", c);
+        }
+    if (!value)
+        return s_fail (r, "out of memory");
+    *value_p = value;
+    return SHF_OK;
+}
+
+shf_err_t
+shf_mpack_decode (const void *data, size_t size, json_t **value_p, char *err,
+                  size_t errlen)
+{
+    assert (value_p);
+    *value_p = NULL;
+    if (err && errlen > 0)
+        err [0] = 0;
+    assert (data || size == 0);
+    s_reader_t reader = {data, data, (const uint8_t *) data + size,
+                         data, err,  errlen};
+    s_reader_t *r = &reader;
+    if (size == 0) {
+        s_fail (r, "empty input");
+        return SHF_EINVAL;
+    }
+    s_frame_t stack [SHF_MPACK_MAX_DEPTH];
+    size_t depth = 0;
+    json_t *root = NULL;
+    shf_err_t rc = SHF_OK;
+
+    for (;;) {
+        const char *key = NULL;
+        size_t key_len = 0;
+        if (depth > 0 && stack [depth - 1].is_map) {
+            rc = s_read_key (r, stack [depth - 1].container, &key, &key_len);
+            if (rc)
+                goto fail;
+        }
+        json_t *value;
+        size_t count;
+        bool is_container, is_map;
+        rc = s_read_item (r, &value, &count, &is_container, &is_map);
+        if (rc)
+            goto fail;
+        if (is_container && depth == SHF_MPACK_MAX_DEPTH) {
+            json_decref (value);
+            rc =
+                s_fail (r, "nested deeper than %d levels", SHF_MPACK_MAX_DEPTH);
+            goto fail;
+        }
+        //  Attach at once: from here on only root needs freeing on error.
+        if (depth == 0)
+            root = value;
+        else if (stack [depth - 1].is_map) {
+            //  The _new setters take the value even when they fail.
+            if (json_object_setn_new_nocheck (stack [depth - 1].container, key,
+                                              key_len, value)) {
+                rc = s_fail (r, "out of memory");
+                goto fail;
+            }
+        }
+        else if (json_array_append_new (stack [depth - 1].container, value)) {
+            rc = s_fail (r, "out of memory");
+            goto fail;
+        }
+        if (is_container && count > 0) {
+            stack [depth++] = (s_frame_t){value, count, is_map};
+            continue;
+        }
+        //  A value is complete: close every container it completes.
+        while (depth > 0 && --stack [depth - 1].left == 0)
+            depth--;
+        if (depth == 0)
+            break;
+    }
+    if (r->p != r->end) {
+        r->mark = r->p;
+        rc = s_fail (r, "%zu trailing bytes after the value", s_left (r));
+        goto fail;
+    }
+    *value_p = root;
+    return SHF_OK;
+fail:
+    json_decref (root);
+    return rc;
+}
+
+//  The packer: msgpack-c picks the smallest encoding of each value.
+static int
+s_pack (msgpack_packer *pk, const json_t *value, int depth)
+{
+    json_t *v = (json_t *) value;  //  jansson's iterators are not const
+    switch (json_typeof (v)) {
+        case JSON_OBJECT: {
+            if (depth >= SHF_MPACK_MAX_DEPTH)
+                return -2;
+            if (msgpack_pack_map (pk, json_object_size (v)))
+                return -1;
+            const char *key;
+            size_t key_len;
+            json_t *member;
+            json_object_keylen_foreach (v, key, key_len, member)
+            {
+                if (msgpack_pack_str (pk, key_len)
+                    || msgpack_pack_str_body (pk, key, key_len))
+                    return -1;
+                int rc = s_pack (pk, member, depth + 1);
+                if (rc)
+                    return rc;
+            }
+            return 0;
+        }
+        case JSON_ARRAY: {
+            if (depth >= SHF_MPACK_MAX_DEPTH)
+                return -2;
+            size_t n = json_array_size (v);
+            if (msgpack_pack_array (pk, n))
+                return -1;
+            for (size_t i = 0; i < n; i++) {
+                int rc = s_pack (pk, json_array_get (v, i), depth + 1);
+                if (rc)
+                    return rc;
+            }
+            return 0;
+        }
+        case JSON_STRING: {
+            size_t len = json_string_length (v);
+            return msgpack_pack_str (pk, len)
+                           || msgpack_pack_str_body (pk, json_string_value (v),
+                                                     len)
+                       ? -1
+                       : 0;
+        }
+        case JSON_INTEGER:
+            return msgpack_pack_int64 (pk, json_integer_value (v)) ? -1 : 0;
+        case JSON_REAL:
+            return msgpack_pack_double (pk, json_real_value (v)) ? -1 : 0;
+        case JSON_TRUE:
+            return msgpack_pack_true (pk) ? -1 : 0;
+        case JSON_FALSE:
+            return msgpack_pack_false (pk) ? -1 : 0;
+        case JSON_NULL:
+            return msgpack_pack_nil (pk) ? -1 : 0;
+    }
+    return -1;
+}
+
+shf_err_t
+shf_mpack_encode (const json_t *value, char **data_p, size_t *size_p)
+{
+    assert (value);
+    assert (data_p);
+    assert (size_p);
+    *data_p = NULL;
+    *size_p = 0;
+    msgpack_sbuffer sbuf;
+    msgpack_sbuffer_init (&sbuf);
+    msgpack_packer pk;
+    msgpack_packer_init (&pk, &sbuf, msgpack_sbuffer_write);
+    int rc = s_pack (&pk, value, 0);
+    if (rc) {
+        msgpack_sbuffer_destroy (&sbuf);
+        //  -1 is the sbuffer failing to grow: out of memory.
+        assert (rc == -2);
+        return SHF_EINVAL;
+    }
+    *size_p = sbuf.size;
+    *data_p = msgpack_sbuffer_release (&sbuf);  //  malloc'd: free()
+    return SHF_OK;
+}
+
+static int
+s_count_write (void *data, const char *buf, size_t len)
+{
+    (void) buf;
+    *(size_t *) data += len;
+    return 0;
+}
+
+shf_err_t
+shf_mpack_size (const json_t *value, size_t *size_p)
+{
+    assert (value);
+    assert (size_p);
+    size_t size = 0;
+    msgpack_packer pk;
+    msgpack_packer_init (&pk, &size, s_count_write);
+    if (s_pack (&pk, value, 0)) {
+        *size_p = 0;
+        return SHF_EINVAL;
+    }
+    *size_p = size;
+    return SHF_OK;
+}
+
+bool
+shf_mpack_utf8_valid (const char *s, size_t len)
+{
+    return s_utf8_valid ((const uint8_t *) s, len);
+}
+
+
+//  --------------------------------------------------------------------
+//  Self-test
+
+static json_t *
+s_decode_ok (const void *data, size_t size)
+{
+    json_t *value = NULL;
+    char err [256];
+    shf_err_t rc = shf_mpack_decode (data, size, &value, err, sizeof err);
+    if (rc != SHF_OK)
+        fprintf (stderr, "unexpected decode error: %s\n", err);
+    assert (rc == SHF_OK);
+    assert (value);
+    return value;
+}
+
+static void
+s_expect_reject (const void *data, size_t size, const char *why, bool verbose)
+{
+    json_t *value = (json_t *) 1;
+    char err [256];
+    shf_err_t rc = shf_mpack_decode (data, size, &value, err, sizeof err);
+    if (verbose)
+        printf ("  reject %-28s -> %s\n", why, err);
+    assert (rc == SHF_EINVAL);
+    assert (value == NULL);
+    assert (err [0]);
+}
+
+static void
+s_round_trip (const json_t *value)
+{
+    char *data;
+    size_t size;
+    assert (shf_mpack_encode (value, &data, &size) == SHF_OK);
+    size_t counted;
+    assert (shf_mpack_size (value, &counted) == SHF_OK);
+    assert (counted == size);
+    json_t *back = s_decode_ok (data, size);
+    assert (json_equal (back, (json_t *) value));
+    json_decref (back);
+    free (data);
+}
+
+void
+shf_mpack_test (bool verbose)
+{
+    printf (" * shf_mpack: ");
+    if (verbose)
+        printf ("\n");
+
+    //  Round trips of every JSON type, at every integer and length edge.
+    const int64_t ints [] = {
+        0,         1,      127,    128,           255,
+        256,       65535,  65536,  4294967295LL,  4294967296LL,
+        INT64_MAX, -1,     -32,    -33,           -128,
+        -129,      -32768, -32769, -2147483648LL, -2147483649LL,
+        INT64_MIN};
+    for (size_t i = 0; i < sizeof ints / sizeof ints [0]; i++) {
+        json_t *v = json_integer (ints [i]);
+        s_round_trip (v);
+        json_decref (v);
+    }
+    const double reals [] = {0.0, -0.5, 3.141592653589793, 1e300, -1e-300};
+    for (size_t i = 0; i < sizeof reals / sizeof reals [0]; i++) {
+        json_t *v = json_real (reals [i]);
+        s_round_trip (v);
+        json_decref (v);
+    }
+    const size_t lens [] = {0, 1, 31, 32, 255, 256, 65535, 65536, 100000};
+    for (size_t i = 0; i < sizeof lens / sizeof lens [0]; i++) {
+        char *s = malloc (lens [i] + 1);
+        assert (s);
+        memset (s, 'x', lens [i]);
+        json_t *v = json_stringn (s, lens [i]);
+        s_round_trip (v);
+        json_decref (v);
+        free (s);
+    }
+    json_t *doc =
+        json_pack ("{s:n, s:b, s:b, s:s, s:[i, f, s, {}], s:{s:[]}}", "nil",
+                   "t", 1, "f", 0, "utf8", "h\xc3\xa9llo \xe2\x82\xac", "arr",
+                   -7, 2.5, "x", "obj", "inner");
+    assert (doc);
+    s_round_trip (doc);
+    json_decref (doc);
+    //  Big containers take the 16- and 32-bit headers.
+    json_t *big = json_array ();
+    json_t *bigmap = json_object ();
+    for (int i = 0; i < 70000; i++) {
+        json_array_append_new (big, json_integer (i));
+        if (i < 20) {
+            char key [16];
+            snprintf (key, sizeof key, "k%d", i);
+            json_object_set_new (bigmap, key, json_integer (i));
+        }
+    }
+    s_round_trip (big);
+    s_round_trip (bigmap);
+    json_decref (big);
+    json_decref (bigmap);
+
+    //  Hand-made encodings the packer never emits are still decoded.
+    {
+        const uint8_t f32 [] = {0xca, 0x3f, 0xc0, 0x00, 0x00};  //  1.5
+        json_t *v = s_decode_ok (f32, sizeof f32);
+        assert (json_is_real (v) && json_real_value (v) == 1.5);
+        json_decref (v);
+        const uint8_t i8 [] = {0xd0, 0x80};  //  -128 as int8
+        v = s_decode_ok (i8, sizeof i8);
+        assert (json_integer_value (v) == -128);
+        json_decref (v);
+        const uint8_t i16 [] = {0xd1, 0x00, 0x05};  //  5 as int16
+        v = s_decode_ok (i16, sizeof i16);
+        assert (json_integer_value (v) == 5);
+        json_decref (v);
+        const uint8_t s8 [] = {0xd9, 0x02, 'h', 'i'};  //  str8 "hi"
+        v = s_decode_ok (s8, sizeof s8);
+        assert (strcmp (json_string_value (v), "hi") == 0);
+        json_decref (v);
+        const uint8_t a16 [] = {0xdc, 0x00, 0x01, 0xc0};  //  array16 [nil]
+        v = s_decode_ok (a16, sizeof a16);
+        assert (json_array_size (v) == 1);
+        json_decref (v);
+        const uint8_t m32 [] = {0xdf, 0, 0, 0, 1, 0xa1, 'a', 0x01};
+        v = s_decode_ok (m32, sizeof m32);
+        assert (json_integer_value (json_object_get (v, "a")) == 1);
+        json_decref (v);
+        const uint8_t nul [] = {0xa3, 'a', 0, 'b'};  //  NUL inside a value
+        v = s_decode_ok (nul, sizeof nul);
+        assert (json_string_length (v) == 3);
+        s_round_trip (v);
+        json_decref (v);
+    }
+
+    //  Rejections
+    const uint8_t huge_array [] = {0xdd, 0xff, 0xff, 0xff, 0xff};
+    s_expect_reject (huge_array, sizeof huge_array, "dd ff ff ff ff", verbose);
+    const uint8_t huge_map [] = {0xdf, 0xff, 0xff, 0xff, 0xff};
+    s_expect_reject (huge_map, sizeof huge_map, "df ff ff ff ff", verbose);
+    const uint8_t map_lie [] = {0x81, 0xa1};  //  1 entry, 1 byte left
+    s_expect_reject (map_lie, sizeof map_lie, "map count vs bytes", verbose);
+    const uint8_t trunc_map [] = {0x82, 0xa1, 'a', 0x01, 0xa1};
+    s_expect_reject (trunc_map, sizeof trunc_map, "truncated map", verbose);
+    const uint8_t str_lie [] = {0xd9, 0x20, 'a', 'b'};
+    s_expect_reject (str_lie, sizeof str_lie, "str8 longer than data", verbose);
+    const uint8_t str32_lie [] = {0xdb, 0xff, 0xff, 0xff, 0xff, 'a'};
+    s_expect_reject (str32_lie, sizeof str32_lie, "str32 longer than data",
+                     verbose);
+    const uint8_t trunc_hdr [] = {0xda, 0x01};
+    s_expect_reject (trunc_hdr, sizeof trunc_hdr, "truncated str16 header",
+                     verbose);
+    const uint8_t trunc_int [] = {0xcf, 0x01, 0x02};
+    s_expect_reject (trunc_int, sizeof trunc_int, "truncated uint64", verbose);
+    const uint8_t big_u64 [] = {0xcf, 0x80, 0, 0, 0, 0, 0, 0, 0};
+    s_expect_reject (big_u64, sizeof big_u64, "uint64 > INT64_MAX", verbose);
+    const uint8_t bin [] = {0xc4, 0x01, 0x00};
+    s_expect_reject (bin, sizeof bin, "bin8", verbose);
+    const uint8_t ext [] = {0xd4, 0x01, 0x00};
+    s_expect_reject (ext, sizeof ext, "fixext1", verbose);
+    const uint8_t ext8 [] = {0xc7, 0x01, 0x01, 0x00};
+    s_expect_reject (ext8, sizeof ext8, "ext8", verbose);
+    const uint8_t never [] = {0xc1};
+    s_expect_reject (never, sizeof never, "0xc1", verbose);
+    const uint8_t trailing [] = {0x01, 0x02};
+    s_expect_reject (trailing, sizeof trailing, "trailing bytes", verbose);
+    s_expect_reject ("", 0, "empty input", verbose);
+    const uint8_t int_key [] = {0x81, 0x01, 0x02};
+    s_expect_reject (int_key, sizeof int_key, "integer map key", verbose);
+    const uint8_t dup_key [] = {0x82, 0xa1, 'a', 0x01, 0xa1, 'a', 0x02};
+    s_expect_reject (dup_key, sizeof dup_key, "duplicate key", verbose);
+    const uint8_t nul_key [] = {0x81, 0xa2, 'a', 0, 0x01};
+    s_expect_reject (nul_key, sizeof nul_key, "NUL in key", verbose);
+    const uint8_t bad_utf8 [] = {0xa2, 0xc3, 0x28};
+    s_expect_reject (bad_utf8, sizeof bad_utf8, "bad UTF-8", verbose);
+    const uint8_t overlong [] = {0xa2, 0xc0, 0xaf};
+    s_expect_reject (overlong, sizeof overlong, "overlong UTF-8", verbose);
+    const uint8_t surrogate [] = {0xa3, 0xed, 0xa0, 0x80};
+    s_expect_reject (surrogate, sizeof surrogate, "UTF-8 surrogate", verbose);
+    const uint8_t bad_key [] = {0x81, 0xa1, 0xff, 0x01};
+    s_expect_reject (bad_key, sizeof bad_key, "bad UTF-8 key", verbose);
+    const uint8_t nan64 [] = {0xcb, 0x7f, 0xf8, 0, 0, 0, 0, 0, 0};
+    s_expect_reject (nan64, sizeof nan64, "float64 NaN", verbose);
+    const uint8_t inf32 [] = {0xca, 0x7f, 0x80, 0, 0};
+    s_expect_reject (inf32, sizeof inf32, "float32 +Inf", verbose);
+
+    //  Nesting: 64 levels decode, 65 do not, nor do 100k.
+    size_t deep_size = 100000;
+    uint8_t *deep = malloc (deep_size + 1);
+    assert (deep);
+    memset (deep, 0x91, deep_size);
+    deep [deep_size] = 0xc0;
+    s_expect_reject (deep, deep_size + 1, "100k x 0x91", verbose);
+    s_expect_reject (deep, deep_size, "100k x 0x91, truncated", verbose);
+    deep [SHF_MPACK_MAX_DEPTH - 1] = 0x90;  //  64 arrays, innermost empty
+    json_t *v = s_decode_ok (deep, SHF_MPACK_MAX_DEPTH);
+    char *data;
+    size_t size;
+    assert (shf_mpack_encode (v, &data, &size) == SHF_OK);
+    assert (size == SHF_MPACK_MAX_DEPTH);
+    free (data);
+    json_t *deeper = json_array ();
+    json_array_append_new (deeper, v);  //  65 levels cannot be encoded
+    assert (shf_mpack_encode (deeper, &data, &size) == SHF_EINVAL);
+    assert (shf_mpack_size (deeper, &size) == SHF_EINVAL);
+    json_decref (deeper);
+    memset (deep, 0x91, SHF_MPACK_MAX_DEPTH + 1);
+    deep [SHF_MPACK_MAX_DEPTH] = 0x90;
+    s_expect_reject (deep, SHF_MPACK_MAX_DEPTH + 1, "65 levels", verbose);
+    //  Maps count as levels too.
+    for (size_t i = 0; i < 65; i++) {
+        deep [i * 3] = 0x81;
+        deep [i * 3 + 1] = 0xa1;
+        deep [i * 3 + 2] = 'k';
+    }
+    deep [65 * 3] = 0xc0;
+    s_expect_reject (deep, 65 * 3 + 1, "65 nested maps", verbose);
+    free (deep);
+
+    //  NULL err is allowed.
+    json_t *none = NULL;
+    assert (shf_mpack_decode (huge_array, sizeof huge_array, &none, NULL, 0)
+            == SHF_EINVAL);
+    assert (shf_mpack_utf8_valid ("\xf0\x9f\x98\x80", 4));
+    assert (!shf_mpack_utf8_valid ("\xf4\x90\x80\x80", 4));  //  > U+10FFFF
+
+    printf ("OK\n");
+}

@@ -1,0 +1,119 @@
+#!/usr/bin/env python3
+"""test_fair_dispatch.py - five tasks over five idle workers go one each.
+
+Five workers (`--concurrency 5` each, WORKER_NAME=w1..w5) poll one queue.
+The activity sleeps 2 s, so none finishes before all five tasks are out,
+then prints {"worker": "$WORKER_NAME"}. Five one-step workflows are started
+at once; their outputs must name five distinct workers.
+
+Readiness is deterministic: each worker process must hold an established
+TCP connection to the node (it sends POLL right after connecting), and a
+warm-up proves every worker is polling: rounds of five concurrent 0.5 s
+tasks repeat until every worker name has been seen (at most six rounds).
+"""
+import concurrent.futures as cf
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from sfharness import Suite, wait_for, TestFailure  # noqa: E402
+
+S = Suite("test_fair_dispatch")
+E = S.new_env()
+ctx = {}
+NAMES = ["w1", "w2", "w3", "w4", "w5"]
+
+
+def setup():
+    n = E.node()
+    ctx["node"] = n
+    script = E.script("act.sh", """
+in=$(cat)
+case "$in" in
+  *warm*) sleep 0.5 ;;
+  *) sleep 2 ;;
+esac
+printf '{"worker":"%s"}' "$WORKER_NAME"
+""")
+    d = {"name": "fair", "queue": "q_fair",
+         "steps": [{"id": "one", "activity": "who",
+                    "input": "${input}"}]}
+    n.cli("def", "register", E.write_json("fair.json", d), check=0)
+    ctx["workers"] = [E.worker(n, "q_fair", script, concurrency=5,
+                               env={"WORKER_NAME": name})
+                      for name in NAMES]
+    for w in ctx["workers"]:
+        w.wait_connected()
+    S.check(True, "five workers connected")
+
+
+def warm_up():
+    """Short tasks until every worker has answered one (proves all five
+    poll). With fair dispatch one round of five is enough."""
+    n = ctx["node"]
+    seen = set()
+    k = 0
+    for rnd in range(6):
+        futs = []
+        with cf.ThreadPoolExecutor(max_workers=5) as p:
+            for _ in range(5):
+                k += 1
+                futs.append(p.submit(
+                    n.cli, "wf", "start", "fair", "--id", "warm-%d" % k,
+                    "--input", '{"warm": true}', "--wait", timeout=60))
+            for f in futs:
+                r = f.result()
+                if r.rc == 0 and isinstance(r.out, dict) \
+                        and isinstance(r.out.get("output"), dict):
+                    seen.add(r.out["output"].get("worker"))
+                else:
+                    raise TestFailure("warm-up run failed:\n" + r.describe())
+        if seen >= set(NAMES):
+            break
+    S.eq(sorted(seen), NAMES, "every worker took a warm-up task "
+         "(%d warm-up runs)" % k)
+
+
+def fair():
+    n = ctx["node"]
+    # all five start commands at once, then wait for the five outcomes
+    with cf.ThreadPoolExecutor(max_workers=5) as p:
+        starts = list(p.map(lambda i: n.cli("wf", "start", "fair", "--id",
+                                            "fair-%d" % i, "--input",
+                                            '{"i": %d}' % i),
+                            range(5)))
+    for r in starts:
+        S.check(r.rc == 0, "start %s" % r.args[-3], r.describe())
+    with cf.ThreadPoolExecutor(max_workers=5) as p:
+        results = list(p.map(lambda i: n.cli("wf", "result", "fair-%d" % i,
+                                             "--wait", timeout=60),
+                             range(5)))
+    names = []
+    for r in results:
+        if r.rc == 0 and isinstance(r.out, dict) \
+                and r.out.get("status") == "completed":
+            names.append((r.out.get("output") or {}).get("worker"))
+        else:
+            S.check(False, "a fair run completed", r.describe())
+    S.eq(sorted(names), NAMES, "five tasks went to five distinct workers "
+         "(one each)")
+
+
+def shutdown():
+    for w in ctx["workers"]:
+        w.proc.send_signal(15)
+    for w in ctx["workers"]:
+        try:
+            wait_for(lambda: not w.alive(), 5, what="idle worker to exit")
+            S.eq(w.proc.returncode, 0, "idle worker %s exits 0 within a "
+                 "second or so of SIGTERM" % w.extra_env["WORKER_NAME"])
+        except TestFailure as e:
+            S.check(False, str(e))
+
+
+S.run([
+    ("node, definition, five workers", setup),
+    ("warm-up: every worker polls", warm_up),
+    ("five tasks, five idle workers", fair),
+    ("idle workers stop on SIGTERM", shutdown),
+])
