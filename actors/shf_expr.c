@@ -78,11 +78,11 @@ typedef struct {
 typedef struct s_node s_node_t;
 struct s_node {
     s_kind_t kind;
-    json_t *value;     //  S_LIT
-    s_seg_t *segs;     //  S_PATH: segs [0] is the root name
+    json_t *value;  //  S_LIT
+    s_seg_t *segs;  //  S_PATH: segs [0] is the root name
     size_t nsegs;
-    s_node_t **kids;   //  operands, array items, object values
-    json_t **keys;     //  S_OBJECT: one key per kid
+    s_node_t **kids;  //  operands, array items, object values
+    json_t **keys;    //  S_OBJECT: one key per kid
     size_t nkids;
 };
 
@@ -223,11 +223,10 @@ static bool
 s_is_name_char (char c)
 {
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || s_is_digit (c)
-        || c == '_';
+           || c == '_';
 }
 
-static void
-s_fail (s_parser_t *p, size_t offset, const char *format, ...)
+static void s_fail (s_parser_t *p, size_t offset, const char *format, ...)
     __attribute__ ((format (printf, 3, 4)));
 
 //  Records the first error only; column is 1-based.
@@ -256,8 +255,7 @@ s_advance (s_parser_t *p)
     const char *t = p->text;
     size_t i = p->pos;
     while (i < p->len
-           && (t [i] == ' ' || t [i] == '\t' || t [i] == '\n'
-               || t [i] == '\r'))
+           && (t [i] == ' ' || t [i] == '\t' || t [i] == '\n' || t [i] == '\r'))
         i++;
     s_tok_t tok = {T_END, i, i, NULL};
     if (i >= p->len) {
@@ -269,20 +267,48 @@ s_advance (s_parser_t *p)
     char next = i + 1 < p->len ? t [i + 1] : 0;
     size_t width = 1;
     switch (c) {
-        case '(': tok.kind = T_LPAREN; break;
-        case ')': tok.kind = T_RPAREN; break;
-        case '[': tok.kind = T_LBRACK; break;
-        case ']': tok.kind = T_RBRACK; break;
-        case '{': tok.kind = T_LBRACE; break;
-        case '}': tok.kind = T_RBRACE; break;
-        case ',': tok.kind = T_COMMA; break;
-        case ':': tok.kind = T_COLON; break;
-        case '.': tok.kind = T_DOT; break;
-        case '+': tok.kind = T_PLUS; break;
-        case '-': tok.kind = T_MINUS; break;
-        case '*': tok.kind = T_STAR; break;
-        case '/': tok.kind = T_SLASH; break;
-        case '%': tok.kind = T_PERCENT; break;
+        case '(':
+            tok.kind = T_LPAREN;
+            break;
+        case ')':
+            tok.kind = T_RPAREN;
+            break;
+        case '[':
+            tok.kind = T_LBRACK;
+            break;
+        case ']':
+            tok.kind = T_RBRACK;
+            break;
+        case '{':
+            tok.kind = T_LBRACE;
+            break;
+        case '}':
+            tok.kind = T_RBRACE;
+            break;
+        case ',':
+            tok.kind = T_COMMA;
+            break;
+        case ':':
+            tok.kind = T_COLON;
+            break;
+        case '.':
+            tok.kind = T_DOT;
+            break;
+        case '+':
+            tok.kind = T_PLUS;
+            break;
+        case '-':
+            tok.kind = T_MINUS;
+            break;
+        case '*':
+            tok.kind = T_STAR;
+            break;
+        case '/':
+            tok.kind = T_SLASH;
+            break;
+        case '%':
+            tok.kind = T_PERCENT;
+            break;
         case '!':
             tok.kind = next == '=' ? T_NE : T_NOT;
             width = next == '=' ? 2 : 1;
@@ -452,14 +478,30 @@ s_string (s_parser_t *p, const s_tok_t *tok)
         i++;
         assert (i < n);  //  the lexer never ends a string after '\'
         switch (s [i]) {
-            case '"': buf [out++] = '"'; break;
-            case '\\': buf [out++] = '\\'; break;
-            case '/': buf [out++] = '/'; break;
-            case 'b': buf [out++] = '\b'; break;
-            case 'f': buf [out++] = '\f'; break;
-            case 'n': buf [out++] = '\n'; break;
-            case 'r': buf [out++] = '\r'; break;
-            case 't': buf [out++] = '\t'; break;
+            case '"':
+                buf [out++] = '"';
+                break;
+            case '\\':
+                buf [out++] = '\\';
+                break;
+            case '/':
+                buf [out++] = '/';
+                break;
+            case 'b':
+                buf [out++] = '\b';
+                break;
+            case 'f':
+                buf [out++] = '\f';
+                break;
+            case 'n':
+                buf [out++] = '\n';
+                break;
+            case 'r':
+                buf [out++] = '\r';
+                break;
+            case 't':
+                buf [out++] = '\t';
+                break;
             case 'u': {
                 uint32_t code, low;
                 if (!s_hex4 (s + i + 1, n - i - 1, &code)) {
@@ -473,8 +515,8 @@ s_string (s_parser_t *p, const s_tok_t *tok)
                 }
                 if (code >= 0xD800 && code <= 0xDBFF) {
                     if (i + 2 >= n || s [i + 1] != '\\' || s [i + 2] != 'u'
-                        || !s_hex4 (s + i + 3, n - i - 3, &low)
-                        || low < 0xDC00 || low > 0xDFFF) {
+                        || !s_hex4 (s + i + 3, n - i - 3, &low) || low < 0xDC00
+                        || low > 0xDFFF) {
                         s_fail (p, at, "lone surrogate in \\u escape");
                         goto fail;
                     }
@@ -556,8 +598,7 @@ s_number (s_parser_t *p, const s_tok_t *tok, bool negative)
     return json_real (value);
 }
 
-static s_node_t *
-s_parse_or (s_parser_t *p);
+static s_node_t *s_parse_or (s_parser_t *p);
 
 //  Every nesting level passes here, which is what bounds the recursion.
 static bool
@@ -585,8 +626,8 @@ s_parse_path (s_parser_t *p)
 {
     const char *t = p->text;
     s_tok_t root = p->tok;
-    bool id_first = s_ident_is (p, &root, "steps")
-                 || s_ident_is (p, &root, "signals");
+    bool id_first =
+        s_ident_is (p, &root, "steps") || s_ident_is (p, &root, "signals");
     s_node_t *node = s_node_new (S_PATH);
     s_node_add_seg (node, json_stringn (t + root.start, root.end - root.start),
                     0);
@@ -735,8 +776,8 @@ s_parse_primary (s_parser_t *p)
                 || s_ident_is (p, &tok, "null")) {
                 node = s_node_new (S_LIT);
                 node->value = s_ident_is (p, &tok, "null")
-                                ? json_null ()
-                                : json_boolean (s_ident_is (p, &tok, "true"));
+                                  ? json_null ()
+                                  : json_boolean (s_ident_is (p, &tok, "true"));
                 s_advance (p);
                 return node;
             }
@@ -866,8 +907,8 @@ s_parse_or (s_parser_t *p)
 }
 
 shf_err_t
-shf_expr_compile (const char *text, size_t len, shf_expr_t **expr_p,
-                  char *err, size_t errlen)
+shf_expr_compile (const char *text, size_t len, shf_expr_t **expr_p, char *err,
+                  size_t errlen)
 {
     assert (expr_p);
     *expr_p = NULL;
@@ -880,8 +921,11 @@ shf_expr_compile (const char *text, size_t len, shf_expr_t **expr_p,
         return SHF_ETOOLARGE;
     }
     assert (text || len == 0);
-    s_parser_t p = {.text = text ? text : "", .len = len, .err = err,
-                    .errlen = errlen, .rc = SHF_OK};
+    s_parser_t p = {.text = text ? text : "",
+                    .len = len,
+                    .err = err,
+                    .errlen = errlen,
+                    .rc = SHF_OK};
     s_advance (&p);
     s_node_t *root = s_parse_or (&p);
     if (root && p.tok.kind != T_END) {
@@ -920,8 +964,7 @@ typedef struct {
     size_t concat_left;  //  bytes string concatenation may still produce
 } s_eval_t;
 
-static void
-s_eval_fail (s_eval_t *e, const char *format, ...)
+static void s_eval_fail (s_eval_t *e, const char *format, ...)
     __attribute__ ((format (printf, 2, 3)));
 
 static void
@@ -939,16 +982,26 @@ static const char *
 s_op_name (s_kind_t kind)
 {
     switch (kind) {
-        case S_ADD: return "+";
-        case S_SUB: return "-";
-        case S_MUL: return "*";
-        case S_DIV: return "/";
-        case S_MOD: return "%";
-        case S_LT: return "<";
-        case S_LE: return "<=";
-        case S_GT: return ">";
-        case S_GE: return ">=";
-        default: return "?";
+        case S_ADD:
+            return "+";
+        case S_SUB:
+            return "-";
+        case S_MUL:
+            return "*";
+        case S_DIV:
+            return "/";
+        case S_MOD:
+            return "%";
+        case S_LT:
+            return "<";
+        case S_LE:
+            return "<=";
+        case S_GT:
+            return ">";
+        case S_GE:
+            return ">=";
+        default:
+            return "?";
     }
 }
 
@@ -1012,9 +1065,8 @@ s_equal (const json_t *a, const json_t *b)
             return false;
         for (void *it = json_object_iter ((json_t *) a); it;
              it = json_object_iter_next ((json_t *) a, it)) {
-            const json_t *other =
-                json_object_getn (b, json_object_iter_key (it),
-                                  json_object_iter_key_len (it));
+            const json_t *other = json_object_getn (
+                b, json_object_iter_key (it), json_object_iter_key_len (it));
             if (!other || !s_equal (json_object_iter_value (it), other))
                 return false;
         }
@@ -1030,13 +1082,20 @@ shf_expr_truthy (const json_t *value)
         return false;
     switch (json_typeof (value)) {
         case JSON_NULL:
-        case JSON_FALSE: return false;
-        case JSON_TRUE: return true;
-        case JSON_INTEGER: return json_integer_value (value) != 0;
-        case JSON_REAL: return json_real_value (value) != 0.0;
-        case JSON_STRING: return json_string_length (value) > 0;
-        case JSON_ARRAY: return json_array_size (value) > 0;
-        case JSON_OBJECT: return json_object_size (value) > 0;
+        case JSON_FALSE:
+            return false;
+        case JSON_TRUE:
+            return true;
+        case JSON_INTEGER:
+            return json_integer_value (value) != 0;
+        case JSON_REAL:
+            return json_real_value (value) != 0.0;
+        case JSON_STRING:
+            return json_string_length (value) > 0;
+        case JSON_ARRAY:
+            return json_array_size (value) > 0;
+        case JSON_OBJECT:
+            return json_object_size (value) > 0;
     }
     return false;
 }
@@ -1049,13 +1108,13 @@ s_path (const s_node_t *node, const json_t *context)
         const s_seg_t *seg = &node->segs [i];
         if (seg->key)
             cur = json_is_object (cur)
-                    ? json_object_getn (cur, json_string_value (seg->key),
-                                        json_string_length (seg->key))
-                    : NULL;
+                      ? json_object_getn (cur, json_string_value (seg->key),
+                                          json_string_length (seg->key))
+                      : NULL;
         else
             cur = json_is_array (cur) && seg->index >= 0
-                    ? json_array_get (cur, (size_t) seg->index)
-                    : NULL;
+                      ? json_array_get (cur, (size_t) seg->index)
+                      : NULL;
     }
     return cur ? json_incref ((json_t *) cur) : json_null ();
 }
@@ -1094,14 +1153,19 @@ s_arith (s_eval_t *e, s_kind_t op, const json_t *a, const json_t *b)
         int64_t x = json_integer_value (a), y = json_integer_value (b), r = 0;
         bool overflow = false;
         switch (op) {
-            case S_ADD: overflow = __builtin_add_overflow (x, y, &r); break;
-            case S_SUB: overflow = __builtin_sub_overflow (x, y, &r); break;
-            case S_MUL: overflow = __builtin_mul_overflow (x, y, &r); break;
+            case S_ADD:
+                overflow = __builtin_add_overflow (x, y, &r);
+                break;
+            case S_SUB:
+                overflow = __builtin_sub_overflow (x, y, &r);
+                break;
+            case S_MUL:
+                overflow = __builtin_mul_overflow (x, y, &r);
+                break;
             case S_DIV:
             case S_MOD:
                 if (y == 0) {
-                    s_eval_fail (e, "division by zero in '%s'",
-                                 s_op_name (op));
+                    s_eval_fail (e, "division by zero in '%s'", s_op_name (op));
                     return NULL;
                 }
                 if (y == -1 && op == S_MOD)
@@ -1111,7 +1175,8 @@ s_arith (s_eval_t *e, s_kind_t op, const json_t *a, const json_t *b)
                 else
                     r = op == S_DIV ? x / y : x % y;
                 break;
-            default: assert (false);
+            default:
+                assert (false);
         }
         if (overflow) {
             s_eval_fail (e, "integer overflow in '%s'", s_op_name (op));
@@ -1122,9 +1187,15 @@ s_arith (s_eval_t *e, s_kind_t op, const json_t *a, const json_t *b)
     double x = (double) s_long_double (a), y = (double) s_long_double (b);
     double r = 0;
     switch (op) {
-        case S_ADD: r = x + y; break;
-        case S_SUB: r = x - y; break;
-        case S_MUL: r = x * y; break;
+        case S_ADD:
+            r = x + y;
+            break;
+        case S_SUB:
+            r = x - y;
+            break;
+        case S_MUL:
+            r = x * y;
+            break;
         case S_DIV:
         case S_MOD:
             if (y == 0) {
@@ -1133,7 +1204,8 @@ s_arith (s_eval_t *e, s_kind_t op, const json_t *a, const json_t *b)
             }
             r = op == S_DIV ? x / y : fmod (x, y);
             break;
-        default: assert (false);
+        default:
+            assert (false);
     }
     if (!isfinite (r)) {
         s_eval_fail (e, "number overflow in '%s'", s_op_name (op));
@@ -1146,8 +1218,10 @@ static json_t *
 s_eval (s_eval_t *e, const s_node_t *node, const json_t *context)
 {
     switch (node->kind) {
-        case S_LIT: return json_incref (node->value);
-        case S_PATH: return s_path (node, context);
+        case S_LIT:
+            return json_incref (node->value);
+        case S_PATH:
+            return s_path (node, context);
         case S_AND:
         case S_OR: {
             json_t *left = s_eval (e, node->kids [0], context);
@@ -1190,7 +1264,8 @@ s_eval (s_eval_t *e, const s_node_t *node, const json_t *context)
             }
             return object;
         }
-        default: break;
+        default:
+            break;
     }
     //  The rest evaluate every operand first.
     json_t *a = s_eval (e, node->kids [0], context);
@@ -1205,7 +1280,9 @@ s_eval (s_eval_t *e, const s_node_t *node, const json_t *context)
         }
     }
     switch (node->kind) {
-        case S_NOT: result = json_boolean (!shf_expr_truthy (a)); break;
+        case S_NOT:
+            result = json_boolean (!shf_expr_truthy (a));
+            break;
         case S_NEG:
             if (json_is_integer (a)) {
                 if (json_integer_value (a) == INT64_MIN)
@@ -1249,13 +1326,15 @@ s_eval (s_eval_t *e, const s_node_t *node, const json_t *context)
                 break;
             }
             bool truth = node->kind == S_LT   ? cmp < 0
-                       : node->kind == S_LE ? cmp <= 0
-                       : node->kind == S_GT ? cmp > 0
-                                            : cmp >= 0;
+                         : node->kind == S_LE ? cmp <= 0
+                         : node->kind == S_GT ? cmp > 0
+                                              : cmp >= 0;
             result = json_boolean (truth);
             break;
         }
-        default: result = s_arith (e, node->kind, a, b); break;
+        default:
+            result = s_arith (e, node->kind, a, b);
+            break;
     }
     json_decref (a);
     json_decref (b);
@@ -1263,8 +1342,8 @@ s_eval (s_eval_t *e, const s_node_t *node, const json_t *context)
 }
 
 shf_err_t
-shf_expr_eval (const shf_expr_t *self, const json_t *context,
-               json_t **value_p, char *err, size_t errlen)
+shf_expr_eval (const shf_expr_t *self, const json_t *context, json_t **value_p,
+               char *err, size_t errlen)
 {
     assert (self);
     assert (value_p);
@@ -1368,7 +1447,8 @@ shf_expr_test (bool verbose)
         {"2.5E-1", "0.25"},
         {"\"a\" + \"b\"", "\"ab\""},
         {"input.name + \"-\" + workflow.id", "\"ada-order-7\""},
-        {"\"\\u00e9\\ud83d\\ude00\\n\\\"\"", "\"\\u00E9\\uD83D\\uDE00\\n\\\"\""},
+        {"\"\\u00e9\\ud83d\\ude00\\n\\\"\"",
+         "\"\\u00E9\\uD83D\\uDE00\\n\\\"\""},
         {"\"}\"", "\"}\""},
         {"1 == 1.0", "true"},
         {"1 != 1.0", "false"},
@@ -1417,8 +1497,8 @@ shf_expr_test (bool verbose)
         if (rc != SHF_OK)
             fprintf (stderr, "%s: %s\n", ok [i].text, err);
         assert (rc == SHF_OK);
-        char *text = json_dumps (
-            value, JSON_COMPACT | JSON_ENCODE_ANY | JSON_ENSURE_ASCII);
+        char *text = json_dumps (value, JSON_COMPACT | JSON_ENCODE_ANY
+                                            | JSON_ENSURE_ASCII);
         if (strcmp (text, ok [i].expect) != 0)
             fprintf (stderr, "%s: got %s, want %s\n", ok [i].text, text,
                      ok [i].expect);
@@ -1463,8 +1543,7 @@ shf_expr_test (bool verbose)
         {"foo(1)", SHF_EINVAL, "column 1: unknown function \"foo\""},
         {"input.", SHF_EINVAL, "column 7: expected a name after '.'"},
         {"input..a", SHF_EINVAL, "column 7: expected a name after '.'"},
-        {"input.items[", SHF_EINVAL,
-         "column 13: unexpected end of expression"},
+        {"input.items[", SHF_EINVAL, "column 13: unexpected end of expression"},
         {"input.items[x]", SHF_EINVAL,
          "column 13: expected an index or a string"},
         {"input.items[1.5]", SHF_EINVAL, "column 13: index must be an integer"},
@@ -1511,9 +1590,9 @@ shf_expr_test (bool verbose)
     assert (shf_expr_compile (deep, SHF_EXPR_MAX_LEN, &expr, err, sizeof err)
             == SHF_ETOOLARGE);
     assert (strstr (err, "nested deeper than 64 levels"));
-    assert (shf_expr_compile (deep, SHF_EXPR_MAX_LEN + 1, &expr, err,
-                              sizeof err)
-            == SHF_ETOOLARGE);
+    assert (
+        shf_expr_compile (deep, SHF_EXPR_MAX_LEN + 1, &expr, err, sizeof err)
+        == SHF_ETOOLARGE);
     assert (strcmp (err, "expression longer than 4096 bytes") == 0);
     memset (deep, '!', SHF_EXPR_MAX_LEN);
     assert (shf_expr_compile (deep, SHF_EXPR_MAX_LEN, &expr, err, sizeof err)
@@ -1611,9 +1690,9 @@ shf_expr_test (bool verbose)
     assert (!shf_expr_truthy (json_null ()));
     assert (!shf_expr_truthy (json_false ()));
     assert (shf_expr_truthy (json_true ()));
-    json_t *values [] = {json_integer (0), json_real (0.0), json_string (""),
-                         json_array (), json_object (), json_integer (-1),
-                         json_real (0.1), json_string ("0")};
+    json_t *values [] = {json_integer (0), json_real (0.0),  json_string (""),
+                         json_array (),    json_object (),   json_integer (-1),
+                         json_real (0.1),  json_string ("0")};
     for (size_t i = 0; i < sizeof values / sizeof values [0]; i++) {
         assert (shf_expr_truthy (values [i]) == (i >= 5));
         json_decref (values [i]);

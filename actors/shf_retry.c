@@ -71,14 +71,14 @@ shf_retry_test (bool verbose)
     assert (shf_retry_exhausted (&policy, 3));
     assert (shf_retry_exhausted (&policy, 4));
 
-    policy = (shf_retry_t) {0, 100, 1.5, 0, NULL};
+    policy = (shf_retry_t){0, 100, 1.5, 0, NULL};
     assert (shf_retry_backoff (&policy, 1) == 100);
     assert (shf_retry_backoff (&policy, 2) == 150);
     assert (shf_retry_backoff (&policy, 3) == 225);
     assert (shf_retry_backoff (&policy, 5000) > 0);  //  saturates, no cap
     assert (!shf_retry_exhausted (&policy, 4000000000u));
 
-    policy = (shf_retry_t) {5, 1000, 1.0, 5000, NULL};
+    policy = (shf_retry_t){5, 1000, 1.0, 5000, NULL};
     assert (shf_retry_backoff (&policy, 100) == 1000);
     policy.initial_interval = 0;
     assert (shf_retry_backoff (&policy, 3) == 0);

@@ -14,19 +14,15 @@
 
 //  Wait in ms before the attempt after failed attempt n (n >= 1).
 //  max_interval <= 0 means no cap (the result saturates at INT64_MAX).
-int64_t
-    shf_retry_backoff (const shf_retry_t *policy, uint32_t n);
+int64_t shf_retry_backoff (const shf_retry_t *policy, uint32_t n);
 
 //  True when error_type is listed in the policy's non_retryable.
-bool
-    shf_retry_non_retryable (const shf_retry_t *policy,
-                             const char *error_type);
+bool shf_retry_non_retryable (const shf_retry_t *policy,
+                              const char *error_type);
 
 //  True when attempt n was the last one max_attempts allows.
-bool
-    shf_retry_exhausted (const shf_retry_t *policy, uint32_t n);
+bool shf_retry_exhausted (const shf_retry_t *policy, uint32_t n);
 
-void
-    shf_retry_test (bool verbose);
+void shf_retry_test (bool verbose);
 
 #endif

@@ -29,9 +29,9 @@
 #define S_MAX_TEXT (8 * 1024 * 1024)
 
 typedef enum {
-    S_CONST,   //  value as is
-    S_EXPR,    //  "${EXPR}": the expression's typed value
-    S_TEXT,    //  text pieces and expressions, rendered as one string
+    S_CONST,  //  value as is
+    S_EXPR,   //  "${EXPR}": the expression's typed value
+    S_TEXT,   //  text pieces and expressions, rendered as one string
     S_ARRAY,
     S_OBJECT
 } s_kind_t;
@@ -39,15 +39,15 @@ typedef enum {
 typedef struct s_tnode s_tnode_t;
 struct s_tnode {
     s_kind_t kind;
-    json_t *value;       //  S_CONST
-    shf_expr_t *expr;    //  S_EXPR
+    json_t *value;     //  S_CONST
+    shf_expr_t *expr;  //  S_EXPR
     //  S_TEXT: piece i is text when exprs [i] is NULL (texts [i]), else
     //  the expression; S_ARRAY/S_OBJECT: the members.
     char **texts;
     size_t *text_lens;
     shf_expr_t **exprs;
     s_tnode_t **kids;
-    char **keys;         //  S_OBJECT: member keys (may hold NULs)
+    char **keys;  //  S_OBJECT: member keys (may hold NULs)
     size_t *key_lens;
     size_t count;
 };
@@ -99,8 +99,7 @@ s_tnode_destroy (s_tnode_t *node)
     free (node);
 }
 
-static void
-s_fail (s_ctx_t *c, const char *format, ...)
+static void s_fail (s_ctx_t *c, const char *format, ...)
     __attribute__ ((format (printf, 2, 3)));
 
 //  "PATH: message", or the bare message at the template root.
@@ -315,8 +314,8 @@ s_compile (s_ctx_t *c, const json_t *value, s_tnode_t **node_p)
             memcpy (node->keys [i], key, key_len);
             node->key_lens [i] = key_len;
             size_t old = s_path_push (c, key, 0);
-            shf_err_t rc = s_compile (c, json_object_iter_value (it),
-                                      &node->kids [i]);
+            shf_err_t rc =
+                s_compile (c, json_object_iter_value (it), &node->kids [i]);
             s_path_pop (c, old);
             if (rc != SHF_OK) {
                 s_tnode_destroy (node);
@@ -333,8 +332,8 @@ s_compile (s_ctx_t *c, const json_t *value, s_tnode_t **node_p)
 }
 
 shf_err_t
-shf_template_compile (const json_t *value, shf_template_t **self_p,
-                      char *err, size_t errlen)
+shf_template_compile (const json_t *value, shf_template_t **self_p, char *err,
+                      size_t errlen)
 {
     assert (self_p);
     *self_p = NULL;
@@ -383,8 +382,10 @@ static json_t *
 s_render (s_ctx_t *c, const s_tnode_t *node, const json_t *context)
 {
     switch (node->kind) {
-        case S_CONST: return json_deep_copy (node->value);
-        case S_EXPR: return s_eval (c, node->expr, context);
+        case S_CONST:
+            return json_deep_copy (node->value);
+        case S_EXPR:
+            return s_eval (c, node->expr, context);
         case S_TEXT: {
             size_t len = 0, cap = 64;
             char *buf = s_alloc (cap);
@@ -404,8 +405,8 @@ s_render (s_ctx_t *c, const s_tnode_t *node, const json_t *context)
                         memcpy (dumped, json_string_value (value), piece_len);
                     }
                     else {
-                        dumped = json_dumps (value, JSON_COMPACT
-                                                        | JSON_ENCODE_ANY);
+                        dumped =
+                            json_dumps (value, JSON_COMPACT | JSON_ENCODE_ANY);
                         assert (dumped);
                         piece_len = strlen (dumped);
                     }
@@ -561,9 +562,9 @@ shf_template_test (bool verbose)
         if (rc != SHF_OK)
             fprintf (stderr, "%s: %s\n", ok [i].tmpl, err);
         assert (rc == SHF_OK);
-        char *text = json_dumps (value, JSON_COMPACT | JSON_ENCODE_ANY
-                                            | JSON_ENSURE_ASCII
-                                            | JSON_PRESERVE_ORDER);
+        char *text =
+            json_dumps (value, JSON_COMPACT | JSON_ENCODE_ANY
+                                   | JSON_ENSURE_ASCII | JSON_PRESERVE_ORDER);
         if (strcmp (text, ok [i].expect) != 0)
             fprintf (stderr, "%s: got %s want %s\n", ok [i].tmpl, text,
                      ok [i].expect);
@@ -583,8 +584,8 @@ shf_template_test (bool verbose)
     assert (shf_template_render (tmpl, context, &value, NULL, 0) == SHF_OK);
     json_object_set_new (json_object_get (value, "all"), "amount",
                          json_integer (0));
-    assert (json_integer_value (json_object_get (
-                json_object_get (context, "input"), "amount"))
+    assert (json_integer_value (
+                json_object_get (json_object_get (context, "input"), "amount"))
             == 42);
     json_decref (value);
     shf_template_destroy (&tmpl);
@@ -609,7 +610,8 @@ shf_template_test (bool verbose)
          "[1].x[1]: column 15: unexpected end of expression"},
         {"{\"a b\": \"${(}\"}",
          "[\"a b\"]: column 2: unexpected end of expression"},
-        {"{\"a\": \"x ${input.name\"}", ".a: no '}' closes the \"${\" at byte 3"},
+        {"{\"a\": \"x ${input.name\"}",
+         ".a: no '}' closes the \"${\" at byte 3"},
         {"{\"a\": \"${\\\"}\"}", ".a: no '}' closes the \"${\" at byte 1"},
         {"{\"s\": \"${foo}\"}",
          ".s: column 1: unknown name \"foo\" (a path starts with input, "

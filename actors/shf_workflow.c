@@ -169,8 +169,7 @@ s_failure (const char *type, const char *message)
     return failure;
 }
 
-static shf_err_t
-s_reject (s_run_t *r, shf_err_t rc, const char *format, ...)
+static shf_err_t s_reject (s_run_t *r, shf_err_t rc, const char *format, ...)
     __attribute__ ((format (printf, 3, 4)));
 
 static shf_err_t
@@ -544,7 +543,8 @@ s_dispatch (s_run_t *r, size_t idx, uint32_t attempt)
     json_t *input = json_object_get (rec, "input");
     json_t *event = s_step_event (r, "StepScheduled", idx);
     s_set_int (event, "attempt", attempt);
-    s_set (event, "activity", json_string (shf_def_step_activity (r->def, idx)));
+    s_set (event, "activity",
+           json_string (shf_def_step_activity (r->def, idx)));
     s_set (event, "queue", json_string (shf_def_step_queue (r->def, idx)));
     if (attempt == 1)
         s_set (event, "input", s_ref (input));
@@ -562,10 +562,12 @@ s_dispatch (s_run_t *r, size_t idx, uint32_t attempt)
 
     int64_t to_close = shf_def_step_schedule_to_close (r->def, idx);
     if (attempt == 1 && to_close > 0)
-        s_timer_add (r, (int) idx, T_SCHEDULE_TO_CLOSE, s_add (r->now, to_close));
+        s_timer_add (r, (int) idx, T_SCHEDULE_TO_CLOSE,
+                     s_add (r->now, to_close));
     int64_t to_start = shf_def_step_schedule_to_start (r->def, idx);
     if (to_start > 0)
-        s_timer_add (r, (int) idx, T_SCHEDULE_TO_START, s_add (r->now, to_start));
+        s_timer_add (r, (int) idx, T_SCHEDULE_TO_START,
+                     s_add (r->now, to_start));
 }
 
 //  The open attempt is running. arm: start its start_to_close and heartbeat
@@ -595,8 +597,7 @@ s_activity_started (s_run_t *r, size_t idx, const char *worker, bool arm)
 //  The open attempt failed (rec.failure is set): retry after the backoff,
 //  or give up.
 static void
-s_attempt_failed (s_run_t *r, size_t idx, const char *type,
-                  const char *message)
+s_attempt_failed (s_run_t *r, size_t idx, const char *type, const char *message)
 {
     json_t *rec = s_rec (r, idx);
     const shf_retry_t *policy = shf_def_step_retry (r->def, idx);
@@ -1114,7 +1115,8 @@ shf_workflow_apply (const shf_def_t *def, json_t *state,
     else if ((rc = s_check_state (r)) != SHF_OK)
         ;
     else if (!s_is_open (state))
-        rc = s_reject (r, SHF_ECLOSED, "the run is %s", s_str (state, "status"));
+        rc =
+            s_reject (r, SHF_ECLOSED, "the run is %s", s_str (state, "status"));
     else
         switch (input->kind) {
             case SHF_WF_ACTIVITY_STARTED:

@@ -23,9 +23,9 @@
 #define T0 INT64_C (1795363200123)  //  2026-11-22T16:00:00.123Z
 
 typedef struct {
-    const char *op;  //  start started complete fail fire fire_id signal
-                     //  cancel terminate heartbeat
-    int64_t at;      //  ms after T0
+    const char *op;    //  start started complete fail fire fire_id signal
+                       //  cancel terminate heartbeat
+    int64_t at;        //  ms after T0
     const char *step;  //  step id; "step:kind" for fire; name for signal
     uint32_t attempt;  //  attempt; timer id for fire_id
     const char *arg;   //  JSON payload, error type or reason
@@ -48,7 +48,7 @@ typedef struct {
     json_t *state;
     json_t *history;  //  every event of the run
     shf_wf_output_t out;
-    bool reload;      //  serialise and re-parse the state between inputs
+    bool reload;  //  serialise and re-parse the state between inputs
     bool verbose;
 } s_harness_t;
 
@@ -56,10 +56,11 @@ static void
 s_fail_check (const s_harness_t *h, size_t row, const char *what,
               const char *expected, const char *got)
 {
-    fprintf (stderr, "shf_workflow_test: case %s, row %zu%s: %s\n"
-                     "  expected: %s\n  got:      %s\n",
-             h->test->name, row, h->reload ? " (reload)" : "", what,
-             expected, got);
+    fprintf (stderr,
+             "shf_workflow_test: case %s, row %zu%s: %s\n"
+             "  expected: %s\n  got:      %s\n",
+             h->test->name, row, h->reload ? " (reload)" : "", what, expected,
+             got);
     char *dump = json_dumps (h->state, JSON_INDENT (1) | JSON_SORT_KEYS);
     fprintf (stderr, "state: %s\n", dump ? dump : "?");
     free (dump);
@@ -138,16 +139,15 @@ s_timer (const json_t *state, const char *spec)
 }
 
 static void
-s_harness_init (s_harness_t *h, const s_case_t *test, bool reload,
-                bool verbose)
+s_harness_init (s_harness_t *h, const s_case_t *test, bool reload, bool verbose)
 {
     memset (h, 0, sizeof *h);
     h->test = test;
     h->reload = reload;
     h->verbose = verbose;
     char err [256];
-    shf_err_t rc = shf_def_compile (test->def, strlen (test->def), &h->def,
-                                    err, sizeof err);
+    shf_err_t rc = shf_def_compile (test->def, strlen (test->def), &h->def, err,
+                                    sizeof err);
     if (rc != SHF_OK) {
         fprintf (stderr, "case %s: definition: %s\n", test->name, err);
         abort ();
@@ -172,9 +172,8 @@ static void
 s_harness_row (s_harness_t *h, size_t index)
 {
     const s_row_t *row = &h->test->rows [index];
-    shf_wf_input_t in = {.now = T0 + row->at,
-                         .step = row->step,
-                         .attempt = row->attempt};
+    shf_wf_input_t in = {
+        .now = T0 + row->at, .step = row->step, .attempt = row->attempt};
     json_t *payload = NULL;
     const char *op = row->op;
     if (strcmp (op, "start") == 0) {
@@ -254,8 +253,7 @@ s_harness_row (s_harness_t *h, size_t index)
                       shf_err_code (rc));
     if (rc != SHF_OK) {
         if (!json_equal (before, h->state))
-            s_fail_check (h, index, "rejected input changed the state", "",
-                          "");
+            s_fail_check (h, index, "rejected input changed the state", "", "");
         if (json_array_size (h->out.events) || h->out.n_effects)
             s_fail_check (h, index, "rejected input has output", "", "");
         if (!h->out.message [0])
@@ -363,7 +361,7 @@ static const s_row_t s_sequence [] = {
      "completed"},
     {"signal", 30, "late", 0, "1", NULL, SHF_ECLOSED, "", "", "completed"},
     {"complete", 30, "b", 1, "2", NULL, SHF_ECLOSED, "", "", "completed"},
-    {NULL}};
+    {.op = NULL}};
 
 static const s_row_t s_parallel [] = {
     {"start", 0, NULL, 0, "{\"n\":1}", NULL, OK,
@@ -372,30 +370,28 @@ static const s_row_t s_parallel [] = {
     {"complete", 10, "b", 1, "{\"v\":2}", NULL, OK,
      "ActivityStarted ActivityCompleted", "", "running"},
     {"complete", 20, "a", 1, "{\"v\":40}", NULL, OK,
-     "ActivityStarted ActivityCompleted StepScheduled", "TASK(c#1)",
-     "running"},
+     "ActivityStarted ActivityCompleted StepScheduled", "TASK(c#1)", "running"},
     {"complete", 30, "c", 1, "42", NULL, OK, NULL, "CLOSED", "completed"},
-    {NULL}};
+    {.op = NULL}};
 
 static const s_row_t s_when [] = {
     {"start", 0, NULL, 0, "{}", NULL, OK, NULL, "TASK(a#1)", "running"},
     {"complete", 10, "a", 1, "{\"ok\":false}", NULL, OK,
-     "ActivityStarted ActivityCompleted StepSkipped StepScheduled",
-     "TASK(c#1)", "running"},
+     "ActivityStarted ActivityCompleted StepSkipped StepScheduled", "TASK(c#1)",
+     "running"},
     {"complete", 20, "c", 1, "3", NULL, OK, NULL, "CLOSED", "completed"},
-    {NULL}};
+    {.op = NULL}};
 
-static const s_row_t s_when_error [] = {
-    {"start", 0, NULL, 0, "{}", NULL, OK, "WorkflowStarted WorkflowFailed",
-     "CLOSED", "failed"},
-    {NULL}};
+static const s_row_t s_when_error [] = {{"start", 0, NULL, 0, "{}", NULL, OK,
+                                         "WorkflowStarted WorkflowFailed",
+                                         "CLOSED", "failed"},
+                                        {.op = NULL}};
 
 static const s_row_t s_retry [] = {
-    {"start", 0, NULL, 0, "{\"id\":7}", NULL, OK, NULL, "TASK(a#1)",
-     "running"},
+    {"start", 0, NULL, 0, "{\"id\":7}", NULL, OK, NULL, "TASK(a#1)", "running"},
     {"started", 10, "a", 1, NULL, NULL, OK, "ActivityStarted", "", NULL},
-    {"fail", 20, "a", 1, "Boom", "first", OK, "ActivityFailed",
-     "TIMER(a@1020)", "running"},
+    {"fail", 20, "a", 1, "Boom", "first", OK, "ActivityFailed", "TIMER(a@1020)",
+     "running"},
     {"complete", 21, "a", 1, "1", NULL, SHF_ENOTFOUND, "", "", NULL},
     {"started", 22, "a", 1, NULL, NULL, SHF_ENOTFOUND, "", "", NULL},
     {"fire", 1020, "a:retry", 0, NULL, NULL, OK, "StepScheduled", "TASK(a#2)",
@@ -408,7 +404,7 @@ static const s_row_t s_retry [] = {
     {"complete", 3300, "a", 3, "{\"ok\":true}", NULL, OK,
      "ActivityStarted ActivityCompleted WorkflowCompleted", "CLOSED",
      "completed"},
-    {NULL}};
+    {.op = NULL}};
 
 static const s_row_t s_exhausted [] = {
     {"start", 0, NULL, 0, "{}", NULL, OK, NULL, "TASK(a#1)", NULL},
@@ -416,25 +412,25 @@ static const s_row_t s_exhausted [] = {
     {"fire", 510, "a:retry", 0, NULL, NULL, OK, NULL, "TASK(a#2)", NULL},
     {"fail", 600, "a", 2, "Boom", "2", OK,
      "ActivityStarted ActivityFailed WorkflowFailed", "CLOSED", "failed"},
-    {NULL}};
+    {.op = NULL}};
 
 static const s_row_t s_non_retryable [] = {
     {"start", 0, NULL, 0, "{}", NULL, OK, NULL, "TASK(a#1)", NULL},
     {"fail", 10, "a", 1, "Declined", "card declined", OK,
      "ActivityStarted ActivityFailed WorkflowFailed", "CLOSED", "failed"},
-    {NULL}};
+    {.op = NULL}};
 
 static const s_row_t s_optional [] = {
     {"start", 0, NULL, 0, "{}", NULL, OK, NULL, "TASK(a#1)", NULL},
     {"fail", 10, "a", 1, "Boom", "x", OK,
      "ActivityStarted ActivityFailed StepScheduled", "TASK(b#1)", "running"},
     {"complete", 20, "b", 1, "\"b\"", NULL, OK, NULL, "CLOSED", "completed"},
-    {NULL}};
+    {.op = NULL}};
 
 static const s_row_t s_start_to_close [] = {
     {"start", 0, NULL, 0, "{}", NULL, OK, NULL, "TASK(a#1)", NULL},
-    {"started", 100, "a", 1, NULL, NULL, OK, "ActivityStarted",
-     "TIMER(a@5100)", NULL},
+    {"started", 100, "a", 1, NULL, NULL, OK, "ActivityStarted", "TIMER(a@5100)",
+     NULL},
     {"fire", 5100, "a:start_to_close", 0, NULL, NULL, OK, "ActivityTimedOut",
      "TASK_CANCEL(a#1) TIMER(a@6100)", "running"},
     {"complete", 5200, "a", 1, "1", NULL, SHF_ENOTFOUND, "", "", NULL},
@@ -443,7 +439,7 @@ static const s_row_t s_start_to_close [] = {
     {"started", 6200, "a", 2, NULL, NULL, OK, NULL, "TIMER(a@11200)", NULL},
     {"fire", 11200, "a:start_to_close", 0, NULL, NULL, OK,
      "ActivityTimedOut WorkflowFailed", "TASK_CANCEL(a#2) CLOSED", "failed"},
-    {NULL}};
+    {.op = NULL}};
 
 static const s_row_t s_signal_buffered [] = {
     {"start", 0, NULL, 0, "{}", NULL, OK, NULL, "TASK(a#1)", NULL},
@@ -452,18 +448,19 @@ static const s_row_t s_signal_buffered [] = {
     {"complete", 10, "a", 1, "null", NULL, OK,
      "ActivityStarted ActivityCompleted StepScheduled WorkflowCompleted",
      "CLOSED", "completed"},
-    {NULL}};
+    {.op = NULL}};
 
 static const s_row_t s_signals_ordered [] = {
-    {"start", 0, NULL, 0, "{}", NULL, OK, "WorkflowStarted StepScheduled "
-                                          "StepScheduled",
+    {"start", 0, NULL, 0, "{}", NULL, OK,
+     "WorkflowStarted StepScheduled "
+     "StepScheduled",
      "", NULL},
     {"signal", 5, "go", 0, "\"first\"", NULL, OK, "SignalReceived", "", NULL},
-    {"signal", 6, "go", 0, "\"second\"", NULL, OK, "SignalReceived",
-     "TASK(c#1)", NULL},
+    {"signal", 6, "go", 0, "\"second\"", NULL, OK,
+     "SignalReceived StepScheduled", "TASK(c#1)", NULL},
     {"signal", 7, "go", 0, "\"third\"", NULL, OK, "SignalReceived", "", NULL},
     {"complete", 8, "c", 1, "0", NULL, OK, NULL, "CLOSED", "completed"},
-    {NULL}};
+    {.op = NULL}};
 
 static const s_row_t s_signals_queued [] = {
     {"start", 0, NULL, 0, "{}", NULL, OK, NULL, "TASK(a#1)", NULL},
@@ -474,12 +471,12 @@ static const s_row_t s_signals_queued [] = {
      "ActivityStarted ActivityCompleted StepScheduled StepScheduled "
      "WorkflowCompleted",
      "CLOSED", "completed"},
-    {NULL}};
+    {.op = NULL}};
 
 static const s_row_t s_cancel [] = {
     {"start", 0, NULL, 0, "{}", NULL, OK,
-     "WorkflowStarted StepScheduled TimerStarted",
-     "TASK(a#1) TIMER(s@60000)", NULL},
+     "WorkflowStarted StepScheduled TimerStarted", "TASK(a#1) TIMER(s@60000)",
+     NULL},
     {"cancel", 10, NULL, 0, "user asked", NULL, OK,
      "CancelRequested StepCanceled StepCanceled WorkflowCanceled",
      "TASK_CANCEL(a#1) TIMER_CANCEL(s@60000) CLOSED", "canceled"},
@@ -487,7 +484,7 @@ static const s_row_t s_cancel [] = {
     {"signal", 20, "go", 0, "1", NULL, SHF_ECLOSED, "", "", NULL},
     {"complete", 20, "a", 1, "1", NULL, SHF_ECLOSED, "", "", NULL},
     {"terminate", 20, NULL, 0, NULL, NULL, SHF_ECLOSED, "", "", "canceled"},
-    {NULL}};
+    {.op = NULL}};
 
 static const s_row_t s_terminate [] = {
     {"start", 0, NULL, 0, "{}", NULL, OK, NULL, "TASK(a#1) TIMER(s@60000)",
@@ -497,7 +494,7 @@ static const s_row_t s_terminate [] = {
      "StepCanceled StepCanceled WorkflowTerminated",
      "TASK_CANCEL(a#1) TIMER_CANCEL(s@60000) CLOSED", "terminated"},
     {"fail", 20, "a", 1, "Boom", "late", SHF_ECLOSED, "", "", "terminated"},
-    {NULL}};
+    {.op = NULL}};
 
 static const s_row_t s_stale [] = {
     {"start", 0, NULL, 0, "{}", NULL, OK, NULL, "TASK(a#1)", NULL},
@@ -515,22 +512,24 @@ static const s_row_t s_stale [] = {
     {"start", 6, NULL, 0, "{}", NULL, SHF_EINVAL, "", "", NULL},
     {"fire", 104, "s:sleep", 0, NULL, NULL, OK, "TimerFired WorkflowCompleted",
      "CLOSED", "completed"},
-    {NULL}};
+    {.op = NULL}};
 
 static const s_row_t s_workflow_timeout [] = {
     {"start", 0, NULL, 0, "{}", NULL, OK, NULL, "TIMER(-@3600000) TASK(a#1)",
      NULL},
     {"started", 10, "a", 1, NULL, NULL, OK, NULL, "TIMER(a@30010)", NULL},
-    {"fire", 3600000, "-:workflow", 0, NULL, NULL, SHF_ENOTFOUND, NULL, NULL,
-     NULL},
-    {NULL}};
+    {"fire", 3600000, "-:workflow", 0, NULL, NULL, OK,
+     "StepCanceled WorkflowTimedOut",
+     "TASK_CANCEL(a#1) TIMER_CANCEL(a@30010) CLOSED", "timed_out"},
+    {"fire_id", 3600001, NULL, 1, NULL, NULL, SHF_ECLOSED, "", "", NULL},
+    {.op = NULL}};
 
 static const s_row_t s_wait_timeout [] = {
     {"start", 0, NULL, 0, "{}", NULL, OK, "WorkflowStarted StepScheduled",
      "TIMER(w@5000)", NULL},
     {"fire", 5000, "w:wait_signal", 0, NULL, NULL, OK,
      "TimerFired WorkflowFailed", "CLOSED", "failed"},
-    {NULL}};
+    {.op = NULL}};
 
 static const s_row_t s_heartbeat [] = {
     {"start", 0, NULL, 0, "{}", NULL, OK, NULL, "TASK(a#1)", NULL},
@@ -542,23 +541,22 @@ static const s_row_t s_heartbeat [] = {
     {"fire", 15000, "a:heartbeat", 0, NULL, NULL, OK, "ActivityTimedOut",
      "TASK_CANCEL(a#1) TIMER(a@16000)", "running"},
     {"heartbeat", 15001, "a", 1, "{}", NULL, SHF_ENOTFOUND, "", "", NULL},
-    {"fire", 16000, "a:retry", 0, NULL, NULL, OK, "StepScheduled",
-     "TASK(a#2)", NULL},
-    {"complete", 16100, "a", 2, "true", NULL, OK, NULL, "CLOSED",
-     "completed"},
-    {NULL}};
+    {"fire", 16000, "a:retry", 0, NULL, NULL, OK, "StepScheduled", "TASK(a#2)",
+     NULL},
+    {"complete", 16100, "a", 2, "true", NULL, OK, NULL, "CLOSED", "completed"},
+    {.op = NULL}};
 
 static const s_row_t s_schedule_to_start [] = {
     {"start", 0, NULL, 0, "{}", NULL, OK, NULL, "TASK(a#1) TIMER(a@2000)",
      NULL},
-    {"fire", 2000, "a:schedule_to_start", 0, NULL, NULL, OK,
-     "ActivityTimedOut", "TASK_CANCEL(a#1) TIMER(a@3000)", NULL},
+    {"fire", 2000, "a:schedule_to_start", 0, NULL, NULL, OK, "ActivityTimedOut",
+     "TASK_CANCEL(a#1) TIMER(a@3000)", NULL},
     {"fire", 3000, "a:retry", 0, NULL, NULL, OK, "StepScheduled",
      "TASK(a#2) TIMER(a@5000)", NULL},
     {"started", 3100, "a", 2, NULL, NULL, OK, "ActivityStarted",
      "TIMER_CANCEL(a@5000)", NULL},
     {"complete", 3200, "a", 2, "1", NULL, OK, NULL, "CLOSED", "completed"},
-    {NULL}};
+    {.op = NULL}};
 
 static const s_row_t s_schedule_to_close [] = {
     {"start", 0, NULL, 0, "{}", NULL, OK, NULL, "TASK(a#1) TIMER(a@3000)",
@@ -569,7 +567,7 @@ static const s_row_t s_schedule_to_close [] = {
     {"fire", 3000, "a:schedule_to_close", 0, NULL, NULL, OK,
      "ActivityTimedOut WorkflowFailed", "TIMER_CANCEL(a@4000) CLOSED",
      "failed"},
-    {NULL}};
+    {.op = NULL}};
 
 static const s_row_t s_templates [] = {
     {"start", 0, NULL, 0, "{\"amount\":5,\"who\":\"ann\"}", NULL, OK, NULL,
@@ -577,13 +575,13 @@ static const s_row_t s_templates [] = {
     {"complete", 10, "a", 1, "{\"id\":\"tx9\",\"ok\":true}", NULL, OK, NULL,
      "TASK(b#1)", NULL},
     {"complete", 20, "b", 1, "null", NULL, OK, NULL, "CLOSED", "completed"},
-    {NULL}};
+    {.op = NULL}};
 
 static const s_row_t s_input_error [] = {
     {"start", 0, NULL, 0, "{\"n\":\"x\"}", NULL, OK, NULL, "TASK(b#1)",
      "running"},
     {"complete", 10, "b", 1, "1", NULL, OK, NULL, "CLOSED", "completed"},
-    {NULL}};
+    {.op = NULL}};
 
 #define RETRY_FAST "\"retry\":{\"max_attempts\":3,\"initial_interval\":\"1s\""
 
@@ -712,7 +710,7 @@ static const s_case_t s_cases [] = {
      "\"input\":\"${input.n * 2}\"},"
      "{\"id\":\"b\",\"activity\":\"B\",\"after\":[\"a\"]}]}",
      s_input_error},
-    {NULL}};
+    {.name = NULL}};
 
 
 //  --------------------------------------------------------------------
@@ -790,15 +788,15 @@ s_check_case (const s_harness_t *h)
     else if (strcmp (name, "signals_ordered") == 0) {
         assert (s_equal_text (s_step (h, "w1", "output"), "\"first\""));
         assert (s_equal_text (s_step (h, "w2", "output"), "\"second\""));
-        assert (s_equal_text (s_step (h, "c", "input"),
-                              "\"first-second-second\""));
+        assert (
+            s_equal_text (s_step (h, "c", "input"), "\"first-second-second\""));
         assert (s_equal_text (json_object_get (state, "signals"),
                               "{\"go\":[\"third\"]}"));
     }
     else if (strcmp (name, "signals_queued") == 0) {
         assert (s_equal_text (json_object_get (state, "output"), "[1,2,3]"));
-        assert (s_equal_text (json_object_get (state, "signals"),
-                              "{\"go\":[3]}"));
+        assert (
+            s_equal_text (json_object_get (state, "signals"), "{\"go\":[3]}"));
     }
     else if (strcmp (name, "cancel") == 0) {
         assert (s_equal_text (failure, "{\"type\":\"Canceled\",\"message\":"
@@ -807,20 +805,23 @@ s_check_case (const s_harness_t *h)
         assert (strcmp (s_step_status (h, "s"), "canceled") == 0);
         const json_t *last =
             json_array_get (h->history, json_array_size (h->history) - 1);
-        assert (s_equal_text (json_object_get (last, "reason"),
-                              "\"user asked\""));
+        assert (
+            s_equal_text (json_object_get (last, "reason"), "\"user asked\""));
     }
     else if (strcmp (name, "terminate") == 0)
         assert (s_equal_text (failure, "{\"type\":\"Terminated\",\"message\":"
                                        "\"terminated\",\"step\":null}"));
-    else if (strcmp (name, "workflow_timeout") == 0)
-        ;  //  driven by hand in s_test_workflow_timeout
+    else if (strcmp (name, "workflow_timeout") == 0) {
+        assert (s_equal_text (failure, "{\"type\":\"Timeout\",\"message\":"
+                                       "\"workflow\",\"step\":null}"));
+        assert (strcmp (s_step_status (h, "a"), "canceled") == 0);
+    }
     else if (strcmp (name, "wait_timeout") == 0)
         assert (s_equal_text (failure, "{\"type\":\"Timeout\",\"message\":"
                                        "\"wait_signal\",\"step\":\"w\"}"));
     else if (strcmp (name, "heartbeat") == 0) {
-        assert (s_equal_text (s_step (h, "a", "heartbeat_details"),
-                              "{\"p\":2}"));
+        assert (
+            s_equal_text (s_step (h, "a", "heartbeat_details"), "{\"p\":2}"));
         assert (s_equal_text (s_step (h, "a", "attempt"), "2"));
     }
     else if (strcmp (name, "schedule_to_close") == 0)
@@ -838,10 +839,19 @@ s_check_case (const s_harness_t *h)
     }
     else if (strcmp (name, "input_error") == 0) {
         assert (strcmp (s_step_status (h, "a"), "failed") == 0);
-        assert (s_equal_text (json_object_get (s_step (h, "a", "failure"),
-                                               "type"),
-                              "\"ExpressionError\""));
+        assert (
+            s_equal_text (json_object_get (s_step (h, "a", "failure"), "type"),
+                          "\"ExpressionError\""));
     }
+}
+
+static s_case_t
+s_case (const char *name)
+{
+    for (const s_case_t *test = s_cases; test->name; test++)
+        if (strcmp (test->name, name) == 0)
+            return *test;
+    abort ();
 }
 
 //  Inputs of the TASK effects, the workflow timeout, and describe/result,
@@ -849,12 +859,11 @@ s_check_case (const s_harness_t *h)
 static void
 s_test_by_hand (bool verbose)
 {
-    static const s_row_t rows [] = {
-        {"start", 0, NULL, 0, "{\"amount\":5,\"who\":\"ann\"}", NULL, OK,
-         NULL, "TASK(a#1)", NULL},
-        {NULL}};
-    s_case_t test = s_cases [20];  //  templates
-    assert (strcmp (test.name, "templates") == 0);
+    static const s_row_t rows [] = {{"start", 0, NULL, 0,
+                                     "{\"amount\":5,\"who\":\"ann\"}", NULL, OK,
+                                     NULL, "TASK(a#1)", NULL},
+                                    {.op = NULL}};
+    s_case_t test = s_case ("templates");
     test.rows = rows;
     s_harness_t h;
     s_case_run (&h, &test, false, verbose);
@@ -892,8 +901,7 @@ s_test_by_hand (bool verbose)
     s_harness_destroy (&h);
 
     //  workflow timeout: fire the workflow timer at its due time
-    s_case_t wto = s_cases [15];
-    assert (strcmp (wto.name, "workflow_timeout") == 0);
+    s_case_t wto = s_case ("workflow_timeout");
     static const s_row_t wto_rows [] = {
         {"start", 0, NULL, 0, "{}", NULL, OK, NULL,
          "TIMER(-@3600000) TASK(a#1)", NULL},
@@ -909,10 +917,11 @@ s_test_by_hand (bool verbose)
         {"started", 63030, "a", 3, NULL, NULL, OK, NULL, "TIMER(a@93030)",
          NULL},
         {"fire", 93030, "a:start_to_close", 0, NULL, NULL, OK,
-         "ActivityTimedOut WorkflowFailed", "TASK_CANCEL(a#3) "
-                                            "TIMER_CANCEL(-@3600000) CLOSED",
+         "ActivityTimedOut WorkflowFailed",
+         "TASK_CANCEL(a#3) "
+         "TIMER_CANCEL(-@3600000) CLOSED",
          "failed"},
-        {NULL}};
+        {.op = NULL}};
     wto.rows = wto_rows;
     s_case_run (&h, &wto, false, verbose);
     s_harness_destroy (&h);
@@ -920,20 +929,18 @@ s_test_by_hand (bool verbose)
         {"start", 0, NULL, 0, "{}", NULL, OK, NULL,
          "TIMER(-@3600000) TASK(a#1)", NULL},
         {"fire", 3600000, "-:workflow", 0, NULL, NULL, OK,
-         "WorkflowTimedOut", "TASK_CANCEL(a#1) CLOSED", "timed_out"},
-        {NULL}};
+         "StepCanceled WorkflowTimedOut", "TASK_CANCEL(a#1) CLOSED",
+         "timed_out"},
+        {.op = NULL}};
     wto.rows = wto_rows2;
     s_case_run (&h, &wto, false, verbose);
     assert (s_equal_text (json_object_get (h.state, "failure"),
                           "{\"type\":\"Timeout\",\"message\":\"workflow\","
                           "\"step\":null}"));
-    //  the open step gets StepCanceled before the close
-    //  (scheduled activity, never started)
     s_harness_destroy (&h);
 
     //  heartbeat details of an earlier attempt travel with the next task
-    s_case_t hb = s_cases [17];
-    assert (strcmp (hb.name, "heartbeat") == 0);
+    s_case_t hb = s_case ("heartbeat");
     s_harness_init (&h, &hb, false, verbose);
     for (size_t i = 0; i < 7; i++)
         s_harness_row (&h, i);
@@ -941,18 +948,15 @@ s_test_by_hand (bool verbose)
     assert (task && task->attempt == 2);
     assert (s_equal_text (task->heartbeat_details, "{\"p\":2}"));
     json_t *timers = shf_workflow_describe (h.def, h.state);
-    assert (s_equal_text (json_object_get (json_array_get (
-                                               json_object_get (timers,
-                                                                "steps"),
-                                               0),
-                                           "heartbeat_details"),
-                          "{\"p\":2}"));
+    assert (s_equal_text (
+        json_object_get (json_array_get (json_object_get (timers, "steps"), 0),
+                         "heartbeat_details"),
+        "{\"p\":2}"));
     json_decref (timers);
     s_harness_destroy (&h);
 
     //  describe lists open timers soonest first; closed_at once closed
-    s_case_t cancel = s_cases [12];
-    assert (strcmp (cancel.name, "cancel") == 0);
+    s_case_t cancel = s_case ("cancel");
     s_harness_init (&h, &cancel, false, verbose);
     s_harness_row (&h, 0);
     describe = shf_workflow_describe (h.def, h.state);
@@ -962,10 +966,71 @@ s_test_by_hand (bool verbose)
     json_decref (describe);
     s_harness_row (&h, 1);
     describe = shf_workflow_describe (NULL, h.state);  //  stored order
+    assert (json_array_size (json_object_get (describe, "timers")) == 0);
     assert (s_equal_text (json_object_get (describe, "closed_at"),
                           "\"2026-11-22T16:00:00.133Z\""));
     assert (json_array_size (json_object_get (describe, "steps")) == 3);
     json_decref (describe);
+    s_harness_destroy (&h);
+}
+
+//  Inputs from outside that are malformed: rejected without change, or
+//  (bad UTF-8, a missing error type) made safe.
+static void
+s_test_bad_inputs (bool verbose)
+{
+    static const s_row_t rows [] = {
+        {"start", 0, NULL, 0, "{}", NULL, OK, NULL, "TASK(a#1)", NULL},
+        {.op = NULL}};
+    s_case_t test = s_case ("sequence");
+    test.rows = rows;
+    s_harness_t h;
+    s_case_run (&h, &test, false, verbose);
+
+    shf_wf_output_t out;
+    shf_wf_output_init (&out);
+    json_t *before = json_deep_copy (h.state);
+    shf_wf_input_t in = {.kind = SHF_WF_SIGNAL, .now = T0 + 1};
+    assert (shf_workflow_apply (h.def, h.state, &in, &out) == SHF_EINVAL);
+    in.signal = "\xff";
+    assert (shf_workflow_apply (h.def, h.state, &in, &out) == SHF_EINVAL);
+    in = (shf_wf_input_t){.kind = SHF_WF_ACTIVITY_COMPLETED, .now = T0 + 1};
+    assert (shf_workflow_apply (h.def, h.state, &in, &out) == SHF_EINVAL);
+    in = (shf_wf_input_t){.kind = (shf_wf_input_kind_t) 99, .now = T0 + 1};
+    assert (shf_workflow_apply (h.def, h.state, &in, &out) == SHF_EINVAL);
+    assert (json_equal (before, h.state));
+    assert (json_array_size (out.events) == 0 && out.n_effects == 0);
+    json_decref (before);
+
+    //  a run of another definition, and a run that never started
+    json_t *empty = json_object ();
+    in = (shf_wf_input_t){.kind = SHF_WF_CANCEL, .now = T0 + 1};
+    assert (shf_workflow_apply (h.def, empty, &in, &out) == SHF_EINVAL);
+    assert (json_object_size (empty) == 0);
+    json_decref (empty);
+    shf_def_t *other;
+    char err [200];
+    const char *text = "{\"name\":\"other\",\"version\":1,\"steps\":["
+                       "{\"id\":\"a\",\"activity\":\"A\"}]}";
+    assert (shf_def_compile (text, strlen (text), &other, err, sizeof err)
+            == SHF_OK);
+    assert (shf_workflow_apply (other, h.state, &in, &out) == SHF_EINVAL);
+    shf_def_destroy (&other);
+
+    //  no error type, a message that is not UTF-8
+    in = (shf_wf_input_t){.kind = SHF_WF_ACTIVITY_FAILED,
+                          .now = T0 + 2,
+                          .step = "a",
+                          .attempt = 1,
+                          .error_message = "\xff bad"};
+    assert (shf_workflow_apply (h.def, h.state, &in, &out) == SHF_OK);
+    assert (s_equal_text (s_step (&h, "a", "failure"),
+                          "{\"type\":\"Error\",\"message\":\"? bad\"}"));
+    char *dump = json_dumps (h.state, JSON_COMPACT);
+    assert (dump);
+    free (dump);
+    shf_wf_output_reset (&out);
+    json_decref (out.events);
     s_harness_destroy (&h);
 }
 
@@ -996,5 +1061,6 @@ shf_workflow_test (bool verbose)
         count++;
     }
     s_test_by_hand (verbose);
+    s_test_bad_inputs (verbose);
     printf ("OK (%zu cases)\n", count);
 }

@@ -42,93 +42,71 @@ typedef struct {
 //  *npos_p. Prints usage (stdout) for --help and returns SHF_CLI_OK;
 //  reports a usage error and returns SHF_CLI_USAGE; else
 //  SHF_CLI_CONTINUE. Fewer than min_pos positionals is a usage error.
-int
-    shf_cli_parse (shf_cli_t *cli, int argc, char **argv,
+int shf_cli_parse (shf_cli_t *cli, int argc, char **argv,
                    const shf_cli_opt_t *opts, const char **pos, int min_pos,
                    int max_pos, int *npos_p, const char *usage);
 
 //  Consume the global flags at argv[*i...] (before a subcommand word).
 //  Returns like shf_cli_parse.
-int
-    shf_cli_globals (shf_cli_t *cli, int argc, char **argv, int *i,
+int shf_cli_globals (shf_cli_t *cli, int argc, char **argv, int *i,
                      const char *usage);
 
 //  Report a usage error (with a pointer to --help) and return
 //  SHF_CLI_USAGE.
-int
-    shf_cli_usage_error (shf_cli_t *cli, const char *fmt, ...)
-        __attribute__ ((format (printf, 2, 3)));
+int shf_cli_usage_error (shf_cli_t *cli, const char *fmt, ...)
+    __attribute__ ((format (printf, 2, 3)));
 
 //  Report an error with a stable code; returns the exit code for it.
-int
-    shf_cli_error (shf_cli_t *cli, const char *code, const char *fmt, ...)
-        __attribute__ ((format (printf, 3, 4)));
+int shf_cli_error (shf_cli_t *cli, const char *code, const char *fmt, ...)
+    __attribute__ ((format (printf, 3, 4)));
 
 //  Report the last failure of client (rc its status); returns exit code.
-int
-    shf_cli_client_error (shf_cli_t *cli, shf_client_t *client, shf_err_t rc);
+int shf_cli_client_error (shf_cli_t *cli, shf_client_t *client, shf_err_t rc);
 
 //  The exit code for an error code string.
-int
-    shf_cli_exit_code (const char *code);
+int shf_cli_exit_code (const char *code);
 
 //  Open a client on cli's server and namespace, or report and return the
 //  exit code (SHF_CLI_CONTINUE on success).
-int
-    shf_cli_client (shf_cli_t *cli, shf_client_t **client_p);
+int shf_cli_client (shf_cli_t *cli, shf_client_t **client_p);
 
 //  Print a JSON document on stdout, one line.
-void
-    shf_cli_print_json (const json_t *value);
+void shf_cli_print_json (const json_t *value);
 
 //  A value as display text (strings raw, null "-", else compact JSON).
 //  Caller frees.
-char *
-    shf_cli_text (const json_t *value);
+char *shf_cli_text (const json_t *value);
 
 //  Read a whole file ("-": stdin), at most max bytes. Caller frees; NULL
 //  with errno set on failure (EFBIG when too large).
-char *
-    shf_cli_read_file (const char *path, size_t max, size_t *size_p);
+char *shf_cli_read_file (const char *path, size_t max, size_t *size_p);
 
 //  --input JSON|@FILE: *text_p (caller's) is validated JSON text.
 //  Returns SHF_CLI_CONTINUE or a reported usage error.
-int
-    shf_cli_input (shf_cli_t *cli, const char *arg, char **text_p);
+int shf_cli_input (shf_cli_t *cli, const char *arg, char **text_p);
 
 //  "NAME" or "NAME@V" -> name (caller frees) and version (0: newest).
-int
-    shf_cli_name_version (shf_cli_t *cli, const char *arg, char **name_p,
+int shf_cli_name_version (shf_cli_t *cli, const char *arg, char **name_p,
                           int64_t *version_p);
 
 //  "10s", "1500ms", "2m", or plain seconds -> ms. false if malformed.
-bool
-    shf_cli_duration (const char *text, int64_t *ms_p);
+bool shf_cli_duration (const char *text, int64_t *ms_p);
 
 //  Positive decimal integer; false if malformed.
-bool
-    shf_cli_int (const char *text, int64_t min, int64_t max, int64_t *value_p);
+bool shf_cli_int (const char *text, int64_t min, int64_t max, int64_t *value_p);
 
 //  A column-aligned text table.
 typedef struct shf_cli_table shf_cli_table_t;
-shf_cli_table_t *
-    shf_cli_table_new (int columns);
+shf_cli_table_t *shf_cli_table_new (int columns);
 //  Add a row of `columns` strings (NULL shows "-"); copied.
-void
-    shf_cli_table_row (shf_cli_table_t *self, const char **cells);
-void
-    shf_cli_table_print (shf_cli_table_t *self, FILE *out);
-void
-    shf_cli_table_destroy (shf_cli_table_t **self_p);
+void shf_cli_table_row (shf_cli_table_t *self, const char **cells);
+void shf_cli_table_print (shf_cli_table_t *self, FILE *out);
+void shf_cli_table_destroy (shf_cli_table_t **self_p);
 
 //  The commands.
-int
-    shf_cli_dev (shf_cli_t *cli, int argc, char **argv);
-int
-    shf_cli_def (shf_cli_t *cli, int argc, char **argv);
-int
-    shf_cli_wf (shf_cli_t *cli, int argc, char **argv);
-int
-    shf_cli_worker (shf_cli_t *cli, int argc, char **argv);
+int shf_cli_dev (shf_cli_t *cli, int argc, char **argv);
+int shf_cli_def (shf_cli_t *cli, int argc, char **argv);
+int shf_cli_wf (shf_cli_t *cli, int argc, char **argv);
+int shf_cli_worker (shf_cli_t *cli, int argc, char **argv);
 
 #endif

@@ -25,23 +25,29 @@
 //  Decode exactly one msgpack value occupying all of data[0..size).
 //  On success *value_p is the caller's. Returns SHF_EINVAL (malformed,
 //  truncated, trailing bytes, non-string or duplicate key, too deep,
-//  bin/ext, NaN/Inf, non-UTF-8 string) with a short reason in err (may be NULL), *value_p stays NULL.
-shf_err_t shf_mpack_decode (const void *data, size_t size, json_t **value_p,
-                            char *err, size_t errlen) SHF_MUST_CHECK;
+//  bin/ext, NaN/Inf, non-UTF-8 string) with a short reason in err (may be
+//  NULL), *value_p stays NULL.
+shf_err_t
+    shf_mpack_decode (const void *data, size_t size, json_t **value_p,
+                      char *err, size_t errlen) SHF_MUST_CHECK;
 
 //  Encode a JSON value. On success *data_p is the caller's (free()).
 //  SHF_EINVAL for values deeper than SHF_MPACK_MAX_DEPTH.
-shf_err_t shf_mpack_encode (const json_t *value, char **data_p,
-                            size_t *size_p) SHF_MUST_CHECK;
+shf_err_t
+    shf_mpack_encode (const json_t *value, char **data_p,
+                      size_t *size_p) SHF_MUST_CHECK;
 
 //  The number of bytes shf_mpack_encode would produce, counted without
 //  allocating (used to check payload limits). SHF_EINVAL as encode.
-shf_err_t shf_mpack_size (const json_t *value, size_t *size_p) SHF_MUST_CHECK;
+shf_err_t
+    shf_mpack_size (const json_t *value, size_t *size_p) SHF_MUST_CHECK;
 
 //  True when s[0..len) is strict UTF-8 (no overlong forms, surrogates or
 //  code points above U+10FFFF), the rule the decoder applies to strings.
-bool shf_mpack_utf8_valid (const char *s, size_t len);
+bool
+    shf_mpack_utf8_valid (const char *s, size_t len);
 
-void shf_mpack_test (bool verbose);
+void
+    shf_mpack_test (bool verbose);
 
 #endif

@@ -27,7 +27,7 @@
 #define S_MAX_ITEMS   10000
 #define S_MAX_CREDIT  100000
 #define S_MAX_LIMIT   10000
-#define S_MAX_FIELDS  12
+#define S_MAX_FIELDS  16
 
 typedef enum {
     S_NAME,     //  string, shf_msg_valid_name
@@ -126,7 +126,8 @@ static const s_opdef_t s_ops [SHF_OP_COUNT] = {
                       {"attempt", S_INT, true, 0, UINT32_MAX},
                       F_INPUT,
                       {"heartbeat_details", S_PAYLOAD, false, 0, 0},
-                      {"start_to_close_ms", S_INT, false, 0, INT64_MAX}}},
+                      {"start_to_close_ms", S_INT, false, 0, INT64_MAX},
+                      {"heartbeat_timeout_ms", S_INT, false, 0, INT64_MAX}}},
     [SHF_OP_REPLY] = {"reply",
                       {{"ok", S_BOOL, true, 0, 0},
                        {"body", S_ANY, false, 0, 0},

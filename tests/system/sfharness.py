@@ -510,22 +510,31 @@ class Suite:
         return ok
 
     def run(self, cases):
-        """cases: list of (title, fn). Runs each; prints the summary and
-        exits."""
+        """cases: list of (title, fn) or (title, fn, True) for a case the
+        rest depend on (the suite stops when it raises). Runs each; prints
+        the summary and exits."""
         ok = False
         try:
-            for title, fn in cases:
+            for case in cases:
+                title, fn = case[0], case[1]
+                required = len(case) > 2 and case[2]
                 print("== %s" % title)
                 sys.stdout.flush()
                 t = time.monotonic()
+                raised = True
                 try:
                     fn()
+                    raised = False
                 except TestFailure as e:
                     self.check(False, "%s: %s" % (title, e))
                 except Exception:
                     self.check(False, "%s: unexpected exception" % title,
                                traceback.format_exc())
                 print("   (%.1f s)" % (time.monotonic() - t))
+                if raised and required:
+                    print("   (a required case failed: the remaining "
+                          "cases are not run)")
+                    break
             ok = self.failed == 0
         finally:
             if self.env is not None:

@@ -355,7 +355,7 @@ def payload_limit():
 
 
 S.run([
-    ("node with a definition and two runs", setup),
+    ("node with a definition and two runs", setup, True),
     ("raw wire: malformed frames", raw_wire),
     ("CLI: invalid definitions", bad_definitions),
     ("CLI: not found, usage, unreachable", cli_errors),

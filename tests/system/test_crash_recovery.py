@@ -241,9 +241,9 @@ def worker_still_alive():
 
 
 S.run([
-    ("node, definition, worker", setup),
+    ("node, definition, worker", setup, True),
     ("start %d workflows, kill -9 the node mid-way, restart" % N,
-     crash_under_load),
+     crash_under_load, True),
     ("every acknowledged run completes", all_complete),
     ("at-least-once execution, exactly-once recording", exactly_once),
     ("worker", worker_still_alive),

@@ -112,7 +112,7 @@ def shutdown():
 
 
 S.run([
-    ("node, definition, five workers", setup),
+    ("node, definition, five workers", setup, True),
     ("warm-up: every worker polls", warm_up),
     ("five tasks, five idle workers", fair),
     ("idle workers stop on SIGTERM", shutdown),
