@@ -468,8 +468,13 @@ s_report (self_t *self, job_t *job, const char *type, const char *message)
               shf_task_activity (job->task), shf_task_workflow_id (job->task),
               shf_task_step (job->task),
               (long long) shf_task_attempt (job->task));
+    bool told_to_stop = job->stop_type != NULL;
     shf_err_t rc = shf_worker_fail (self->worker, &job->task, type, message);
-    if (rc != SHF_OK)
+    if (rc != SHF_OK && told_to_stop)  //  the node expects nothing more
+        shf_debug ("worker: reporting stopped %s: %s: %s", what,
+                   shf_worker_errcode (self->worker),
+                   shf_worker_errmsg (self->worker));
+    else if (rc != SHF_OK)
         shf_warn ("worker: reporting failure of %s: %s: %s", what,
                   shf_worker_errcode (self->worker),
                   shf_worker_errmsg (self->worker));

@@ -110,7 +110,7 @@ static const s_opdef_t s_ops [SHF_OP_COUNT] = {
     [SHF_OP_WF_TERMINATE] = {"wf_terminate", {F_NS, F_WF_ID, F_REASON}},
     [SHF_OP_POLL] = {"poll",
                      {{"queue", S_NAME, true, 0, 0},
-                      {"credit", S_INT, true, 1, S_MAX_CREDIT}}},
+                      {"credit", S_INT, true, 0, S_MAX_CREDIT}}},
     [SHF_OP_COMPLETE] = {"complete",
                          {F_TOKEN, {"output", S_PAYLOAD, false, 0, 0}}},
     [SHF_OP_FAIL] = {"fail", {F_TOKEN, {"error", S_ERROR, true, 0, 0}}},
@@ -835,8 +835,8 @@ shf_msg_test (bool verbose)
 
     //  Ranges and shapes
     msg = s_valid (SHF_OP_POLL, false);
-    json_object_set_new (msg, "credit", json_integer (0));
-    s_expect (msg, SHF_EINVAL, "\"credit\" must be an integer from 1 to 100000",
+    json_object_set_new (msg, "credit", json_integer (-1));
+    s_expect (msg, SHF_EINVAL, "\"credit\" must be an integer from 0 to 100000",
               verbose);
     msg = s_valid (SHF_OP_POLL, false);
     json_object_set_new (msg, "credit", json_integer (100001));

@@ -490,7 +490,9 @@ s_start (self_t *self)
     self->frontend = zsock_new (ZMQ_ROUTER);
     zsock_set_sndhwm (self->frontend, 0);
     zsock_set_rcvhwm (self->frontend, 100000);
-    zsock_set_maxmsgsize (self->frontend, (int64_t) SHF_MSG_MAX_FRAME + 4096);
+    //  Frames up to 8x the limit are read and answered too_large; beyond
+    //  that ZeroMQ drops the connection before buffering them.
+    zsock_set_maxmsgsize (self->frontend, (int64_t) SHF_MSG_MAX_FRAME * 8);
     zsock_set_heartbeat_ivl (self->frontend, 1000);
     zsock_set_heartbeat_timeout (self->frontend, 3000);
     char listen [300];

@@ -75,25 +75,31 @@ def crash_under_load():
     acked = {}          # wid -> (ack time, run_id)
     unacked = []
     results = []
+    # Two thirds are started first; once a third of all runs reached s3
+    # the last third is started, and the node is killed while those
+    # starts are in flight (some acknowledged, some not yet).
     pool = cf.ThreadPoolExecutor(max_workers=6)
-    futs = [pool.submit(start_one, i) for i in range(N)]
+    first = 2 * N // 3
+    futs = [pool.submit(start_one, i) for i in range(first)]
 
-    def collect():
-        for fu in futs:
-            results.append(fu.result())
-    t = threading.Thread(target=collect)
-    t.start()
-
+    def s3_count():
+        return sum(1 for l in log_lines() if len(l) >= 2 and l[1] == "s3")
     try:
-        wait_for(lambda: sum(1 for l in log_lines()
-                             if len(l) >= 2 and l[1] == "s3") >= N // 3,
-                 90, interval=0.02, what="a third of the runs to reach s3")
+        wait_for(lambda: s3_count() >= N // 3, 90, interval=0.02,
+                 what="a third of the runs to reach s3")
+        futs += [pool.submit(start_one, i) for i in range(first, N)]
+        wait_for(lambda: sum(1 for fu in futs[first:] if fu.done()) >= 10,
+                 60, interval=0.005,
+                 what="ten starts of the last third to be answered")
     finally:
         kill_time = time.monotonic()
         n.kill9()
     starts_done = sum(1 for fu in futs if fu.done())
-    print("   killed the node with %d/%d start commands done, %d s3 runs"
-          % (starts_done, N, sum(1 for l in log_lines() if l[1:2] == ["s3"])))
+    print("   killed the node with %d/%d start commands answered, %d s3 runs"
+          % (starts_done, N, s3_count()))
+    t = threading.Thread(target=lambda: results.extend(
+        fu.result() for fu in futs))
+    t.start()
     n.start()
     S.check(True, "node restarted on the same data dir")
     t.join(timeout=200)
