@@ -16,6 +16,8 @@
     - Integers are exact int64: overflow and division by zero are errors,
       never wrapped. A real on either side of an operator promotes the
       operation to double; a non-finite result is an error.
+    - A result never shares containers with the context: an array or
+      object result is a deep copy the caller may change freely.
     - A missing path is null; len(null) is 0 so `len(input.items) > 0`
       works whether or not the field exists.
 

@@ -346,8 +346,15 @@ shf_mpack_decode (const void *data, size_t size, json_t **value_p, char *err,
     size_t depth = 0;
     json_t *root = NULL;
     shf_err_t rc = SHF_OK;
+    size_t values = 0;
 
     for (;;) {
+        //  jansson spends ~200 bytes per value: bound the count so a frame
+        //  of 2 MiB of empty maps cannot cost the router half a gigabyte.
+        if (++values > SHF_MPACK_MAX_VALUES) {
+            rc = s_fail (r, "more than %d values", SHF_MPACK_MAX_VALUES);
+            goto fail;
+        }
         const char *key = NULL;
         size_t key_len = 0;
         if (depth > 0 && stack [depth - 1].is_map) {
@@ -737,6 +744,19 @@ shf_mpack_test (bool verbose)
     deep [65 * 3] = 0xc0;
     s_expect_reject (deep, 65 * 3 + 1, "65 nested maps", verbose);
     free (deep);
+
+    //  A frame of empty maps is cut off by the value budget.
+    size_t many = SHF_MPACK_MAX_VALUES + 10;
+    uint8_t *flat = malloc (5 + many);
+    assert (flat);
+    flat [0] = 0xdd;
+    flat [1] = (uint8_t) (many >> 24);
+    flat [2] = (uint8_t) (many >> 16);
+    flat [3] = (uint8_t) (many >> 8);
+    flat [4] = (uint8_t) many;
+    memset (flat + 5, 0x80, many);
+    s_expect_reject (flat, 5 + many, "values", verbose);
+    free (flat);
 
     //  NULL err is allowed.
     json_t *none = NULL;

@@ -21,6 +21,7 @@
 #include <stddef.h>
 
 #define SHF_MPACK_MAX_DEPTH 64
+#define SHF_MPACK_MAX_VALUES (256 * 1024)
 
 //  Decode exactly one msgpack value occupying all of data[0..size).
 //  On success *value_p is the caller's. Returns SHF_EINVAL (malformed,
