@@ -78,6 +78,8 @@ main (int argc, char **argv)
     if (rc != SHF_CLI_CONTINUE)
         return rc;
     if (i >= argc) {
+        if (cli.json)
+            return shf_cli_usage_error (&cli, "missing command");
         fputs (s_usage, stderr);
         return SHF_CLI_USAGE;
     }
