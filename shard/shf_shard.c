@@ -1317,6 +1317,24 @@ s_run_batch (self_t *self)
     return rc;
 }
 
+//  Encodes a reply and hands it to the router with its identity (taken).
+static void
+s_send_reply (self_t *self, zframe_t **identity_p, const json_t *reply)
+{
+    char *data;
+    size_t size;
+    if (shf_msg_encode (reply, &data, &size) != SHF_OK) {
+        zframe_destroy (identity_p);
+        return;
+    }
+    zmsg_t *m = zmsg_new ();
+    zmsg_addstr (m, "REPLY");
+    zmsg_append (m, identity_p);
+    zmsg_addmem (m, data, size);
+    free (data);
+    zmsg_send (&m, self->pipe);
+}
+
 static void
 s_send_outbox (self_t *self)
 {
@@ -1324,16 +1342,7 @@ s_send_outbox (self_t *self)
         s_out_t *o = &self->out [i];
         switch (o->kind) {
             case S_OUT_REPLY: {
-                char *data;
-                size_t size;
-                if (shf_msg_encode (o->body, &data, &size) != SHF_OK)
-                    break;
-                zmsg_t *m = zmsg_new ();
-                zmsg_addstr (m, "REPLY");
-                zmsg_append (m, &o->identity);
-                zmsg_addmem (m, data, size);
-                free (data);
-                zmsg_send (&m, self->pipe);
+                s_send_reply (self, &o->identity, o->body);
                 break;
             }
             case S_OUT_TASK:
@@ -1356,17 +1365,9 @@ s_send_outbox (self_t *self)
                     break;
                 for (s_waiter_t *w = zlistx_first (list); w;
                      w = zlistx_next (list)) {
-                    json_t *reply = shf_msg_reply_ok (w->id, json_incref (o->body));
-                    char *data;
-                    size_t size;
-                    if (shf_msg_encode (reply, &data, &size) == SHF_OK) {
-                        zmsg_t *m = zmsg_new ();
-                        zmsg_addstr (m, "REPLY");
-                        zmsg_append (m, &w->identity);
-                        zmsg_addmem (m, data, size);
-                        free (data);
-                        zmsg_send (&m, self->pipe);
-                    }
+                    json_t *reply =
+                        shf_msg_reply_ok (w->id, json_incref (o->body));
+                    s_send_reply (self, &w->identity, reply);
                     json_decref (reply);
                 }
                 zhashx_delete (self->waiters, o->exec_key);
@@ -1471,16 +1472,7 @@ s_expire_waiters (self_t *self)
                 json_t *body = state ? shf_workflow_result (state)
                                      : json_pack ("{s:s}", "status", "running");
                 json_t *reply = shf_msg_reply_ok (w->id, body);
-                char *data;
-                size_t size;
-                if (shf_msg_encode (reply, &data, &size) == SHF_OK) {
-                    zmsg_t *m = zmsg_new ();
-                    zmsg_addstr (m, "REPLY");
-                    zmsg_append (m, &w->identity);
-                    zmsg_addmem (m, data, size);
-                    free (data);
-                    zmsg_send (&m, self->pipe);
-                }
+                s_send_reply (self, &w->identity, reply);
                 json_decref (reply);
                 zlistx_delete (list, handle);
                 w = zlistx_first (list);

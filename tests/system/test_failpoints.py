@@ -109,6 +109,9 @@ def before_commit():
     r = node.cli("wf", "describe", "fp-a")
     if "wf start" in acked:
         S.check(r.rc == 0, "the acknowledged run is present", r.describe())
+    elif killer == "def register":
+        S.cli_err(r, 3, "not_found", "the start never sent is absent "
+                  "(describe fp-a -> exit 3)")
     else:
         S.cli_err(r, 3, "not_found", "the unacknowledged start was not "
                   "stored (describe fp-a -> exit 3)")
