@@ -504,8 +504,10 @@ s_start (self_t *self)
         shf_error ("cannot bind %s: %s", args->listen, zmq_strerror (zmq_errno ()));
         return SHF_EUNAVAIL;
     }
-    snprintf (args->endpoint, sizeof args->endpoint, "%s",
-              zsock_last_endpoint (self->frontend));
+    //  CZMQ 4.2 returns a fresh string here: the caller frees it.
+    char *bound = zsock_last_endpoint (self->frontend);
+    snprintf (args->endpoint, sizeof args->endpoint, "%s", bound ? bound : "");
+    zstr_free (&bound);
     return SHF_OK;
 }
 

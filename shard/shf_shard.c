@@ -1670,6 +1670,7 @@ shf_shard (zsock_t *pipe, void *vargs)
     free (self->in);
     free (self->out);
     shf_wf_output_reset (&self->wf_out);
+    json_decref (self->wf_out.events);  //  reset re-initialises it
     zhashx_destroy (&self->cache);
     zhashx_destroy (&self->defs);
     zhashx_destroy (&self->waiters);

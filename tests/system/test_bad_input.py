@@ -20,6 +20,7 @@ import os
 import random
 import sys
 
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from sfharness import Suite, free_port, run_cli, wait_for  # noqa: E402
 import mpack_min  # noqa: E402

@@ -11,6 +11,7 @@ different one), `def list`, `def show`.
 import os
 import sys
 
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from sfharness import (Suite, RFC3339_MS, events_of, steps_by_id,  # noqa: E402
                        find_value, wait_for)

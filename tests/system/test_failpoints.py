@@ -19,6 +19,7 @@ request is sent, so readiness cannot pass through a failpoint).
 import os
 import sys
 
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from sfharness import Suite, Node, free_port, wait_for, tail, TestFailure  # noqa: E402,F401
 

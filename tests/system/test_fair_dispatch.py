@@ -15,6 +15,7 @@ import concurrent.futures as cf
 import os
 import sys
 
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from sfharness import Suite, wait_for, TestFailure  # noqa: E402
 

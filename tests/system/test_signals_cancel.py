@@ -17,6 +17,7 @@ import os
 import sys
 import threading
 
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from sfharness import Suite, events_of, steps_by_id, wait_for  # noqa: E402
 
