@@ -49,7 +49,8 @@ shf_err_t
 void
     shf_store_destroy (shf_store_t **self_p);
 
-//  Double the map size (no transaction may be open in this thread).
+//  Double the map size. Waits until no transaction of any thread is open
+//  (LMDB must not remap under a live reader); the caller must hold none.
 shf_err_t
     shf_store_grow (shf_store_t *self) SHF_MUST_CHECK;
 
