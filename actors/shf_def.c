@@ -19,6 +19,7 @@
       timeouts): a typo never silently means "default".
     Pure: no I/O, no clock.
 */
+#include "../common/shf_alloc.h"
 #include "shf_def.h"
 #include "shf_duration.h"
 #include <assert.h>
@@ -90,14 +91,6 @@ s_fail (s_ctx_t *c, const char *format, ...)
     va_end (args);
 }
 
-static void *
-s_alloc (size_t size)
-{
-    void *p = calloc (1, size ? size : 1);
-    if (!p)
-        abort ();
-    return p;
-}
 
 static bool
 s_name_ok (const char *s, const char *extra, size_t max)
@@ -411,7 +404,7 @@ s_resolve_after (s_ctx_t *c, shf_def_t *self, const json_t *steps)
             //  Omitted: the previous step in the list, so a plain list is
             //  a sequence.
             if (i > 0) {
-                step->after = s_alloc (sizeof *step->after);
+                step->after = shf_alloc (sizeof *step->after);
                 step->after [0] = i - 1;
                 step->after_count = 1;
             }
@@ -421,7 +414,7 @@ s_resolve_after (s_ctx_t *c, shf_def_t *self, const json_t *steps)
             s_fail (c, "steps[%zu].after: must be an array of step ids", i);
             return false;
         }
-        step->after = s_alloc (json_array_size (after) * sizeof *step->after);
+        step->after = shf_alloc (json_array_size (after) * sizeof *step->after);
         for (size_t k = 0; k < json_array_size (after); k++) {
             const json_t *ref = json_array_get (after, k);
             if (!json_is_string (ref)) {
@@ -463,9 +456,9 @@ s_check_acyclic (s_ctx_t *c, const shf_def_t *self)
 {
     enum { WHITE, GRAY, BLACK };
     size_t n = self->nsteps;
-    int *color = s_alloc (n * sizeof *color);
-    size_t *stack = s_alloc (n * sizeof *stack);  //  the path
-    size_t *next = s_alloc (n * sizeof *next);    //  next edge per node
+    int *color = shf_alloc (n * sizeof *color);
+    size_t *stack = shf_alloc (n * sizeof *stack);  //  the path
+    size_t *next = shf_alloc (n * sizeof *next);    //  next edge per node
     bool ok = true;
     for (size_t start = 0; start < n && ok; start++) {
         if (color [start] != WHITE)
@@ -573,7 +566,7 @@ s_compile (s_ctx_t *c, shf_def_t *self)
         return c->rc;
     }
     self->nsteps = json_array_size (steps);
-    self->steps = s_alloc (self->nsteps * sizeof *self->steps);
+    self->steps = shf_alloc (self->nsteps * sizeof *self->steps);
     for (size_t i = 0; i < self->nsteps; i++)
         if (!s_compile_step (c, self, i, json_array_get (steps, i), &retry,
                              max_set))
@@ -620,7 +613,7 @@ shf_def_compile (const char *text, size_t len, shf_def_t **def_p, char *err,
         s_fail (&c, "a definition must be a JSON object");
         return c.rc;
     }
-    shf_def_t *self = s_alloc (sizeof *self);
+    shf_def_t *self = shf_alloc (sizeof *self);
     self->doc = doc;
     if (s_compile (&c, self) != SHF_OK) {
         shf_def_destroy (&self);

@@ -36,6 +36,7 @@
     ROOT is input, steps, signals or workflow; no spaces inside a path; the
     name right after steps. or signals. may contain '-' (step IDs).
 */
+#include "../common/shf_alloc.h"
 #include "shf_expr.h"
 #include <assert.h>
 #include <math.h>
@@ -93,25 +94,13 @@ struct shf_expr {
 };
 
 static void *
-s_alloc (size_t size)
-{
-    void *p = calloc (1, size ? size : 1);
-    if (!p)
-        abort ();
-    return p;
-}
-
-static void *
 s_grow (void *ptr, size_t count, size_t size)
 {
     //  Arrays grow by doubling; called when count is a power of two.
     if (count && (count & (count - 1)) != 0)
         return ptr;
     size_t cap = count ? count * 2 : 2;
-    void *p = realloc (ptr, cap * size);
-    if (!p)
-        abort ();
-    return p;
+    return shf_realloc (ptr, cap * size);
 }
 
 static void
@@ -136,7 +125,7 @@ s_node_destroy (s_node_t *node)
 static s_node_t *
 s_node_new (s_kind_t kind)
 {
-    s_node_t *node = s_alloc (sizeof *node);
+    s_node_t *node = shf_alloc (sizeof *node);
     node->kind = kind;
     return node;
 }
@@ -464,7 +453,7 @@ s_string (s_parser_t *p, const s_tok_t *tok)
 {
     const char *s = p->text + tok->start + 1;
     size_t n = tok->end - tok->start - 2;
-    char *buf = s_alloc (n + 1);  //  decoding never grows the text
+    char *buf = shf_alloc (n + 1);  //  decoding never grows the text
     size_t out = 0;
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char) s [i];
@@ -939,7 +928,7 @@ shf_expr_compile (const char *text, size_t len, shf_expr_t **expr_p, char *err,
         assert (p.failed);
         return p.rc;
     }
-    shf_expr_t *self = s_alloc (sizeof *self);
+    shf_expr_t *self = shf_alloc (sizeof *self);
     self->root = root;
     *expr_p = self;
     return SHF_OK;
@@ -1130,7 +1119,7 @@ s_concat (s_eval_t *e, const json_t *a, const json_t *b)
         return NULL;
     }
     e->concat_left -= na + nb;
-    char *buf = s_alloc (na + nb);
+    char *buf = shf_alloc (na + nb);
     memcpy (buf, json_string_value (a), na);
     memcpy (buf + na, json_string_value (b), nb);
     //  Both halves are valid UTF-8, so their concatenation is too.
@@ -1586,7 +1575,7 @@ shf_expr_test (bool verbose)
     }
 
     //  Limits: length and nesting, never a stack overflow.
-    char *deep = s_alloc (SHF_EXPR_MAX_LEN + 2);
+    char *deep = shf_alloc (SHF_EXPR_MAX_LEN + 2);
     char err [256];
     memset (deep, '(', SHF_EXPR_MAX_LEN);
     assert (shf_expr_compile (deep, SHF_EXPR_MAX_LEN, &expr, err, sizeof err)
@@ -1675,7 +1664,7 @@ shf_expr_test (bool verbose)
 
     //  Concatenation is bounded: doubling a long string soon fails.
     json_t *big = json_object ();
-    char *blob = s_alloc (1024 * 1024 + 1);
+    char *blob = shf_alloc (1024 * 1024 + 1);
     memset (blob, 'x', 1024 * 1024);
     json_object_set_new (big, "input", json_string (blob));
     free (blob);

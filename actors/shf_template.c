@@ -18,6 +18,7 @@
     context (shf_expr_eval copies them). Pure; a compiled template is
     immutable.
 */
+#include "../common/shf_alloc.h"
 #include "shf_template.h"
 #include <assert.h>
 #include <stdarg.h>
@@ -64,14 +65,6 @@ typedef struct {
     size_t text_left;  //  render: interpolated bytes still allowed
 } s_ctx_t;
 
-static void *
-s_alloc (size_t size)
-{
-    void *p = calloc (1, size ? size : 1);
-    if (!p)
-        abort ();
-    return p;
-}
 
 static void
 s_tnode_destroy (s_tnode_t *node)
@@ -207,7 +200,7 @@ s_add_piece (s_tnode_t *node, const char *text, size_t len, shf_expr_t *expr)
     node->text_lens [node->count] = 0;
     node->exprs [node->count] = expr;
     if (!expr) {
-        char *copy = s_alloc (len + 1);
+        char *copy = shf_alloc (len + 1);
         memcpy (copy, text, len);
         node->texts [node->count] = copy;
         node->text_lens [node->count] = len;
@@ -220,7 +213,7 @@ s_compile_string (s_ctx_t *c, const json_t *value, s_tnode_t **node_p)
 {
     const char *s = json_string_value (value);
     size_t n = json_string_length (value);
-    s_tnode_t *node = s_alloc (sizeof *node);
+    s_tnode_t *node = shf_alloc (sizeof *node);
     if (n >= 3 && s [0] == '$' && s [1] == '{'
         && s_expr_end (s + 2, n - 2) == (long) n - 3) {
         node->kind = S_EXPR;
@@ -283,11 +276,11 @@ s_compile (s_ctx_t *c, const json_t *value, s_tnode_t **node_p)
     *node_p = NULL;
     if (json_is_string (value))
         return s_compile_string (c, value, node_p);
-    s_tnode_t *node = s_alloc (sizeof *node);
+    s_tnode_t *node = shf_alloc (sizeof *node);
     if (json_is_array (value)) {
         node->kind = S_ARRAY;
         node->count = json_array_size (value);
-        node->kids = s_alloc (node->count * sizeof *node->kids);
+        node->kids = shf_alloc (node->count * sizeof *node->kids);
         for (size_t i = 0; i < node->count; i++) {
             size_t old = s_path_push (c, NULL, i);
             shf_err_t rc =
@@ -302,15 +295,15 @@ s_compile (s_ctx_t *c, const json_t *value, s_tnode_t **node_p)
     else if (json_is_object (value)) {
         node->kind = S_OBJECT;
         node->count = json_object_size (value);
-        node->kids = s_alloc (node->count * sizeof *node->kids);
-        node->keys = s_alloc (node->count * sizeof *node->keys);
-        node->key_lens = s_alloc (node->count * sizeof *node->key_lens);
+        node->kids = shf_alloc (node->count * sizeof *node->kids);
+        node->keys = shf_alloc (node->count * sizeof *node->keys);
+        node->key_lens = shf_alloc (node->count * sizeof *node->key_lens);
         size_t i = 0;
         for (void *it = json_object_iter ((json_t *) value); it;
              it = json_object_iter_next ((json_t *) value, it), i++) {
             const char *key = json_object_iter_key (it);
             size_t key_len = json_object_iter_key_len (it);
-            node->keys [i] = s_alloc (key_len + 1);
+            node->keys [i] = shf_alloc (key_len + 1);
             memcpy (node->keys [i], key, key_len);
             node->key_lens [i] = key_len;
             size_t old = s_path_push (c, key, 0);
@@ -349,7 +342,7 @@ shf_template_compile (const json_t *value, shf_template_t **self_p, char *err,
     json_decref (copy);
     if (rc != SHF_OK)
         return rc;
-    shf_template_t *self = s_alloc (sizeof *self);
+    shf_template_t *self = shf_alloc (sizeof *self);
     self->root = root;
     *self_p = self;
     return SHF_OK;
@@ -388,7 +381,7 @@ s_render (s_ctx_t *c, const s_tnode_t *node, const json_t *context)
             return s_eval (c, node->expr, context);
         case S_TEXT: {
             size_t len = 0, cap = 64;
-            char *buf = s_alloc (cap);
+            char *buf = shf_alloc (cap);
             for (size_t i = 0; i < node->count; i++) {
                 const char *piece = node->texts [i];
                 size_t piece_len = node->text_lens [i];
@@ -401,7 +394,7 @@ s_render (s_ctx_t *c, const s_tnode_t *node, const json_t *context)
                     }
                     if (json_is_string (value)) {
                         piece_len = json_string_length (value);
-                        dumped = s_alloc (piece_len + 1);
+                        dumped = shf_alloc (piece_len + 1);
                         memcpy (dumped, json_string_value (value), piece_len);
                     }
                     else {
@@ -643,7 +636,7 @@ shf_template_test (bool verbose)
 
     //  Interpolated text is bounded.
     json_t *big = json_object ();
-    char *blob = s_alloc (3 * 1024 * 1024 + 1);
+    char *blob = shf_alloc (3 * 1024 * 1024 + 1);
     memset (blob, 'x', 3 * 1024 * 1024);
     json_object_set_new (big, "input", json_string (blob));
     free (blob);

@@ -8,6 +8,7 @@
     had not answered). Errors keep the server's code string verbatim.
 */
 #include "shardflow.h"
+#include "shf_lasterr.h"
 #include "shf_conn.h"
 #include <assert.h>
 #include <czmq.h>
@@ -20,23 +21,9 @@ struct shf_client {
     shf_conn_t *conn;
     char *ns;
     int timeout_ms;
-    char errcode [64];
-    char errmsg [1024];
+    shf_lasterr_t err;
 };
 
-static shf_err_t s_fail (shf_client_t *self, shf_err_t rc, const char *fmt, ...)
-    __attribute__ ((format (printf, 3, 4)));
-
-static shf_err_t
-s_fail (shf_client_t *self, shf_err_t rc, const char *fmt, ...)
-{
-    snprintf (self->errcode, sizeof self->errcode, "%s", shf_err_code (rc));
-    va_list args;
-    va_start (args, fmt);
-    vsnprintf (self->errmsg, sizeof self->errmsg, fmt, args);
-    va_end (args);
-    return rc;
-}
 
 shf_err_t
 shf_client_open (shf_client_t **self_p, const char *server, const char *ns)
@@ -85,38 +72,20 @@ shf_client_set_timeout (shf_client_t *self, int timeout_ms)
 const char *
 shf_client_errcode (shf_client_t *self)
 {
-    return self->errcode [0] ? self->errcode : "ok";
+    return shf_lasterr_code (&self->err);
 }
 
 const char *
 shf_client_errmsg (shf_client_t *self)
 {
-    return self->errmsg;
+    return self->err.message;
 }
 
 //  Turn a reply object into a status and body.
 static shf_err_t
 s_take_reply (shf_client_t *self, json_t *reply, json_t **body_p)
 {
-    if (json_is_true (json_object_get (reply, "ok"))) {
-        if (body_p) {
-            json_t *body = json_object_get (reply, "body");
-            *body_p = body ? json_incref (body) : json_null ();
-        }
-        self->errcode [0] = 0;
-        self->errmsg [0] = 0;
-        return SHF_OK;
-    }
-    json_t *error = json_object_get (reply, "error");
-    const char *code = json_string_value (json_object_get (error, "code"));
-    const char *message =
-        json_string_value (json_object_get (error, "message"));
-    if (!code)
-        code = "internal";
-    snprintf (self->errcode, sizeof self->errcode, "%s", code);
-    snprintf (self->errmsg, sizeof self->errmsg, "%s",
-              message ? message : code);
-    return shf_err_from_code (code);
+    return shf_lasterr_reply (&self->err, reply, body_p);
 }
 
 //  Copy the request, give it an id and a namespace, and queue it.
@@ -125,7 +94,8 @@ s_send (shf_client_t *self, const json_t *request, uint64_t *id_p)
 {
     if (!json_is_object (request)
         || !json_is_string (json_object_get (request, "op")))
-        return s_fail (self, SHF_EINVAL, "a request needs an \"op\"");
+        return shf_lasterr_fail (&self->err, SHF_EINVAL,
+                                 "a request needs an \"op\"");
     json_t *msg = json_copy ((json_t *) request);
     assert (msg);
     uint64_t id = shf_conn_next_id (self->conn);
@@ -135,10 +105,12 @@ s_send (shf_client_t *self, const json_t *request, uint64_t *id_p)
     shf_err_t rc = shf_conn_send (self->conn, msg);
     json_decref (msg);
     if (rc == SHF_ETOOLARGE)
-        return s_fail (self, rc, "request is larger than %u bytes",
-                       (unsigned) SHF_MSG_MAX_FRAME);
+        return shf_lasterr_fail (&self->err, rc,
+                                 "request is larger than %u bytes",
+                                 (unsigned) SHF_MSG_MAX_FRAME);
     if (rc != SHF_OK)
-        return s_fail (self, rc, "cannot send to the server (queue full)");
+        return shf_lasterr_fail (&self->err, rc,
+                                 "cannot send to the server (queue full)");
     *id_p = id;
     return SHF_OK;
 }
@@ -157,10 +129,10 @@ s_wait (shf_client_t *self, uint64_t id, int timeout_ms, json_t **body_p)
         uint64_t got = 0;
         shf_err_t rc = shf_conn_recv (self->conn, (int) left, &msg, &op, &got);
         if (rc == SHF_ETIMEOUT)
-            return s_fail (self, rc,
-                           "no answer from the server within %d ms "
-                           "(is it running?)",
-                           timeout_ms);
+            return shf_lasterr_fail (&self->err, rc,
+                                     "no answer from the server within %d ms "
+                                     "(is it running?)",
+                                     timeout_ms);
         if (op == SHF_OP_REPLY && got == id) {
             rc = s_take_reply (self, msg, body_p);
             json_decref (msg);
@@ -236,8 +208,9 @@ shf_client_recv (shf_client_t *self, int timeout_ms, uint64_t *id_p,
         shf_err_t rc = shf_conn_recv (self->conn, left > 0 ? (int) left : 0,
                                       &msg, &op, &id);
         if (rc != SHF_OK)
-            return s_fail (self, rc, "no answer from the server within %d ms",
-                           timeout_ms);
+            return shf_lasterr_fail (&self->err, rc,
+                                     "no answer from the server within %d ms",
+                                     timeout_ms);
         if (op != SHF_OP_REPLY) {
             json_decref (msg);
             continue;
@@ -262,9 +235,10 @@ s_set_payload (shf_client_t *self, json_t *msg, const char *field,
     json_error_t jerr;
     json_t *value = json_loads (text, JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
     if (!value)
-        return s_fail (self, SHF_EINVAL,
-                       "%s is not valid JSON: %s (line %d, column %d)", field,
-                       jerr.text, jerr.line, jerr.column);
+        return shf_lasterr_fail (
+            &self->err, SHF_EINVAL,
+            "%s is not valid JSON: %s (line %d, column %d)", field, jerr.text,
+            jerr.line, jerr.column);
     json_object_set_new (msg, field, value);
     return SHF_OK;
 }
@@ -285,7 +259,8 @@ s_put_str (shf_client_t *self, json_t *msg, const char *field,
 {
     json_t *string = json_string (value);
     if (!string)
-        return s_fail (self, SHF_EINVAL, "%s is not valid UTF-8", field);
+        return shf_lasterr_fail (&self->err, SHF_EINVAL,
+                                 "%s is not valid UTF-8", field);
     json_object_set_new (msg, field, string);
     return SHF_OK;
 }
@@ -311,7 +286,8 @@ static shf_err_t
 s_need (shf_client_t *self, const char *value, const char *what)
 {
     if (!value || !*value)
-        return s_fail (self, SHF_EINVAL, "%s is required", what);
+        return shf_lasterr_fail (&self->err, SHF_EINVAL, "%s is required",
+                                 what);
     return SHF_OK;
 }
 

@@ -18,6 +18,7 @@
     those replies a moment so the frames are not dropped unsent.
 */
 #include "shardflow.h"
+#include "shf_lasterr.h"
 #include "shf_conn.h"
 #include <assert.h>
 #include <czmq.h>
@@ -45,23 +46,9 @@ struct shf_worker {
     bool stopping;
     int timeout_ms;
     zlistx_t *unacked;  //  ids of hand-backs whose reply has not come
-    char errcode [64];
-    char errmsg [1024];
+    shf_lasterr_t err;
 };
 
-static shf_err_t s_fail (shf_worker_t *self, shf_err_t rc, const char *fmt, ...)
-    __attribute__ ((format (printf, 3, 4)));
-
-static shf_err_t
-s_fail (shf_worker_t *self, shf_err_t rc, const char *fmt, ...)
-{
-    snprintf (self->errcode, sizeof self->errcode, "%s", shf_err_code (rc));
-    va_list args;
-    va_start (args, fmt);
-    vsnprintf (self->errmsg, sizeof self->errmsg, fmt, args);
-    va_end (args);
-    return rc;
-}
 
 static int64_t
 s_now_ms (void)
@@ -129,13 +116,13 @@ shf_worker_destroy (shf_worker_t **self_p)
 const char *
 shf_worker_errcode (shf_worker_t *self)
 {
-    return self->errcode [0] ? self->errcode : "ok";
+    return shf_lasterr_code (&self->err);
 }
 
 const char *
 shf_worker_errmsg (shf_worker_t *self)
 {
-    return self->errmsg;
+    return self->err.message;
 }
 
 void *
@@ -151,7 +138,8 @@ s_send (shf_worker_t *self, json_t *msg)
     json_object_set_new (msg, "id", json_integer ((json_int_t) id));
     shf_err_t rc = shf_conn_send (self->conn, msg);
     if (rc != SHF_OK)
-        s_fail (self, rc, "cannot send to the server: %s", shf_strerror (rc));
+        shf_lasterr_fail (&self->err, rc, "cannot send to the server: %s",
+                          shf_strerror (rc));
     return rc == SHF_OK ? id : 0;
 }
 
@@ -283,7 +271,7 @@ shf_worker_poll (shf_worker_t *self, int timeout_ms, shf_task_t **task_p)
         if (shf_conn_recv (self->conn, (int) left, &msg, &op, &id) == SHF_OK)
             s_handle (self, msg, op, id);
     }
-    s_fail (self, SHF_ETIMEOUT, "no task");
+    shf_lasterr_fail (&self->err, SHF_ETIMEOUT, "no task");
     return SHF_ETIMEOUT;
 }
 
@@ -326,32 +314,14 @@ s_request (shf_worker_t *self, json_t *msg, json_t **body_p)
                 s_handle (self, reply, op, got);
                 continue;
             }
-            shf_err_t rc = SHF_OK;
-            if (json_is_true (json_object_get (reply, "ok"))) {
-                if (body_p)
-                    *body_p = json_incref (json_object_get (reply, "body"));
-                self->errcode [0] = 0;
-                self->errmsg [0] = 0;
-            }
-            else {
-                json_t *error = json_object_get (reply, "error");
-                const char *code =
-                    json_string_value (json_object_get (error, "code"));
-                const char *text =
-                    json_string_value (json_object_get (error, "message"));
-                rc = shf_err_from_code (code);
-                snprintf (self->errcode, sizeof self->errcode, "%s",
-                          code ? code : "internal");
-                snprintf (self->errmsg, sizeof self->errmsg, "%s",
-                          text ? text : self->errcode);
-            }
+            shf_err_t rc = shf_lasterr_reply (&self->err, reply, body_p);
             json_decref (reply);
             return rc;
         }
         if (attempt > 0 || shf_conn_downs (self->conn) == downs)
-            return s_fail (self, SHF_ETIMEOUT,
-                           "no answer from the server within %d ms",
-                           self->timeout_ms);
+            return shf_lasterr_fail (&self->err, SHF_ETIMEOUT,
+                                     "no answer from the server within %d ms",
+                                     self->timeout_ms);
     }
 }
 
@@ -413,7 +383,7 @@ shf_worker_complete (shf_worker_t *self, shf_task_t **task_p,
             shf_err_t rc = shf_worker_fail (self, task_p, "BadOutput", message);
             if (rc != SHF_OK)
                 return rc;
-            return s_fail (self, SHF_EINVAL, "%s", message);
+            return shf_lasterr_fail (&self->err, SHF_EINVAL, "%s", message);
         }
     }
     json_t *msg = json_pack ("{s:s, s:o}", "op", "complete", "output", value);
@@ -430,7 +400,8 @@ shf_worker_complete (shf_worker_t *self, shf_task_t **task_p,
                                         "the output is larger than 2 MiB");
         if (rc != SHF_OK)
             return rc;
-        return s_fail (self, SHF_ETOOLARGE, "the output is larger than 2 MiB");
+        return shf_lasterr_fail (&self->err, SHF_ETOOLARGE,
+                                 "the output is larger than 2 MiB");
     }
     free (data);
     return s_report (self, task_p, msg);
@@ -449,8 +420,8 @@ shf_worker_heartbeat (shf_worker_t *self, shf_task_t *task, const char *details,
         json_error_t jerr;
         value = json_loads (details, JSON_DECODE_ANY, &jerr);
         if (!value)
-            return s_fail (self, SHF_EINVAL, "details are not JSON: %s",
-                           jerr.text);
+            return shf_lasterr_fail (&self->err, SHF_EINVAL,
+                                     "details are not JSON: %s", jerr.text);
     }
     const char *token = shf_task_token (task);
     json_t *msg = json_pack ("{s:s, s:[{s:s, s:o}]}", "op", "heartbeat",

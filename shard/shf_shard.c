@@ -31,10 +31,10 @@
 #include <sodium.h>
 #include <string.h>
 
-#define SHF_SHARD_BATCH      1024
-#define SHF_SHARD_CACHE_MAX  20000
-#define SHF_SHARD_WAIT_MAX   (10 * 60 * 1000)
-#define SHF_DEDUP_TTL_MS     (24 * 3600 * 1000)
+#define SHF_SHARD_BATCH     1024
+#define SHF_SHARD_CACHE_MAX 20000
+#define SHF_SHARD_WAIT_MAX  (10 * 60 * 1000)
+#define SHF_DEDUP_TTL_MS    (24 * 3600 * 1000)
 
 typedef enum {
     S_OUT_REPLY,
@@ -58,7 +58,7 @@ typedef struct {
 
 //  One input of the current batch, kept so the batch can be redone.
 typedef struct {
-    char kind;           //  'R' request, 'G' gather, 'D' dispatched
+    char kind;  //  'R' request, 'G' gather, 'D' dispatched
     zframe_t *identity;
     json_t *msg;
     uint32_t gather_id;
@@ -78,11 +78,11 @@ typedef struct {
     shf_store_t *store;
     bool fenced;
     bool terminated;
-    zhashx_t *cache;     //  exec key -> json_t state
-    zhashx_t *defs;      //  "ns\x1fname\x1fversion" -> shf_def_t
-    zhashx_t *waiters;   //  exec key -> zlistx of s_waiter_t
-    int64_t next_due;    //  earliest timer, or INT64_MAX
-    shf_txn_t *txn;      //  the open batch transaction
+    zhashx_t *cache;    //  exec key -> json_t state
+    zhashx_t *defs;     //  "ns\x1fname\x1fversion" -> shf_def_t
+    zhashx_t *waiters;  //  exec key -> zlistx of s_waiter_t
+    int64_t next_due;   //  earliest timer, or INT64_MAX
+    shf_txn_t *txn;     //  the open batch transaction
     s_out_t *out;
     size_t n_out, cap_out;
     s_in_t *in;
@@ -90,8 +90,7 @@ typedef struct {
     shf_wf_output_t wf_out;
 } self_t;
 
-static void
-s_waiter_destroy (void **item);
+static void s_waiter_destroy (void **item);
 
 //  --------------------------------------------------------------------
 //  Small helpers
@@ -166,6 +165,36 @@ s_str (const json_t *obj, const char *field)
 }
 
 //  --------------------------------------------------------------------
+//  Prefix scans (history, definitions, visibility)
+
+//  Called for each record under a prefix, in key order; takes the
+//  record. Returns false to stop the scan.
+typedef bool (s_scan_fn) (void *arg, json_t *record);
+
+static shf_err_t
+s_scan (self_t *self, shf_db_t db, const shf_key_t *prefix, s_scan_fn *fn,
+        void *arg)
+{
+    shf_cursor_t *cur;
+    shf_err_t rc = shf_cursor_open (self->txn, db, &cur);
+    if (rc)
+        return rc;
+    const void *k, *v;
+    size_t kl, vl;
+    rc = shf_cursor_seek (cur, prefix->data, prefix->size, &k, &kl, &v, &vl);
+    while (rc == SHF_OK && kl > prefix->size
+           && memcmp (k, prefix->data, prefix->size) == 0) {
+        json_t *record;
+        rc = shf_store_decode (db, v, vl, &record);
+        if (rc || !fn (arg, record))
+            break;
+        rc = shf_cursor_next (cur, &k, &kl, &v, &vl);
+    }
+    shf_cursor_close (&cur);
+    return rc == SHF_ENOTFOUND ? SHF_OK : rc;
+}
+
+//  --------------------------------------------------------------------
 //  Definitions: stored in every shard, compiled once and cached.
 
 static void
@@ -178,8 +207,8 @@ s_def_prefix (shf_key_t *key, const char *ns, const char *name)
 
 //  Finds the stored record of name@version (version 0: the newest).
 static shf_err_t
-s_def_record (self_t *self, const char *ns, const char *name,
-              int64_t version, json_t **record_p)
+s_def_record (self_t *self, const char *ns, const char *name, int64_t version,
+              json_t **record_p)
 {
     shf_key_t key;
     s_def_prefix (&key, ns, name);
@@ -201,16 +230,10 @@ s_def_record (self_t *self, const char *ns, const char *name,
         rc = shf_cursor_prev (cur, &k, &kl, &v, &vl);
     else if (rc == SHF_ENOTFOUND)
         rc = shf_cursor_last (cur, &k, &kl, &v, &vl);
-    if (rc == SHF_OK
-        && (kl != prefix + 8 || memcmp (k, key.data, prefix) != 0))
+    if (rc == SHF_OK && (kl != prefix + 8 || memcmp (k, key.data, prefix) != 0))
         rc = SHF_ENOTFOUND;
-    if (rc == SHF_OK) {
-        json_t *copy;
-        shf_err_t drc = shf_txn_get_json (self->txn, SHF_DB_DEFS, k, kl, &copy);
-        rc = drc;
-        if (rc == SHF_OK)
-            *record_p = copy;
-    }
+    if (rc == SHF_OK)
+        rc = shf_store_decode (SHF_DB_DEFS, v, vl, record_p);
     shf_cursor_close (&cur);
     return rc;
 }
@@ -244,7 +267,8 @@ s_def_load (self_t *self, const char *ns, const char *name, int64_t version,
         free (text);
         if (rc) {
             shf_error ("shard %u: stored definition %s@%lld does not compile: "
-                       "%s", self->id, name, (long long) found, err);
+                       "%s",
+                       self->id, name, (long long) found, err);
             json_decref (record);
             return SHF_ECORRUPT;
         }
@@ -260,8 +284,7 @@ s_def_load (self_t *self, const char *ns, const char *name, int64_t version,
 //  Run state: cache in front of the exec db.
 
 static shf_err_t
-s_state_load (self_t *self, const char *ns, const char *wf_id,
-              json_t **state_p)
+s_state_load (self_t *self, const char *ns, const char *wf_id, json_t **state_p)
 {
     char name [600];
     s_exec_name (name, sizeof name, ns, wf_id);
@@ -294,15 +317,14 @@ s_index_entry (const json_t *state, json_t **entry_p, shf_key_t *key)
     shf_key_u64 (key, (uint64_t) (INT64_MAX - shf_workflow_started_at (state)));
     shf_key_str (key, shf_workflow_id (state));
     shf_key_raw (key, shf_workflow_run_id (state));
-    *entry_p = json_pack ("{s:s, s:s, s:s, s:I, s:s, s:I, s:I}", "workflow_id",
-                          shf_workflow_id (state), "run_id",
-                          shf_workflow_run_id (state), "name",
-                          shf_workflow_def_name (state), "version",
-                          (json_int_t) shf_workflow_def_version (state),
-                          "status", shf_workflow_status (state), "started_at",
-                          (json_int_t) shf_workflow_started_at (state),
-                          "closed_at",
-                          (json_int_t) shf_workflow_closed_at (state));
+    *entry_p = json_pack (
+        "{s:s, s:s, s:s, s:I, s:s, s:I, s:I}", "workflow_id",
+        shf_workflow_id (state), "run_id", shf_workflow_run_id (state), "name",
+        shf_workflow_def_name (state), "version",
+        (json_int_t) shf_workflow_def_version (state), "status",
+        shf_workflow_status (state), "started_at",
+        (json_int_t) shf_workflow_started_at (state), "closed_at",
+        (json_int_t) shf_workflow_closed_at (state));
 }
 
 static shf_err_t
@@ -370,7 +392,8 @@ s_persist (self_t *self, json_t *state, shf_wf_output_t *wo, bool is_new)
     //  history events
     size_t i;
     json_t *event;
-    json_array_foreach (wo->events, i, event) {
+    json_array_foreach (wo->events, i, event)
+    {
         s_history_prefix (&key, ns, wf_id, run_id);
         shf_key_u64 (&key, (uint64_t) json_integer_value (
                                json_object_get (event, "id")));
@@ -395,10 +418,9 @@ s_persist (self_t *self, json_t *state, shf_wf_output_t *wo, bool is_new)
                     "{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:i, s:O, s:O, "
                     "s:I, s:I}",
                     "op", "task", "token", token, "ns", ns, "wf_id", wf_id,
-                    "run_id", run_id, "step", e->step, "activity",
-                    e->activity, "queue", e->queue, "attempt", (int) e->attempt,
-                    "input", e->input ? e->input : json_null (),
-                    "heartbeat_details",
+                    "run_id", run_id, "step", e->step, "activity", e->activity,
+                    "queue", e->queue, "attempt", (int) e->attempt, "input",
+                    e->input ? e->input : json_null (), "heartbeat_details",
                     e->heartbeat_details ? e->heartbeat_details : json_null (),
                     "start_to_close_ms", (json_int_t) e->start_to_close,
                     "heartbeat_timeout_ms", (json_int_t) e->heartbeat_timeout);
@@ -431,10 +453,9 @@ s_persist (self_t *self, json_t *state, shf_wf_output_t *wo, bool is_new)
             }
             case SHF_EFFECT_TIMER: {
                 s_timer_key (&key, state, e->due, e->timer_id);
-                json_t *timer =
-                    json_pack ("{s:s, s:s, s:s, s:I}", "ns", ns, "wf_id", wf_id,
-                               "run_id", run_id, "timer_id",
-                               (json_int_t) e->timer_id);
+                json_t *timer = json_pack (
+                    "{s:s, s:s, s:s, s:I}", "ns", ns, "wf_id", wf_id, "run_id",
+                    run_id, "timer_id", (json_int_t) e->timer_id);
                 rc = shf_txn_put_json (self->txn, SHF_DB_TIMERS, key.data,
                                        key.size, timer);
                 json_decref (timer);
@@ -490,9 +511,9 @@ s_apply (self_t *self, const shf_def_t *def, json_t *state,
     shf_wf_output_reset (&self->wf_out);
     shf_err_t rc = shf_workflow_apply (def, state, input, &self->wf_out);
     if (rc) {
-        snprintf (why, whylen, "%s", self->wf_out.message [0]
-                                         ? self->wf_out.message
-                                         : shf_strerror (rc));
+        snprintf (why, whylen, "%s",
+                  self->wf_out.message [0] ? self->wf_out.message
+                                           : shf_strerror (rc));
         return rc;
     }
     return s_persist (self, state, &self->wf_out, is_new);
@@ -570,8 +591,9 @@ s_wf_start (self_t *self, zframe_t *identity, uint64_t id, const json_t *msg)
     rc = s_state_load (self, ns, wf_id, &state);
     if (rc == SHF_OK && shf_workflow_is_open (state)) {
         char why [400];
-        snprintf (why, sizeof why, "workflow \"%s\" is already running (run %s)",
-                  wf_id, shf_workflow_run_id (state));
+        snprintf (why, sizeof why,
+                  "workflow \"%s\" is already running (run %s)", wf_id,
+                  shf_workflow_run_id (state));
         s_reply_error (self, identity, id, SHF_ERUNNING, why);
         return SHF_OK;
     }
@@ -652,7 +674,8 @@ s_wf_result (self_t *self, zframe_t *identity, uint64_t id, const json_t *msg)
         if (timeout > SHF_SHARD_WAIT_MAX)
             timeout = SHF_SHARD_WAIT_MAX;
         char name [600];
-        s_exec_name (name, sizeof name, s_str (msg, "ns"), s_str (msg, "wf_id"));
+        s_exec_name (name, sizeof name, s_str (msg, "ns"),
+                     s_str (msg, "wf_id"));
         zlistx_t *list = zhashx_lookup (self->waiters, name);
         if (!list) {
             list = zlistx_new ();
@@ -672,8 +695,7 @@ s_wf_result (self_t *self, zframe_t *identity, uint64_t id, const json_t *msg)
 }
 
 static shf_err_t
-s_wf_describe (self_t *self, zframe_t *identity, uint64_t id,
-               const json_t *msg)
+s_wf_describe (self_t *self, zframe_t *identity, uint64_t id, const json_t *msg)
 {
     json_t *state;
     bool replied;
@@ -690,9 +712,19 @@ s_wf_describe (self_t *self, zframe_t *identity, uint64_t id,
     return SHF_OK;
 }
 
+static bool
+s_history_event (void *events, json_t *event)
+{
+    json_t *t = json_object_get (event, "time");
+    if (json_is_integer (t))
+        json_object_set_new (event, "time",
+                             s_time_json (json_integer_value (t)));
+    json_array_append_new (events, event);
+    return true;
+}
+
 static shf_err_t
-s_wf_history (self_t *self, zframe_t *identity, uint64_t id,
-              const json_t *msg)
+s_wf_history (self_t *self, zframe_t *identity, uint64_t id, const json_t *msg)
 {
     json_t *state;
     bool replied;
@@ -702,29 +734,9 @@ s_wf_history (self_t *self, zframe_t *identity, uint64_t id,
     shf_key_t prefix;
     s_history_prefix (&prefix, s_str (state, "ns"), shf_workflow_id (state),
                       shf_workflow_run_id (state));
-    shf_cursor_t *cur;
-    rc = shf_cursor_open (self->txn, SHF_DB_HISTORY, &cur);
-    if (rc)
-        return rc;
     json_t *events = json_array ();
-    const void *k, *v;
-    size_t kl, vl;
-    rc = shf_cursor_seek (cur, prefix.data, prefix.size, &k, &kl, &v, &vl);
-    while (rc == SHF_OK && kl == prefix.size + 8
-           && memcmp (k, prefix.data, prefix.size) == 0) {
-        json_t *event;
-        rc = shf_txn_get_json (self->txn, SHF_DB_HISTORY, k, kl, &event);
-        if (rc)
-            break;
-        json_t *t = json_object_get (event, "time");
-        if (json_is_integer (t))
-            json_object_set_new (event, "time",
-                                 s_time_json (json_integer_value (t)));
-        json_array_append_new (events, event);
-        rc = shf_cursor_next (cur, &k, &kl, &v, &vl);
-    }
-    shf_cursor_close (&cur);
-    if (rc && rc != SHF_ENOTFOUND) {
+    rc = s_scan (self, SHF_DB_HISTORY, &prefix, s_history_event, events);
+    if (rc) {
         json_decref (events);
         return rc;
     }
@@ -777,8 +789,8 @@ s_activity (self_t *self, zframe_t *identity, uint64_t id, const json_t *msg,
     const char *wf_id = s_str (tok, "wf_id");
     const char *run_id = s_str (tok, "run_id");
     const char *step = s_str (tok, "step");
-    uint32_t attempt = (uint32_t) json_integer_value (
-        json_object_get (tok, "attempt"));
+    uint32_t attempt =
+        (uint32_t) json_integer_value (json_object_get (tok, "attempt"));
     json_t *state = NULL;
     shf_err_t rc = s_state_load (self, ns, wf_id, &state);
     if (rc && rc != SHF_ENOTFOUND)
@@ -899,12 +911,12 @@ s_dispatched (self_t *self, const json_t *msg)
     rc = s_run_def (self, state, &def);
     if (rc)
         return rc;
-    shf_wf_input_t input = {
-        .kind = SHF_WF_ACTIVITY_STARTED,
-        .now = shf_clock_now (),
-        .step = s_str (msg, "step"),
-        .attempt = (uint32_t) json_integer_value (json_object_get (msg, "attempt")),
-        .worker = s_str (msg, "worker")};
+    shf_wf_input_t input = {.kind = SHF_WF_ACTIVITY_STARTED,
+                            .now = shf_clock_now (),
+                            .step = s_str (msg, "step"),
+                            .attempt = (uint32_t) json_integer_value (
+                                json_object_get (msg, "attempt")),
+                            .worker = s_str (msg, "worker")};
     char why [300];
     rc = s_apply (self, def, state, &input, false, why, sizeof why);
     return s_fatal (rc) ? rc : SHF_OK;
@@ -934,13 +946,14 @@ s_def_register (self_t *self, const json_t *msg, json_t **reply_p)
     if (rc == SHF_OK) {
         //  Identical document: a no-op that answers the stored version.
         shf_def_t *old = NULL;
-        char *text = json_dumps (json_object_get (existing, "doc"), JSON_COMPACT);
-        shf_err_t crc = shf_def_compile (text, strlen (text), &old, err,
-                                         sizeof err);
+        char *text =
+            json_dumps (json_object_get (existing, "doc"), JSON_COMPACT);
+        shf_err_t crc =
+            shf_def_compile (text, strlen (text), &old, err, sizeof err);
         free (text);
-        bool same = crc == SHF_OK
-                    && strcmp (shf_def_canonical (old), shf_def_canonical (def))
-                           == 0;
+        bool same =
+            crc == SHF_OK
+            && strcmp (shf_def_canonical (old), shf_def_canonical (def)) == 0;
         int64_t old_version =
             json_integer_value (json_object_get (existing, "version"));
         shf_def_destroy (&old);
@@ -966,10 +979,10 @@ s_def_register (self_t *self, const json_t *msg, json_t **reply_p)
     shf_def_set_version (def, version);
     {
         int64_t now = shf_clock_now ();
-        json_t *record = json_pack ("{s:s, s:I, s:I, s:O}", "name", name,
-                                    "version", (json_int_t) version,
-                                    "registered_at", (json_int_t) now, "doc",
-                                    shf_def_document (def));
+        json_t *record =
+            json_pack ("{s:s, s:I, s:I, s:O}", "name", name, "version",
+                       (json_int_t) version, "registered_at", (json_int_t) now,
+                       "doc", shf_def_document (def));
         shf_key_t key;
         s_def_prefix (&key, ns, name);
         shf_key_u64 (&key, (uint64_t) version);
@@ -978,9 +991,9 @@ s_def_register (self_t *self, const json_t *msg, json_t **reply_p)
         json_decref (record);
         if (rc)
             goto done;
-        *reply_p = shf_msg_reply_ok (0, json_pack ("{s:s, s:I}", "name", name,
-                                                   "version",
-                                                   (json_int_t) version));
+        *reply_p =
+            shf_msg_reply_ok (0, json_pack ("{s:s, s:I}", "name", name,
+                                            "version", (json_int_t) version));
     }
 done:
     json_decref (existing);
@@ -994,11 +1007,19 @@ s_def_summary (const json_t *record, bool with_doc)
     json_t *out = json_pack (
         "{s:O, s:O, s:o}", "name", json_object_get (record, "name"), "version",
         json_object_get (record, "version"), "registered_at",
-        s_time_json (json_integer_value (json_object_get (record,
-                                                          "registered_at"))));
+        s_time_json (
+            json_integer_value (json_object_get (record, "registered_at"))));
     if (with_doc)
         json_object_set (out, "definition", json_object_get (record, "doc"));
     return out;
+}
+
+static bool
+s_def_listed (void *defs, json_t *record)
+{
+    json_array_append_new (defs, s_def_summary (record, false));
+    json_decref (record);
+    return true;
 }
 
 static shf_err_t
@@ -1007,26 +1028,9 @@ s_def_list (self_t *self, const json_t *msg, json_t **reply_p)
     shf_key_t prefix;
     shf_key_init (&prefix);
     shf_key_str (&prefix, s_str (msg, "ns"));
-    shf_cursor_t *cur;
-    shf_err_t rc = shf_cursor_open (self->txn, SHF_DB_DEFS, &cur);
-    if (rc)
-        return rc;
     json_t *defs = json_array ();
-    const void *k, *v;
-    size_t kl, vl;
-    rc = shf_cursor_seek (cur, prefix.data, prefix.size, &k, &kl, &v, &vl);
-    while (rc == SHF_OK && kl > prefix.size
-           && memcmp (k, prefix.data, prefix.size) == 0) {
-        json_t *record;
-        rc = shf_txn_get_json (self->txn, SHF_DB_DEFS, k, kl, &record);
-        if (rc)
-            break;
-        json_array_append_new (defs, s_def_summary (record, false));
-        json_decref (record);
-        rc = shf_cursor_next (cur, &k, &kl, &v, &vl);
-    }
-    shf_cursor_close (&cur);
-    if (rc && rc != SHF_ENOTFOUND) {
+    shf_err_t rc = s_scan (self, SHF_DB_DEFS, &prefix, s_def_listed, defs);
+    if (rc) {
         json_decref (defs);
         return rc;
     }
@@ -1053,53 +1057,51 @@ s_def_show (self_t *self, const json_t *msg, json_t **reply_p)
     return SHF_OK;
 }
 
+typedef struct {
+    const char *status;  //  filters (NULL: any)
+    const char *name;
+    int64_t limit;
+    json_t *list;
+} s_listing_t;
+
+static bool
+s_wf_listed (void *arg, json_t *entry)
+{
+    s_listing_t *l = arg;
+    if ((!l->status || strcmp (l->status, s_str (entry, "status")) == 0)
+        && (!l->name || strcmp (l->name, s_str (entry, "name")) == 0)) {
+        json_t *item = json_pack (
+            "{s:O, s:O, s:O, s:O, s:o, s:o}", "workflow_id",
+            json_object_get (entry, "workflow_id"), "run_id",
+            json_object_get (entry, "run_id"), "name",
+            json_object_get (entry, "name"), "status",
+            json_object_get (entry, "status"), "started_at",
+            s_time_json (
+                json_integer_value (json_object_get (entry, "started_at"))),
+            "closed_at",
+            s_time_json (
+                json_integer_value (json_object_get (entry, "closed_at"))));
+        json_array_append_new (l->list, item);
+    }
+    json_decref (entry);
+    return (int64_t) json_array_size (l->list) < l->limit;
+}
+
 static shf_err_t
 s_wf_list (self_t *self, const json_t *msg, json_t **reply_p)
 {
-    const char *status = s_str (msg, "status");
-    const char *name = s_str (msg, "name");
-    int64_t limit = shf_msg_int (msg, "limit", 100);
+    s_listing_t listing = {s_str (msg, "status"), s_str (msg, "name"),
+                           shf_msg_int (msg, "limit", 100), json_array ()};
     shf_key_t prefix;
     shf_key_init (&prefix);
     shf_key_str (&prefix, s_str (msg, "ns"));
-    shf_cursor_t *cur;
-    shf_err_t rc = shf_cursor_open (self->txn, SHF_DB_INDEX, &cur);
-    if (rc)
-        return rc;
-    json_t *list = json_array ();
-    const void *k, *v;
-    size_t kl, vl;
-    rc = shf_cursor_seek (cur, prefix.data, prefix.size, &k, &kl, &v, &vl);
-    while (rc == SHF_OK && (int64_t) json_array_size (list) < limit
-           && kl > prefix.size && memcmp (k, prefix.data, prefix.size) == 0) {
-        json_t *entry;
-        rc = shf_txn_get_json (self->txn, SHF_DB_INDEX, k, kl, &entry);
-        if (rc)
-            break;
-        if ((!status || strcmp (status, s_str (entry, "status")) == 0)
-            && (!name || strcmp (name, s_str (entry, "name")) == 0)) {
-            json_t *item = json_pack (
-                "{s:O, s:O, s:O, s:O, s:o, s:o}", "workflow_id",
-                json_object_get (entry, "workflow_id"), "run_id",
-                json_object_get (entry, "run_id"), "name",
-                json_object_get (entry, "name"), "status",
-                json_object_get (entry, "status"), "started_at",
-                s_time_json (json_integer_value (
-                    json_object_get (entry, "started_at"))),
-                "closed_at",
-                s_time_json (json_integer_value (
-                    json_object_get (entry, "closed_at"))));
-            json_array_append_new (list, item);
-        }
-        json_decref (entry);
-        rc = shf_cursor_next (cur, &k, &kl, &v, &vl);
-    }
-    shf_cursor_close (&cur);
-    if (rc && rc != SHF_ENOTFOUND) {
-        json_decref (list);
+    shf_err_t rc = s_scan (self, SHF_DB_INDEX, &prefix, s_wf_listed, &listing);
+    if (rc) {
+        json_decref (listing.list);
         return rc;
     }
-    *reply_p = shf_msg_reply_ok (0, json_pack ("{s:o}", "workflows", list));
+    *reply_p =
+        shf_msg_reply_ok (0, json_pack ("{s:o}", "workflows", listing.list));
     return SHF_OK;
 }
 
@@ -1139,6 +1141,10 @@ static shf_err_t
 s_fire_timers (self_t *self)
 {
     int64_t now = shf_clock_now ();
+    //  next_due is never later than the earliest stored timer (effects
+    //  lower it, scans set it), so a batch with nothing due skips the scan.
+    if (self->next_due > now)
+        return SHF_OK;
     self->next_due = INT64_MAX;
     for (int rounds = 0; rounds < 64; rounds++) {
         shf_cursor_t *cur;
@@ -1156,7 +1162,7 @@ s_fire_timers (self_t *self)
                 break;
             }
             json_t *timer;
-            rc = shf_txn_get_json (self->txn, SHF_DB_TIMERS, k, kl, &timer);
+            rc = shf_store_decode (SHF_DB_TIMERS, v, vl, &timer);
             if (rc)
                 break;
             json_object_set_new (timer, "_key", json_stringn_nocheck (k, kl));
@@ -1174,11 +1180,12 @@ s_fire_timers (self_t *self)
         }
         size_t i;
         json_t *timer;
-        json_array_foreach (due, i, timer) {
+        json_array_foreach (due, i, timer)
+        {
             const json_t *jkey = json_object_get (timer, "_key");
-            rc = shf_txn_del (self->txn, SHF_DB_TIMERS,
-                              json_string_value (jkey),
-                              json_string_length (jkey));
+            rc =
+                shf_txn_del (self->txn, SHF_DB_TIMERS, json_string_value (jkey),
+                             json_string_length (jkey));
             if (rc && rc != SHF_ENOTFOUND)
                 break;
             json_t *state;
@@ -1197,11 +1204,10 @@ s_fire_timers (self_t *self)
             rc = s_run_def (self, state, &def);
             if (rc)
                 break;
-            shf_wf_input_t input = {
-                .kind = SHF_WF_TIMER_FIRED,
-                .now = now,
-                .timer_id = (uint64_t) json_integer_value (
-                    json_object_get (timer, "timer_id"))};
+            shf_wf_input_t input = {.kind = SHF_WF_TIMER_FIRED,
+                                    .now = now,
+                                    .timer_id = (uint64_t) json_integer_value (
+                                        json_object_get (timer, "timer_id"))};
             char why [300];
             rc = s_apply (self, def, state, &input, false, why, sizeof why);
             if (rc && !s_fatal (rc))
@@ -1564,7 +1570,7 @@ s_recover (self_t *self)
             rc = shf_cursor_seek (cur, NULL, 0, &k, &kl, &v, &vl);
         while (rc == SHF_OK) {
             json_t *task;
-            rc = shf_txn_get_json (self->txn, SHF_DB_TASKS, k, kl, &task);
+            rc = shf_store_decode (SHF_DB_TASKS, v, vl, &task);
             if (rc)
                 break;
             s_out_push (self, S_OUT_TASK)->body = task;
@@ -1581,8 +1587,8 @@ s_recover (self_t *self)
         rc = shf_cursor_open (self->txn, SHF_DB_TIMERS, &cur);
         const void *k, *v;
         size_t kl, vl;
-        if (rc == SHF_OK && shf_cursor_seek (cur, NULL, 0, &k, &kl, &v, &vl)
-                                == SHF_OK)
+        if (rc == SHF_OK
+            && shf_cursor_seek (cur, NULL, 0, &k, &kl, &v, &vl) == SHF_OK)
             self->next_due = (int64_t) shf_key_get_u64 (k);
         shf_cursor_close (&cur);
     }

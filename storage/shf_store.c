@@ -541,11 +541,19 @@ shf_txn_get_json (shf_txn_t *self, shf_db_t db, const void *key, size_t klen,
     shf_err_t err = shf_txn_get (self, db, key, klen, &data, &size);
     if (err != SHF_OK)
         return err;
+    return shf_store_decode (db, data, size, value_p);
+}
+
+shf_err_t
+shf_store_decode (shf_db_t db, const void *val, size_t vlen, json_t **value_p)
+{
+    assert (value_p);
+    *value_p = NULL;
     char reason [128] = "";
-    if (shf_mpack_decode (data, size, value_p, reason, sizeof reason)
+    if (shf_mpack_decode (val, vlen, value_p, reason, sizeof reason)
         != SHF_OK) {
         shf_error ("store: record in db %s (%zu bytes) failed to decode: %s",
-                   s_db_names [db], size, reason);
+                   s_db_names [db], vlen, reason);
         *value_p = NULL;
         return SHF_ECORRUPT;
     }

@@ -99,6 +99,12 @@ shf_err_t
     shf_txn_get_json (shf_txn_t *self, shf_db_t db, const void *key,
                       size_t klen, json_t **value_p) SHF_MUST_CHECK;
 
+//  Decode a value already read (e.g. under a cursor) from db, so a scan
+//  does not look each key up again. SHF_ECORRUPT when it is not a record.
+shf_err_t
+    shf_store_decode (shf_db_t db, const void *val, size_t vlen,
+                      json_t **value_p) SHF_MUST_CHECK;
+
 //  Cursors live inside their transaction and must be closed before it
 //  ends. Positioning calls return SHF_ENOTFOUND past either end; key and
 //  value are borrowed until the next move.
