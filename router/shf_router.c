@@ -13,20 +13,23 @@
 #include "shf_matcher.h"
 #include "shf_msg.h"
 #include "shf_shard.h"
+#include "shf_workers.h"
 #include <sodium.h>
 #include <string.h>
 
 #define SHF_POLLER_SILENCE_MS 3000
 #define SHF_CANCELED_TTL_MS   (10 * 60 * 1000)
+//  Workers send a keepalive each second: four missed ones and it is lost.
+#define SHF_WORKER_SILENCE_MS 4000
 
 typedef struct {
     zframe_t *identity;
     uint64_t id;
     char op [32];
     uint32_t remaining;
-    json_t *first;     //  the answer of the lowest shard
-    json_t *error;     //  the first error answer
-    json_t *items;     //  wf_list: merged workflows
+    json_t *first;  //  the answer of the lowest shard
+    json_t *error;  //  the first error answer
+    json_t *items;  //  wf_list: merged workflows
     int64_t limit;
 } s_gather_t;
 
@@ -39,9 +42,11 @@ typedef struct {
     zactor_t **shards;
     shf_shard_args_t *shard_args;
     uint32_t n_shards;
-    zhashx_t *gathers;   //  "id" -> s_gather_t
+    zhashx_t *gathers;  //  "id" -> s_gather_t
     uint32_t next_gather;
     zhashx_t *canceled;  //  token -> expiry (ms, boxed)
+    shf_workers_t *workers;
+    int64_t heartbeat_min_ms;  //  told to workers: throttle heartbeats
     bool terminated;
 } self_t;
 
@@ -103,13 +108,16 @@ s_dispatch (void *arg, const char *worker, const json_t *task)
     zframe_t *identity = zframe_new (raw, raw_len);
     s_send_frontend (self, identity, task);
     zframe_destroy (&identity);
+    shf_workers_track (self->workers, worker,
+                       json_string_value (json_object_get (task, "token")),
+                       shf_clock_mono_us () / 1000);
     const char *ns = json_string_value (json_object_get (task, "ns"));
     const char *wf_id = json_string_value (json_object_get (task, "wf_id"));
-    json_t *note = json_pack (
-        "{s:s, s:s, s:O, s:O, s:O, s:s}", "ns", ns, "wf_id", wf_id, "run_id",
-        json_object_get (task, "run_id"), "step",
-        json_object_get (task, "step"), "attempt",
-        json_object_get (task, "attempt"), "worker", worker);
+    json_t *note =
+        json_pack ("{s:s, s:s, s:O, s:O, s:O, s:s}", "ns", ns, "wf_id", wf_id,
+                   "run_id", json_object_get (task, "run_id"), "step",
+                   json_object_get (task, "step"), "attempt",
+                   json_object_get (task, "attempt"), "worker", worker);
     uint32_t shard = shf_shardmap_locate (self->map, ns, wf_id);
     zmsg_t *m = zmsg_new ();
     zmsg_addstr (m, "DISPATCHED");
@@ -155,8 +163,8 @@ s_gather_start (self_t *self, zframe_t *identity, uint64_t id, json_t *msg,
         zmsg_t *m = zmsg_new ();
         zmsg_addstr (m, "GATHER");
         zmsg_addmem (m, &gid, 4);
-        json_t *copy = s + 1 < g->remaining ? json_deep_copy (msg)
-                                            : json_incref (msg);
+        json_t *copy =
+            s + 1 < g->remaining ? json_deep_copy (msg) : json_incref (msg);
         zmsg_addmem (m, &copy, sizeof (void *));
         zmsg_send (&m, self->shards [s]);
     }
@@ -223,15 +231,16 @@ s_gathered (self_t *self, uint32_t gid, json_t *reply)
 //  Frontend requests
 
 static bool
-s_open_token (self_t *self, zframe_t *identity, uint64_t id,
-              const char *text, shf_token_t *token)
+s_open_token (self_t *self, zframe_t *identity, uint64_t id, const char *text,
+              shf_token_t *token)
 {
     shf_err_t rc = shf_token_open (text, self->args->token_key, token);
     if (rc == SHF_OK && token->shard >= self->n_shards)
         rc = SHF_EINVAL;
     if (rc) {
         if (identity)
-            s_error (self, identity, id, rc == SHF_EAUTH ? SHF_EAUTH : SHF_EINVAL,
+            s_error (self, identity, id,
+                     rc == SHF_EAUTH ? SHF_EAUTH : SHF_EINVAL,
                      "task token is not valid");
         return false;
     }
@@ -264,19 +273,20 @@ s_frontend (self_t *self)
     shf_op_t op;
     uint64_t id = 0;
     char err [300];
-    shf_err_t rc = shf_msg_decode (zframe_data (body), zframe_size (body),
-                                   &msg, &op, &id, err, sizeof err);
+    shf_err_t rc = shf_msg_decode (zframe_data (body), zframe_size (body), &msg,
+                                   &op, &id, err, sizeof err);
     if (rc) {
         s_error (self, identity, id, rc, err);
         goto done;
     }
     if (!json_object_get (msg, "ns") && op != SHF_OP_POLL
-        && op != SHF_OP_COMPLETE && op != SHF_OP_FAIL
-        && op != SHF_OP_HEARTBEAT)
+        && op != SHF_OP_COMPLETE && op != SHF_OP_FAIL && op != SHF_OP_HEARTBEAT)
         json_object_set_new (msg, "ns", json_string ("default"));
     const char *ns = json_string_value (json_object_get (msg, "ns"));
     char worker [520];
     s_identity_text (identity, worker, sizeof worker);
+    int64_t now_ms = shf_clock_mono_us () / 1000;
+    shf_workers_seen (self->workers, worker, now_ms);
     switch (op) {
         case SHF_OP_WF_START:
             if (!json_object_get (msg, "wf_id")) {
@@ -315,18 +325,22 @@ s_frontend (self_t *self)
             s_gather_start (self, identity, id, msg, false);
             break;
         case SHF_OP_POLL:
+            shf_workers_poll (self->workers, worker, now_ms);
             shf_matcher_poll (
                 self->matcher, worker,
                 json_string_value (json_object_get (msg, "queue")),
-                shf_msg_int (msg, "credit", 0), shf_clock_mono_us () / 1000);
+                shf_msg_int (msg, "credit", 0), now_ms);
             break;
         case SHF_OP_COMPLETE:
         case SHF_OP_FAIL: {
             shf_token_t token;
-            if (!s_open_token (self, identity, id,
-                               json_string_value (json_object_get (msg, "token")),
-                               &token))
+            if (!s_open_token (
+                    self, identity, id,
+                    json_string_value (json_object_get (msg, "token")), &token))
                 break;
+            shf_workers_release (
+                self->workers,
+                json_string_value (json_object_get (msg, "token")));
             json_object_set_new (msg, "_token", s_token_json (&token));
             json_object_set_new (msg, "worker", json_string (worker));
             s_to_shard (self, token.shard, "REQ", identity, msg);
@@ -339,7 +353,8 @@ s_frontend (self_t *self)
             json_t *canceled = json_array ();
             size_t i;
             json_t *item;
-            json_array_foreach (json_object_get (msg, "items"), i, item) {
+            json_array_foreach (json_object_get (msg, "items"), i, item)
+            {
                 const char *text =
                     json_string_value (json_object_get (item, "token"));
                 shf_token_t token;
@@ -347,17 +362,19 @@ s_frontend (self_t *self)
                     continue;
                 if (zhashx_lookup (self->canceled, text))
                     json_array_append_new (canceled, json_string (text));
-                json_t *hb = json_pack (
-                    "{s:s, s:I, s:o, s:O, s:s}", "op", "hb", "id",
-                    (json_int_t) 0, "_token", s_token_json (&token), "details",
-                    json_object_get (item, "details")
-                        ? json_object_get (item, "details")
-                        : json_null (),
-                    "worker", worker);
+                json_t *hb = json_pack ("{s:s, s:I, s:o, s:O, s:s}", "op", "hb",
+                                        "id", (json_int_t) 0, "_token",
+                                        s_token_json (&token), "details",
+                                        json_object_get (item, "details")
+                                            ? json_object_get (item, "details")
+                                            : json_null (),
+                                        "worker", worker);
                 s_to_shard (self, token.shard, "REQ", NULL, hb);
             }
             json_t *reply = shf_msg_reply_ok (
-                id, json_pack ("{s:o}", "canceled", canceled));
+                id, json_pack ("{s:o, s:I}", "canceled", canceled,
+                               "min_interval_ms",
+                               (json_int_t) self->heartbeat_min_ms));
             s_send_frontend (self, identity, reply);
             json_decref (reply);
             break;
@@ -431,10 +448,31 @@ s_from_shard (self_t *self, zactor_t *shard)
     zmsg_destroy (&m);
 }
 
+//  A lost worker's attempt fails with WorkerLost through its shard, which
+//  records it durably and retries it by the step's policy.
+static void
+s_worker_lost (void *arg, const char *worker, const char *text)
+{
+    self_t *self = arg;
+    shf_token_t token;
+    if (!s_open_token (self, NULL, 0, text, &token))
+        return;
+    json_t *fail = json_pack (
+        "{s:s, s:I, s:s, s:o, s:{s:s, s:s}, s:s}", "op", "fail", "id",
+        (json_int_t) 0, "token", text, "_token", s_token_json (&token), "error",
+        "type", "WorkerLost", "message", "the worker's connection was lost",
+        "worker", worker);
+    s_to_shard (self, token.shard, "REQ", NULL, fail);
+}
+
 static void
 s_housekeeping (self_t *self)
 {
     int64_t now = shf_clock_mono_us () / 1000;
+    size_t lost = shf_workers_expire (self->workers, now, SHF_WORKER_SILENCE_MS,
+                                      s_worker_lost, self);
+    if (lost)
+        shf_info ("router: %zu worker(s) lost", lost);
     shf_matcher_expire (self->matcher, now, SHF_POLLER_SILENCE_MS);
     zlistx_t *tokens = zhashx_keys (self->canceled);
     for (const char *t = zlistx_first (tokens); t; t = zlistx_next (tokens)) {
@@ -501,7 +539,8 @@ s_start (self_t *self)
     if (len > 2 && strcmp (listen + len - 2, ":0") == 0)
         strcpy (listen + len - 1, "*");
     if (zsock_bind (self->frontend, "%s", listen) < 0) {
-        shf_error ("cannot bind %s: %s", args->listen, zmq_strerror (zmq_errno ()));
+        shf_error ("cannot bind %s: %s", args->listen,
+                   zmq_strerror (zmq_errno ()));
         return SHF_EUNAVAIL;
     }
     //  CZMQ 4.2 returns a fresh string here: the caller frees it.
@@ -519,13 +558,16 @@ shf_router (zsock_t *pipe, void *vargs)
     memset (self, 0, sizeof *self);
     self->pipe = pipe;
     self->args = vargs;
-    self->map = shf_shardmap_new (self->args->shards, self->args->cluster_key,
-                                  "local");
+    self->map =
+        shf_shardmap_new (self->args->shards, self->args->cluster_key, "local");
     self->matcher = shf_matcher_new (s_dispatch, self);
     self->gathers = zhashx_new ();
     zhashx_set_destructor (self->gathers, s_gather_free);
     self->canceled = zhashx_new ();
     zhashx_set_destructor (self->canceled, s_free_box);
+    self->workers = shf_workers_new ();
+    const char *hb_min = getenv ("SHF_HEARTBEAT_MIN_MS");
+    self->heartbeat_min_ms = hb_min ? atoll (hb_min) : 100;
 
     self->args->status = s_start (self);
     zsock_signal (pipe, 0);
@@ -581,5 +623,6 @@ shf_router (zsock_t *pipe, void *vargs)
     zhashx_destroy (&self->gathers);
     zhashx_destroy (&self->canceled);
     shf_matcher_destroy (&self->matcher);
+    shf_workers_destroy (&self->workers);
     shf_shardmap_destroy (&self->map);
 }
