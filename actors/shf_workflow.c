@@ -931,6 +931,24 @@ s_on_heartbeat (s_run_t *r)
 }
 
 static shf_err_t
+s_on_activity_handed_back (s_run_t *r)
+{
+    size_t idx;
+    shf_err_t rc = s_open_attempt (r, &idx);
+    if (rc != SHF_OK)
+        return rc;
+    if (s_rec_is (r, idx, S_SCHEDULED))
+        return SHF_OK;  //  never started: it is already waiting
+    json_t *rec = s_rec (r, idx);
+    json_object_del (rec, "started_at");
+    json_object_del (rec, "worker");
+    s_set_status (r, rec, S_SCHEDULED);
+    s_timers_drop (r, idx, T_START_TO_CLOSE, NULL);
+    s_timers_drop (r, idx, T_HEARTBEAT, NULL);
+    return SHF_OK;
+}
+
+static shf_err_t
 s_on_timer_fired (s_run_t *r)
 {
     size_t pos;
@@ -1142,6 +1160,9 @@ shf_workflow_apply (const shf_def_t *def, json_t *state,
                 break;
             case SHF_WF_HEARTBEAT:
                 rc = s_on_heartbeat (r);
+                break;
+            case SHF_WF_ACTIVITY_HANDED_BACK:
+                rc = s_on_activity_handed_back (r);
                 break;
             case SHF_WF_START:
             default:

@@ -21,7 +21,10 @@
     non_retryable types, `start_to_close` and the other deadlines as TIMER
     effects, signals buffered in arrival order until a wait_signal takes
     them, cancel/terminate closing the run at once and cancelling open
-    steps. A completion or failure for an attempt that is not the open one
+    steps. A hand-back (the worker stopped before finishing) puts the open
+    attempt back to scheduled without counting it: its start_to_close and
+    heartbeat deadlines are dropped and re-armed when it starts again.
+    A completion or failure for an attempt that is not the open one
     is rejected with SHF_ENOTFOUND and changes nothing (exactly-once
     recording under at-least-once delivery).
 */
@@ -30,70 +33,69 @@
 #include "shf_def.h"
 
 typedef enum {
-    SHF_WF_START,              //  namespace, workflow_id, run_id, payload=input
-    SHF_WF_ACTIVITY_STARTED,   //  step, attempt, worker
-    SHF_WF_ACTIVITY_COMPLETED, //  step, attempt, payload=output
-    SHF_WF_ACTIVITY_FAILED,    //  step, attempt, error_type, error_message
-    SHF_WF_TIMER_FIRED,        //  timer_id
-    SHF_WF_SIGNAL,             //  signal, payload
-    SHF_WF_CANCEL,             //  reason
-    SHF_WF_TERMINATE,          //  reason
-    SHF_WF_HEARTBEAT           //  step, attempt, payload=details
+    SHF_WF_START,             //  namespace, workflow_id, run_id, payload=input
+    SHF_WF_ACTIVITY_STARTED,  //  step, attempt, worker
+    SHF_WF_ACTIVITY_COMPLETED,   //  step, attempt, payload=output
+    SHF_WF_ACTIVITY_FAILED,      //  step, attempt, error_type, error_message
+    SHF_WF_TIMER_FIRED,          //  timer_id
+    SHF_WF_SIGNAL,               //  signal, payload
+    SHF_WF_CANCEL,               //  reason
+    SHF_WF_TERMINATE,            //  reason
+    SHF_WF_HEARTBEAT,            //  step, attempt, payload=details
+    SHF_WF_ACTIVITY_HANDED_BACK  //  step, attempt: the worker stopped first
 } shf_wf_input_kind_t;
 
 typedef struct {
     shf_wf_input_kind_t kind;
-    int64_t now;               //  ms since the epoch: the machine's only clock
+    int64_t now;  //  ms since the epoch: the machine's only clock
     const char *namespace_;
     const char *workflow_id;
     const char *run_id;
     const char *step;
     uint32_t attempt;
-    const char *worker;        //  identity of the worker (may be NULL)
+    const char *worker;  //  identity of the worker (may be NULL)
     uint64_t timer_id;
     const char *signal;
-    const char *reason;        //  NULL = no reason given
+    const char *reason;  //  NULL = no reason given
     const char *error_type;
     const char *error_message;
-    const json_t *payload;     //  borrowed; NULL means JSON null
+    const json_t *payload;  //  borrowed; NULL means JSON null
 } shf_wf_input_t;
 
 typedef enum {
-    SHF_EFFECT_TASK,         //  create activity task (step, attempt, ...)
-    SHF_EFFECT_TASK_CANCEL,  //  drop/cancel the task of (step, attempt)
-    SHF_EFFECT_TIMER,        //  create durable timer (timer_id, due)
-    SHF_EFFECT_TIMER_CANCEL, //  drop timer (timer_id, due)
-    SHF_EFFECT_CLOSED        //  the run closed; see shf_workflow_status
+    SHF_EFFECT_TASK,          //  create activity task (step, attempt, ...)
+    SHF_EFFECT_TASK_CANCEL,   //  drop/cancel the task of (step, attempt)
+    SHF_EFFECT_TIMER,         //  create durable timer (timer_id, due)
+    SHF_EFFECT_TIMER_CANCEL,  //  drop timer (timer_id, due)
+    SHF_EFFECT_CLOSED         //  the run closed; see shf_workflow_status
 } shf_effect_kind_t;
 
 typedef struct {
     shf_effect_kind_t kind;
-    const char *step;        //  borrowed from the def
+    const char *step;  //  borrowed from the def
     uint32_t attempt;
-    const char *activity;    //  TASK: activity type (borrowed from the def)
-    const char *queue;       //  TASK: task queue (borrowed from the def)
-    json_t *input;           //  TASK: rendered input (owned by the output)
-    json_t *heartbeat_details; //  TASK: last details of an earlier attempt
-    int64_t start_to_close;  //  TASK: ms, 0 = none (informs the worker)
-    int64_t heartbeat_timeout; //  TASK: ms, 0 = none
-    uint64_t timer_id;       //  TIMER, TIMER_CANCEL
-    int64_t due;             //  TIMER, TIMER_CANCEL: ms since the epoch
+    const char *activity;       //  TASK: activity type (borrowed from the def)
+    const char *queue;          //  TASK: task queue (borrowed from the def)
+    json_t *input;              //  TASK: rendered input (owned by the output)
+    json_t *heartbeat_details;  //  TASK: last details of an earlier attempt
+    int64_t start_to_close;     //  TASK: ms, 0 = none (informs the worker)
+    int64_t heartbeat_timeout;  //  TASK: ms, 0 = none
+    uint64_t timer_id;          //  TIMER, TIMER_CANCEL
+    int64_t due;                //  TIMER, TIMER_CANCEL: ms since the epoch
 } shf_effect_t;
 
 typedef struct {
-    json_t *events;          //  array of history events (owned)
-    shf_effect_t *effects;   //  owned; n_effects used of cap
+    json_t *events;         //  array of history events (owned)
+    shf_effect_t *effects;  //  owned; n_effects used of cap
     size_t n_effects;
     size_t cap;
-    char message [256];      //  why an input was rejected
+    char message [256];  //  why an input was rejected
 } shf_wf_output_t;
 
-void
-    shf_wf_output_init (shf_wf_output_t *self);
+void shf_wf_output_init (shf_wf_output_t *self);
 
 //  Frees events, effect inputs and the effect array; re-initialises.
-void
-    shf_wf_output_reset (shf_wf_output_t *self);
+void shf_wf_output_reset (shf_wf_output_t *self);
 
 //  Apply one input. For SHF_WF_START, state must be an empty object.
 //  Returns SHF_OK (state, events and effects updated), or without any
@@ -101,41 +103,29 @@ void
 //  SHF_ENOTFOUND (stale attempt, unknown step, unknown timer),
 //  SHF_EINVAL (input inconsistent with the definition); out->message says
 //  why.
-shf_err_t
-    shf_workflow_apply (const shf_def_t *def, json_t *state,
-                        const shf_wf_input_t *input,
-                        shf_wf_output_t *out) SHF_MUST_CHECK;
+shf_err_t shf_workflow_apply (const shf_def_t *def, json_t *state,
+                              const shf_wf_input_t *input,
+                              shf_wf_output_t *out) SHF_MUST_CHECK;
 
 //  "running", "completed", "failed", "canceled", "terminated", "timed_out".
-const char *
-    shf_workflow_status (const json_t *state);
+const char *shf_workflow_status (const json_t *state);
 
-bool
-    shf_workflow_is_open (const json_t *state);
+bool shf_workflow_is_open (const json_t *state);
 
 //  Accessors the shard needs for keys and the index.
-const char *
-    shf_workflow_id (const json_t *state);
-const char *
-    shf_workflow_run_id (const json_t *state);
-const char *
-    shf_workflow_def_name (const json_t *state);
-int64_t
-    shf_workflow_def_version (const json_t *state);
-int64_t
-    shf_workflow_started_at (const json_t *state);
-int64_t
-    shf_workflow_closed_at (const json_t *state);  //  0 while open
+const char *shf_workflow_id (const json_t *state);
+const char *shf_workflow_run_id (const json_t *state);
+const char *shf_workflow_def_name (const json_t *state);
+int64_t shf_workflow_def_version (const json_t *state);
+int64_t shf_workflow_started_at (const json_t *state);
+int64_t shf_workflow_closed_at (const json_t *state);  //  0 while open
 
 //  SPEC.md `--json` shapes, built from the state (caller owns the result).
 //  describe: without "shard" (the shard adds it).
-json_t *
-    shf_workflow_describe (const shf_def_t *def, const json_t *state);
+json_t *shf_workflow_describe (const shf_def_t *def, const json_t *state);
 //  result: {"workflow_id","run_id","status","output","failure"}
-json_t *
-    shf_workflow_result (const json_t *state);
+json_t *shf_workflow_result (const json_t *state);
 
-void
-    shf_workflow_test (bool verbose);
+void shf_workflow_test (bool verbose);
 
 #endif

@@ -24,7 +24,7 @@
 
 typedef struct {
     const char *op;    //  start started complete fail fire fire_id signal
-                       //  cancel terminate heartbeat
+                       //  cancel terminate heartbeat handback
     int64_t at;        //  ms after T0
     const char *step;  //  step id; "step:kind" for fire; name for signal
     uint32_t attempt;  //  attempt; timer id for fire_id
@@ -196,6 +196,8 @@ s_harness_row (s_harness_t *h, size_t index)
         in.error_type = row->arg;
         in.error_message = row->arg2;
     }
+    else if (strcmp (op, "handback") == 0)
+        in.kind = SHF_WF_ACTIVITY_HANDED_BACK;
     else if (strcmp (op, "heartbeat") == 0) {
         in.kind = SHF_WF_HEARTBEAT;
         payload = s_json (row->arg);
@@ -441,6 +443,23 @@ static const s_row_t s_start_to_close [] = {
      "ActivityTimedOut WorkflowFailed", "TASK_CANCEL(a#2) CLOSED", "failed"},
     {.op = NULL}};
 
+//  A hand-back returns the attempt to scheduled without counting it and
+//  drops its start_to_close deadline; the next start re-arms it.
+static const s_row_t s_handback [] = {
+    {"start", 0, NULL, 0, "{}", NULL, OK, NULL, "TASK(a#1)", NULL},
+    {"started", 100, "a", 1, NULL, NULL, OK, "ActivityStarted", "TIMER(a@5100)",
+     NULL},
+    {"handback", 200, "a", 1, NULL, NULL, OK, "", "TIMER_CANCEL(a@5100)",
+     "running"},
+    {"handback", 210, "a", 1, NULL, NULL, OK, "", "", "running"},
+    {"handback", 220, "a", 2, NULL, NULL, SHF_ENOTFOUND, "", "", NULL},
+    {"started", 300, "a", 1, NULL, NULL, OK, "ActivityStarted", "TIMER(a@5300)",
+     NULL},
+    {"complete", 400, "a", 1, "1", NULL, OK,
+     "ActivityCompleted WorkflowCompleted", "TIMER_CANCEL(a@5300) CLOSED",
+     "completed"},
+    {.op = NULL}};
+
 static const s_row_t s_signal_buffered [] = {
     {"start", 0, NULL, 0, "{}", NULL, OK, NULL, "TASK(a#1)", NULL},
     {"signal", 5, "go", 0, "{\"n\":1}", NULL, OK, "SignalReceived", "",
@@ -636,6 +655,11 @@ static const s_case_t s_cases [] = {
      "\"activity\":\"A\",\"timeouts\":{\"start_to_close\":\"5s\"},"
      "\"retry\":{\"max_attempts\":2,\"initial_interval\":\"1s\"}}]}",
      s_start_to_close},
+    {"handback",
+     "{\"name\":\"hb\",\"version\":1,\"steps\":[{\"id\":\"a\","
+     "\"activity\":\"A\",\"timeouts\":{\"start_to_close\":\"5s\"},"
+     "\"retry\":{\"max_attempts\":1}}]}",
+     s_handback},
     {"signal_buffered",
      "{\"name\":\"sig\",\"version\":1,\"steps\":[{\"id\":\"a\","
      "\"activity\":\"A\"},{\"id\":\"w\",\"wait_signal\":\"go\"}]}",

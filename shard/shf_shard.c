@@ -804,21 +804,6 @@ s_activity (self_t *self, zframe_t *identity, uint64_t id, const json_t *msg,
     s_task_key (&key, state, step, attempt);
     const json_t *error = json_object_get (msg, "error");
     const char *etype = s_str (error, "type");
-    if (op == SHF_OP_FAIL && etype && strcmp (etype, "WorkerShutdown") == 0) {
-        //  A hand-back: the worker stopped before running the task to the
-        //  end. Offer the same attempt again at once; it does not count.
-        json_t *task = NULL;
-        rc = shf_txn_get_json (self->txn, SHF_DB_TASKS, key.data, key.size,
-                               &task);
-        if (rc == SHF_OK && shf_workflow_is_open (state))
-            s_out_push (self, S_OUT_TASK)->body = task;
-        else
-            json_decref (task);
-        if (rc && rc != SHF_ENOTFOUND)
-            return rc;
-        s_reply (self, identity, id, json_object ());
-        return SHF_OK;
-    }
     const shf_def_t *def;
     rc = s_run_def (self, state, &def);
     if (rc)
@@ -827,7 +812,14 @@ s_activity (self_t *self, zframe_t *identity, uint64_t id, const json_t *msg,
                             .step = step,
                             .attempt = attempt,
                             .worker = s_str (msg, "worker")};
-    if (op == SHF_OP_COMPLETE) {
+    //  A hand-back: the worker stopped before running the task to the end.
+    //  The same attempt goes back to scheduled (it does not count) and is
+    //  offered again at once.
+    bool handback =
+        op == SHF_OP_FAIL && etype && strcmp (etype, "WorkerShutdown") == 0;
+    if (handback)
+        input.kind = SHF_WF_ACTIVITY_HANDED_BACK;
+    else if (op == SHF_OP_COMPLETE) {
         input.kind = SHF_WF_ACTIVITY_COMPLETED;
         input.payload = json_object_get (msg, "output");
     }
@@ -848,7 +840,16 @@ s_activity (self_t *self, zframe_t *identity, uint64_t id, const json_t *msg,
     }
     if (rc)
         return rc;
-    if (op != SHF_OP_HEARTBEAT) {
+    if (handback) {
+        json_t *task = NULL;
+        rc = shf_txn_get_json (self->txn, SHF_DB_TASKS, key.data, key.size,
+                               &task);
+        if (rc == SHF_OK)
+            s_out_push (self, S_OUT_TASK)->body = task;
+        else if (rc != SHF_ENOTFOUND)
+            return rc;
+    }
+    else if (op != SHF_OP_HEARTBEAT) {
         rc = shf_txn_del (self->txn, SHF_DB_TASKS, key.data, key.size);
         if (rc && rc != SHF_ENOTFOUND)
             return rc;
