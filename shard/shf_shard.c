@@ -81,6 +81,7 @@ typedef struct {
     zhashx_t *cache;    //  exec key -> json_t state
     zhashx_t *defs;     //  "ns\x1fname\x1fversion" -> shf_def_t
     zhashx_t *waiters;  //  exec key -> zlistx of s_waiter_t
+    int64_t wait_min;   //  no waiter expires before this (mono ms)
     int64_t next_due;   //  earliest timer, or INT64_MAX
     shf_txn_t *txn;     //  the open batch transaction
     s_out_t *out;
@@ -688,6 +689,8 @@ s_wf_result (self_t *self, zframe_t *identity, uint64_t id, const json_t *msg)
         w->id = id;
         w->deadline = shf_clock_mono_us () / 1000 + timeout;
         zlistx_add_end (list, w);
+        if (w->deadline < self->wait_min)
+            self->wait_min = w->deadline;
         return SHF_OK;
     }
     s_reply (self, identity, id, shf_workflow_result (state));
@@ -1466,7 +1469,12 @@ s_process (self_t *self)
 static void
 s_expire_waiters (self_t *self)
 {
+    //  Held requests can number thousands: walk them only when the
+    //  earliest one is due, and find the next earliest on the way.
     int64_t now = shf_clock_mono_us () / 1000;
+    if (now < self->wait_min)
+        return;
+    self->wait_min = INT64_MAX;
     zlistx_t *keys = zhashx_keys (self->waiters);
     for (const char *name = zlistx_first (keys); name;
          name = zlistx_next (keys)) {
@@ -1484,25 +1492,16 @@ s_expire_waiters (self_t *self)
                 zlistx_delete (list, handle);
                 w = zlistx_first (list);
             }
-            else
+            else {
+                if (w->deadline < self->wait_min)
+                    self->wait_min = w->deadline;
                 w = zlistx_next (list);
+            }
         }
         if (zlistx_size (list) == 0)
             zhashx_delete (self->waiters, name);
     }
     zlistx_destroy (&keys);
-}
-
-static int64_t
-s_next_waiter (self_t *self)
-{
-    int64_t best = INT64_MAX;
-    for (zlistx_t *list = zhashx_first (self->waiters); list;
-         list = zhashx_next (self->waiters))
-        for (s_waiter_t *w = zlistx_first (list); w; w = zlistx_next (list))
-            if (w->deadline < best)
-                best = w->deadline;
-    return best;
 }
 
 //  --------------------------------------------------------------------
@@ -1619,6 +1618,7 @@ shf_shard (zsock_t *pipe, void *vargs)
     self->waiters = zhashx_new ();
     zhashx_set_destructor (self->waiters, s_list_destroy);
     shf_wf_output_init (&self->wf_out);
+    self->wait_min = INT64_MAX;
 
     args->status = shf_store_open (&self->store, args->dir, 0, args->durable);
     if (args->status == SHF_OK)
@@ -1636,7 +1636,7 @@ shf_shard (zsock_t *pipe, void *vargs)
         int64_t timeout = -1;
         if (self->next_due != INT64_MAX)
             timeout = self->next_due > now_ms ? self->next_due - now_ms : 0;
-        int64_t next_wait = s_next_waiter (self);
+        int64_t next_wait = self->wait_min;
         if (next_wait != INT64_MAX) {
             int64_t left = next_wait - shf_clock_mono_us () / 1000;
             if (left < 0)
