@@ -35,6 +35,8 @@
 #define SHF_SHARD_CACHE_MAX 20000
 #define SHF_SHARD_WAIT_MAX  (10 * 60 * 1000)
 #define SHF_DEDUP_TTL_MS    (24 * 3600 * 1000)
+//  A batch that has nothing to send may wait this long for company.
+#define SHF_SHARD_LINGER_US 2000
 
 typedef enum {
     S_OUT_REPLY,
@@ -84,6 +86,8 @@ typedef struct {
     int64_t wait_min;   //  no waiter expires before this (mono ms)
     int64_t next_due;   //  earliest timer, or INT64_MAX
     shf_txn_t *txn;     //  the open batch transaction
+    int64_t txn_since;  //  when it began (mono us)
+    size_t n_done;      //  inputs already run in the open transaction
     s_out_t *out;
     size_t n_out, cap_out;
     s_in_t *in;
@@ -1296,10 +1300,10 @@ s_take (self_t *self, zmsg_t *zmsg)
 }
 
 static shf_err_t
-s_run_batch (self_t *self)
+s_run_batch (self_t *self, size_t from)
 {
     shf_err_t rc = SHF_OK;
-    for (size_t i = 0; i < self->n_in && rc == SHF_OK; i++) {
+    for (size_t i = from; i < self->n_in && rc == SHF_OK; i++) {
         s_in_t *in = &self->in [i];
         size_t mark = self->n_out;
         if (in->kind == 'R')
@@ -1409,33 +1413,51 @@ s_fail_batch (self_t *self, shf_err_t rc)
     s_send_outbox (self);
 }
 
+//  Runs the inputs taken since the last call, and commits unless the
+//  transaction has nothing to send yet and is young: then it lingers open
+//  (up to SHF_SHARD_LINGER_US) so transitions nobody waits for, such as
+//  ActivityStarted, share the fsync of the next batch that answers
+//  someone. Nothing is sent from an uncommitted transaction either way.
 static void
-s_process (self_t *self)
+s_process (self_t *self, bool closing)
 {
     if (self->fenced) {
         s_fail_batch (self, SHF_EIO);
         s_in_clear (self);
         return;
     }
-    shf_err_t rc;
+    shf_err_t rc = SHF_OK;
+    size_t from = self->n_done;
     for (int attempt = 0;; attempt++) {
-        if (shf_store_nearly_full (self->store)
-            && shf_store_grow (self->store) != SHF_OK)
-            shf_warn ("shard %u: could not grow the map", self->id);
-        rc = shf_store_begin (self->store, true, &self->txn);
+        if (!self->txn) {
+            if (shf_store_nearly_full (self->store)
+                && shf_store_grow (self->store) != SHF_OK)
+                shf_warn ("shard %u: could not grow the map", self->id);
+            rc = shf_store_begin (self->store, true, &self->txn);
+            self->txn_since = shf_clock_mono_us ();
+        }
         if (rc == SHF_OK)
-            rc = s_run_batch (self);
+            rc = s_run_batch (self, from);
         if (rc == SHF_EFULL && attempt < 8) {
             //  The state machine mutated cached states in place; drop
-            //  them so the redo starts from what LMDB holds.
+            //  them so the redo starts from what LMDB holds, with every
+            //  input of the transaction.
             shf_txn_abort (&self->txn);
             s_out_clear (self);
             zhashx_purge (self->cache);
+            from = 0;
             if (shf_store_grow (self->store) == SHF_OK)
                 continue;
         }
         break;
     }
+    if (rc == SHF_OK && !closing && self->n_out == 0
+        && self->n_in < SHF_SHARD_BATCH
+        && shf_clock_mono_us () - self->txn_since < SHF_SHARD_LINGER_US) {
+        self->n_done = self->n_in;
+        return;
+    }
+    self->n_done = 0;
     if (rc == SHF_OK) {
         //  Failpoints around the commit prove the ordering: dying before
         //  the commit loses the batch and nothing of it was sent; dying
@@ -1647,6 +1669,13 @@ shf_shard (zsock_t *pipe, void *vargs)
         //  Bounded so a clock jump (test clock file) is noticed soon.
         if (timeout < 0 || timeout > 1000)
             timeout = 1000;
+        if (self->txn) {
+            int64_t left_us =
+                self->txn_since + SHF_SHARD_LINGER_US - shf_clock_mono_us ();
+            int64_t left = left_us > 0 ? (left_us + 999) / 1000 : 0;
+            if (left < timeout)
+                timeout = left;
+        }
         zmq_pollitem_t item = {zsock_resolve (pipe), 0, ZMQ_POLLIN, 0};
         int n = zmq_poll (&item, 1, (long) timeout);
         if (n < 0)
@@ -1667,11 +1696,16 @@ shf_shard (zsock_t *pipe, void *vargs)
             break;
         bool timers_due =
             self->next_due != INT64_MAX && self->next_due <= shf_clock_now ();
-        if (self->n_in > 0 || timers_due)
-            s_process (self);
+        bool lingered =
+            self->txn
+            && shf_clock_mono_us () - self->txn_since >= SHF_SHARD_LINGER_US;
+        if (self->n_in > self->n_done || timers_due || lingered)
+            s_process (self, false);
         if (next_wait != INT64_MAX)
             s_expire_waiters (self);
     }
+    if (self->txn)
+        s_process (self, true);  //  commit what lingered
     s_in_clear (self);
     s_out_clear (self);
     free (self->in);
