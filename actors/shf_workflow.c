@@ -601,7 +601,8 @@ s_attempt_failed (s_run_t *r, size_t idx, const char *type, const char *message)
 {
     json_t *rec = s_rec (r, idx);
     const shf_retry_t *policy = shf_def_step_retry (r->def, idx);
-    uint32_t attempt = (uint32_t) s_int (rec, "attempt");
+    uint32_t attempt =
+        (uint32_t) (s_int (rec, "attempt") - s_int (rec, "handbacks"));
     if (shf_retry_non_retryable (policy, type)
         || shf_retry_exhausted (policy, attempt)) {
         s_step_fail (r, idx, type, message, false);
@@ -930,6 +931,9 @@ s_on_heartbeat (s_run_t *r)
     return SHF_OK;
 }
 
+//  The worker stopped before finishing: the attempt ends without a
+//  verdict and the next one is dispatched at once. Hand-backs are counted
+//  apart so they never use up max_attempts or lengthen the backoff.
 static shf_err_t
 s_on_activity_handed_back (s_run_t *r)
 {
@@ -937,14 +941,13 @@ s_on_activity_handed_back (s_run_t *r)
     shf_err_t rc = s_open_attempt (r, &idx);
     if (rc != SHF_OK)
         return rc;
-    if (s_rec_is (r, idx, S_SCHEDULED))
-        return SHF_OK;  //  never started: it is already waiting
     json_t *rec = s_rec (r, idx);
-    json_object_del (rec, "started_at");
-    json_object_del (rec, "worker");
-    s_set_status (r, rec, S_SCHEDULED);
     s_timers_drop (r, idx, T_START_TO_CLOSE, NULL);
     s_timers_drop (r, idx, T_HEARTBEAT, NULL);
+    s_timers_drop (r, idx, T_SCHEDULE_TO_START, NULL);
+    s_set_int (rec, "handbacks", s_int (rec, "handbacks") + 1);
+    s_task_cancel (r, idx);
+    s_dispatch (r, idx, (uint32_t) s_int (rec, "attempt") + 1);
     return SHF_OK;
 }
 

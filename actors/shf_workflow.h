@@ -21,9 +21,9 @@
     non_retryable types, `start_to_close` and the other deadlines as TIMER
     effects, signals buffered in arrival order until a wait_signal takes
     them, cancel/terminate closing the run at once and cancelling open
-    steps. A hand-back (the worker stopped before finishing) puts the open
-    attempt back to scheduled without counting it: its start_to_close and
-    heartbeat deadlines are dropped and re-armed when it starts again.
+    steps. A hand-back (the worker stopped before finishing) ends the open
+    attempt and dispatches the next at once; hand-backs do not count
+    against max_attempts nor lengthen the backoff.
     A completion or failure for an attempt that is not the open one
     is rejected with SHF_ENOTFOUND and changes nothing (exactly-once
     recording under at-least-once delivery).

@@ -443,21 +443,35 @@ static const s_row_t s_start_to_close [] = {
      "ActivityTimedOut WorkflowFailed", "TASK_CANCEL(a#2) CLOSED", "failed"},
     {.op = NULL}};
 
-//  A hand-back returns the attempt to scheduled without counting it and
-//  drops its start_to_close deadline; the next start re-arms it.
+//  A hand-back ends the attempt and dispatches the next at once; it does
+//  not count against max_attempts (1 here), so a failure of the new
+//  attempt is still judged as the first.
 static const s_row_t s_handback [] = {
     {"start", 0, NULL, 0, "{}", NULL, OK, NULL, "TASK(a#1)", NULL},
     {"started", 100, "a", 1, NULL, NULL, OK, "ActivityStarted", "TIMER(a@5100)",
      NULL},
-    {"handback", 200, "a", 1, NULL, NULL, OK, "", "TIMER_CANCEL(a@5100)",
-     "running"},
-    {"handback", 210, "a", 1, NULL, NULL, OK, "", "", "running"},
-    {"handback", 220, "a", 2, NULL, NULL, SHF_ENOTFOUND, "", "", NULL},
-    {"started", 300, "a", 1, NULL, NULL, OK, "ActivityStarted", "TIMER(a@5300)",
+    {"handback", 200, "a", 1, NULL, NULL, OK, "StepScheduled",
+     "TIMER_CANCEL(a@5100) TASK_CANCEL(a#1) TASK(a#2)", "running"},
+    {"handback", 210, "a", 1, NULL, NULL, SHF_ENOTFOUND, "", "", NULL},
+    {"started", 300, "a", 2, NULL, NULL, OK, "ActivityStarted", "TIMER(a@5300)",
      NULL},
-    {"complete", 400, "a", 1, "1", NULL, OK,
+    {"complete", 400, "a", 2, "1", NULL, OK,
      "ActivityCompleted WorkflowCompleted", "TIMER_CANCEL(a@5300) CLOSED",
      "completed"},
+    {.op = NULL}};
+
+//  With max_attempts 2, a failure after a hand-back is the first counted
+//  one: it is retried after the first backoff, not given up.
+static const s_row_t s_handback_retry [] = {
+    {"start", 0, NULL, 0, "{}", NULL, OK, NULL, "TASK(a#1)", NULL},
+    {"handback", 100, "a", 1, NULL, NULL, OK, "StepScheduled",
+     "TASK_CANCEL(a#1) TASK(a#2)", NULL},
+    {"fail", 200, "a", 2, "Boom", "x", OK, "ActivityStarted ActivityFailed",
+     "TIMER(a@1200)", "running"},
+    {"fire", 1200, "a:retry", 0, NULL, NULL, OK, "StepScheduled", "TASK(a#3)",
+     NULL},
+    {"fail", 1300, "a", 3, "Boom", "y", OK,
+     "ActivityStarted ActivityFailed WorkflowFailed", "CLOSED", "failed"},
     {.op = NULL}};
 
 static const s_row_t s_signal_buffered [] = {
@@ -660,6 +674,11 @@ static const s_case_t s_cases [] = {
      "\"activity\":\"A\",\"timeouts\":{\"start_to_close\":\"5s\"},"
      "\"retry\":{\"max_attempts\":1}}]}",
      s_handback},
+    {"handback_retry",
+     "{\"name\":\"hbr\",\"version\":1,\"steps\":[{\"id\":\"a\","
+     "\"activity\":\"A\",\"retry\":{\"max_attempts\":2,"
+     "\"initial_interval\":\"1s\"}}]}",
+     s_handback_retry},
     {"signal_buffered",
      "{\"name\":\"sig\",\"version\":1,\"steps\":[{\"id\":\"a\","
      "\"activity\":\"A\"},{\"id\":\"w\",\"wait_signal\":\"go\"}]}",

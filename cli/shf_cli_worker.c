@@ -1,14 +1,20 @@
 /*  shf_cli_worker.c - `shardflow worker`: the generic worker (SPEC.md, "The
     generic worker").
 
-    One loop, one thread: a zmq_poll over the worker's socket, a self-pipe
-    (SIGCHLD, SIGINT, SIGTERM) and the pipes of every running command. Each
-    task runs `sh -c CMD` in a process group of its own, with the input on
-    stdin, stdout and stderr captured, and fd 3 as the heartbeat channel.
-    The outcome is decided only once the command has exited and its pipes
-    are drained (or 200 ms after exit, should a background grandchild hold
-    them), and heartbeat lines are always sent before the outcome, so
-    details written just before exit are never overtaken by the result.
+    One loop, one thread: a zmq_poll over the worker's handle (tasks and
+    cancellations from the SDK's connection thread, which also sends the
+    keepalives and heartbeat batches), a self-pipe (SIGCHLD, SIGINT,
+    SIGTERM) and the pipes of every running command. Each task runs `sh -c
+    CMD` in a process group of its own, with the input on stdin, stdout
+    and stderr captured, and fd 3 as the heartbeat channel: each line is
+    new details for the SDK's heartbeat manager, and only those lines
+    count for the step's heartbeat timeout (a silent command sends none).
+    A heartbeat reply that says the activity was cancelled stops the
+    command. The outcome is decided only once the command has exited and
+    its pipes are drained (or 200 ms after exit, should a background
+    grandchild hold them), and the last heartbeat line is handed over
+    before the outcome, which the SDK sends after it, so details written
+    just before exit are never overtaken by the result.
 
     A command that was told to stop (its activity was cancelled, or the
     worker is shutting down) has its output ignored: it is reported as
@@ -483,8 +489,8 @@ s_report (self_t *self, job_t *job, const char *type, const char *message)
     s_release (self, job);
 }
 
-//  Send the newest heartbeat line, if any; a cancelled activity (or one
-//  the node no longer knows) is told to stop.
+//  Hand the newest heartbeat line, if any, to the worker's heartbeat
+//  manager (it never waits: the batch goes out from the SDK's thread).
 static void
 s_heartbeat (self_t *self, job_t *job)
 {
@@ -512,25 +518,29 @@ s_heartbeat (self_t *self, job_t *job)
         json_decref (text);
         details = wrapped;
     }
-    bool canceled = false;
     shf_err_t rc =
-        shf_worker_heartbeat (self->worker, job->task, details, &canceled);
-    if (rc == SHF_ENOTFOUND || rc == SHF_ECLOSED)
-        canceled = true;
-    else if (rc != SHF_OK)
+        shf_worker_heartbeat (self->worker, job->task, details, NULL);
+    if (rc != SHF_OK)
         shf_warn ("worker: heartbeat for workflow %s step %s: %s: %s",
                   shf_task_workflow_id (job->task), shf_task_step (job->task),
                   shf_worker_errcode (self->worker),
                   shf_worker_errmsg (self->worker));
-    if (canceled) {
-        shf_info ("worker: activity of workflow %s step %s was cancelled; "
-                  "stopping pid %d",
-                  shf_task_workflow_id (job->task), shf_task_step (job->task),
-                  (int) job->pid);
-        s_stop_job (self, job, "Canceled");
-    }
     free (wrapped);
     free (line);
+}
+
+//  A heartbeat reply said the activity was cancelled: stop the command.
+static void
+s_check_canceled (self_t *self, job_t *job)
+{
+    if (job->stop_type || job->exited
+        || !shf_worker_canceled (self->worker, job->task))
+        return;
+    shf_info ("worker: activity of workflow %s step %s was cancelled; "
+              "stopping pid %d",
+              shf_task_workflow_id (job->task), shf_task_step (job->task),
+              (int) job->pid);
+    s_stop_job (self, job, "Canceled");
 }
 
 //  The last non-empty line of stderr, or NULL.
@@ -665,6 +675,19 @@ s_tend (self_t *self)
         if (!job->task)
             continue;
         s_heartbeat (self, job);
+        s_check_canceled (self, job);
+        if (job->term_ms && !job->killed) {
+            //  Told to stop: the grace is for the whole process group, not
+            //  only the shell, which may be gone while a command it
+            //  started ignores SIGTERM and holds our pipes.
+            bool group_alive = kill (-job->pid, 0) == 0;
+            if (group_alive && now - job->term_ms >= self->grace_ms) {
+                kill (-job->pid, SIGKILL);
+                job->killed = true;
+            }
+            else if (group_alive && job->exited)
+                continue;  //  the group still runs: wait for it or the grace
+        }
         if (job->exited) {
             s_close (&job->in_fd);
             if (job->out_fd >= 0)
@@ -680,11 +703,6 @@ s_tend (self_t *self)
         }
         if (self->stopping && now >= self->stop_deadline)
             s_stop_job (self, job, "WorkerShutdown");
-        if (job->term_ms && !job->killed
-            && now - job->term_ms >= self->grace_ms) {
-            kill (-job->pid, SIGKILL);
-            job->killed = true;
-        }
     }
 }
 

@@ -242,3 +242,9 @@ shf_conn_handle (shf_conn_t *self)
 {
     return zsock_resolve (self->dealer);
 }
+
+void *
+shf_conn_monitor_handle (shf_conn_t *self)
+{
+    return self->monitor ? zsock_resolve (self->monitor) : NULL;
+}

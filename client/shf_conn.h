@@ -53,4 +53,9 @@ unsigned shf_conn_downs (shf_conn_t *self);
 //  The libzmq socket handle, for zmq_poll.
 void *shf_conn_handle (shf_conn_t *self);
 
+//  The libzmq handle of the monitor PAIR (readable when the connection
+//  comes up or goes down; then call shf_conn_check), or NULL when the
+//  monitor could not be set up.
+void *shf_conn_monitor_handle (shf_conn_t *self);
+
 #endif

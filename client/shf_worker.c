@@ -1,33 +1,29 @@
 /*  shf_worker.c - the worker half of libshardflow (shardflow.h).
 
-    Credit is additive on the wire: {"op":"poll","credit":N} grants N more
-    task slots. The worker keeps one number, held = tasks received and not
-    yet reported, and keeps the node's view equal to concurrency - held:
-    all free slots when a connection comes up (a restarted node, or a new
-    connection after a network failure, knows nothing of us), one more
-    after each report. While the connection is down nothing is granted, so
-    a grant queued in the socket cannot be counted twice after the
-    reconnect. A poll with credit 0 once a second tells the node we are
-    still here.
+    The connection lives in an actor (shf_wlink): it grants credit, sends
+    keepalives and heartbeat batches and times reports out on its own
+    thread, so none of that waits for the application. This side is the
+    application's: it queues the tasks the actor hands over until
+    shf_worker_poll takes them, remembers which tasks the node said were
+    cancelled, and turns complete and fail into a REPORT that it awaits.
+    Heartbeats only hand the newest details to the actor and never wait.
 
-    Tasks are pushed by the node at any time, also while we wait for the
-    reply to a report; they queue here in arrival order until
-    shf_worker_poll hands them out. After shf_worker_stop every task that
-    arrives, or still waits here, is handed back with type
-    "WorkerShutdown" without waiting for the reply; destroy then gives
-    those replies a moment so the frames are not dropped unsent.
+    After shf_worker_stop every task that arrives, or still waits here,
+    is handed back with type "WorkerShutdown" without waiting for the
+    reply; destroying the worker gives those replies a moment so the
+    frames are not dropped unsent.
 */
 #include "shardflow.h"
 #include "shf_lasterr.h"
 #include "shf_conn.h"
+#include "shf_wlink.h"
 #include <assert.h>
 #include <czmq.h>
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#define KEEPALIVE_MS 1000
 
 struct shf_task {
     json_t *msg;    //  the task frame as received
@@ -36,19 +32,13 @@ struct shf_task {
 };
 
 struct shf_worker {
-    shf_conn_t *conn;
-    char *queue;
-    int concurrency;
-    int held;              //  tasks received, not yet reported
-    json_t *queued;        //  array of task frames not yet handed out
-    unsigned granted_ups;  //  connection count when credit was last reset
-    int64_t last_poll_ms;  //  when a poll (grant or keepalive) was sent
+    zactor_t *link;      //  shf_wlink: owns the connection
+    json_t *queued;      //  array of task frames not yet handed out
+    zhashx_t *canceled;  //  tokens the node said were cancelled
     bool stopping;
-    int timeout_ms;
-    zlistx_t *unacked;  //  ids of hand-backs whose reply has not come
+    uint32_t next_seq;  //  of reports
     shf_lasterr_t err;
 };
-
 
 static int64_t
 s_now_ms (void)
@@ -65,26 +55,26 @@ shf_worker_open (shf_worker_t **self_p, const char *server, const char *queue,
     if (!queue || !shf_msg_valid_name (queue) || concurrency < 1
         || concurrency > 10000)
         return SHF_EINVAL;
+    char err [256] = "";
+    shf_conn_t *conn = NULL;
+    shf_err_t rc = shf_conn_open (&conn, server, true, err, sizeof err);
+    if (rc != SHF_OK)
+        return rc;
     shf_worker_t *self = calloc (1, sizeof *self);
     assert (self);
-    char err [256] = "";
-    shf_err_t rc = shf_conn_open (&self->conn, server, true, err, sizeof err);
-    if (rc != SHF_OK) {
-        free (self);
-        return rc;
-    }
-    self->queue = strdup (queue);
-    self->concurrency = concurrency;
+    shf_wlink_args_t args = {.conn = conn,
+                             .queue = queue,
+                             .concurrency = concurrency,
+                             .timeout_ms = SHF_DEFAULT_TIMEOUT_MS};
+    self->link = zactor_new (shf_wlink, &args);
+    assert (self->link);
+    assert (args.conn == NULL);
     self->queued = json_array ();
-    self->timeout_ms = SHF_DEFAULT_TIMEOUT_MS;
-    self->unacked = zlistx_new ();
-    assert (self->queue && self->queued && self->unacked);
+    self->canceled = zhashx_new ();
+    assert (self->queued && self->canceled);
     *self_p = self;
     return SHF_OK;
 }
-
-static void s_handle (shf_worker_t *self, json_t *msg, shf_op_t op,
-                      uint64_t id);
 
 void
 shf_worker_destroy (shf_worker_t **self_p)
@@ -93,22 +83,9 @@ shf_worker_destroy (shf_worker_t **self_p)
     shf_worker_t *self = *self_p;
     if (!self)
         return;
-    //  Let queued hand-backs leave and be answered, briefly.
-    int64_t deadline = s_now_ms () + 2000;
-    while (zlistx_size (self->unacked) > 0 && s_now_ms () < deadline) {
-        json_t *msg = NULL;
-        shf_op_t op;
-        uint64_t id;
-        if (shf_conn_recv (self->conn, (int) (deadline - s_now_ms ()), &msg,
-                           &op, &id)
-            != SHF_OK)
-            break;
-        s_handle (self, msg, op, id);
-    }
-    shf_conn_destroy (&self->conn);
+    zactor_destroy (&self->link);
     json_decref (self->queued);
-    zlistx_destroy (&self->unacked);
-    free (self->queue);
+    zhashx_destroy (&self->canceled);
     free (self);
     *self_p = NULL;
 }
@@ -128,99 +105,60 @@ shf_worker_errmsg (shf_worker_t *self)
 void *
 shf_worker_handle (shf_worker_t *self)
 {
-    return shf_conn_handle (self->conn);
+    return zsock_resolve (zactor_sock (self->link));
 }
 
-static uint64_t
-s_send (shf_worker_t *self, json_t *msg)
+//  Take a TASK or CANCELED message from the actor; returns any other
+//  message (a REPORTED) to the caller, NULL when it was taken.
+static zmsg_t *
+s_take (shf_worker_t *self, zmsg_t *msg)
 {
-    uint64_t id = shf_conn_next_id (self->conn);
-    json_object_set_new (msg, "id", json_integer ((json_int_t) id));
-    shf_err_t rc = shf_conn_send (self->conn, msg);
-    if (rc != SHF_OK)
-        shf_lasterr_fail (&self->err, rc, "cannot send to the server: %s",
-                          shf_strerror (rc));
-    return rc == SHF_OK ? id : 0;
-}
-
-static void
-s_send_poll (shf_worker_t *self, int credit)
-{
-    json_t *msg = json_pack ("{s:s, s:s, s:i}", "op", "poll", "queue",
-                             self->queue, "credit", credit);
-    assert (msg);
-    s_send (self, msg);
-    json_decref (msg);
-    self->last_poll_ms = s_now_ms ();
-}
-
-static void
-s_hand_back (shf_worker_t *self, json_t *task_msg)
-{
-    const char *token = json_string_value (json_object_get (task_msg, "token"));
-    if (!token)
-        return;
-    json_t *msg = json_pack ("{s:s, s:s, s:{s:s, s:s}}", "op", "fail", "token",
-                             token, "error", "type", "WorkerShutdown",
-                             "message", "the worker is shutting down");
-    assert (msg);
-    uint64_t id = s_send (self, msg);
-    json_decref (msg);
-    if (id)
-        zlistx_add_end (self->unacked, (void *) (uintptr_t) id);
-}
-
-//  Take a frame that is not the reply somebody waits for.
-static void
-s_handle (shf_worker_t *self, json_t *msg, shf_op_t op, uint64_t id)
-{
-    if (op == SHF_OP_TASK) {
-        if (self->stopping) {
-            s_hand_back (self, msg);
-            json_decref (msg);
-        }
-        else {
-            self->held++;
-            json_array_append_new (self->queued, msg);
-        }
-        return;
+    if (!msg)
+        return NULL;  //  interrupted by a signal
+    char *command = zmsg_popstr (msg);
+    if (!command)
+        ;
+    else if (streq (command, "TASK")) {
+        char *text = zmsg_popstr (msg);
+        json_t *task = text ? json_loads (text, 0, NULL) : NULL;
+        zstr_free (&text);
+        const char *token = json_string_value (json_object_get (task, "token"));
+        if (!token)
+            ;
+        else if (self->stopping)
+            shf_wlink_hand_back (self->link, token);
+        else
+            json_array_append (self->queued, task);
+        json_decref (task);
     }
-    if (op == SHF_OP_REPLY && id) {
-        void *handle = zlistx_find (self->unacked, (void *) (uintptr_t) id);
-        if (handle)
-            zlistx_delete (self->unacked, handle);
+    else if (streq (command, "CANCELED")) {
+        char *token = zmsg_popstr (msg);
+        if (token)
+            zhashx_update (self->canceled, token, self);
+        zstr_free (&token);
     }
-    json_decref (msg);  //  a late reply, or a poll's
-}
-
-//  Credit and keepalive bookkeeping; see the banner.
-static void
-s_upkeep (shf_worker_t *self)
-{
-    shf_conn_check (self->conn);
-    if (self->stopping || !shf_conn_connected (self->conn))
-        return;
-    unsigned ups = shf_conn_ups (self->conn);
-    if (ups != self->granted_ups) {
-        self->granted_ups = ups;
-        int free_slots = self->concurrency - self->held;
-        s_send_poll (self, free_slots > 0 ? free_slots : 0);
+    else {
+        zmsg_pushstr (msg, command);
+        zstr_free (&command);
+        return msg;
     }
-    else if (s_now_ms () - self->last_poll_ms >= KEEPALIVE_MS)
-        s_send_poll (self, 0);
+    zstr_free (&command);
+    zmsg_destroy (&msg);
+    return NULL;
 }
 
 void
 shf_worker_service (shf_worker_t *self)
 {
     assert (self);
-    s_upkeep (self);
-    json_t *msg;
-    shf_op_t op;
-    uint64_t id;
-    while (shf_conn_recv (self->conn, 0, &msg, &op, &id) == SHF_OK)
-        s_handle (self, msg, op, id);
-    s_upkeep (self);
+    zsock_t *pipe = zactor_sock (self->link);
+    while (zsock_events (pipe) & ZMQ_POLLIN) {
+        zmsg_t *msg = zmsg_recv (pipe);
+        if (!msg)
+            break;  //  interrupted by a signal
+        msg = s_take (self, msg);
+        zmsg_destroy (&msg);  //  a stray REPORTED: nobody waits for it
+    }
 }
 
 static char *
@@ -259,17 +197,8 @@ shf_worker_poll (shf_worker_t *self, int timeout_ms, shf_task_t **task_p)
         int64_t left = deadline - s_now_ms ();
         if (left <= 0)
             break;
-        int64_t until_keepalive =
-            self->last_poll_ms + KEEPALIVE_MS - s_now_ms ();
-        if (until_keepalive < left)
-            left = until_keepalive > 10 ? until_keepalive : 10;
-        if (left > 250)
-            left = 250;  //  follow reconnects promptly
-        json_t *msg;
-        shf_op_t op;
-        uint64_t id;
-        if (shf_conn_recv (self->conn, (int) left, &msg, &op, &id) == SHF_OK)
-            s_handle (self, msg, op, id);
+        zmq_pollitem_t item = {shf_worker_handle (self), 0, ZMQ_POLLIN, 0};
+        zmq_poll (&item, 1, (long) left);
     }
     shf_lasterr_fail (&self->err, SHF_ETIMEOUT, "no task");
     return SHF_ETIMEOUT;
@@ -282,71 +211,67 @@ shf_worker_stop (shf_worker_t *self)
     if (self->stopping)
         return;
     self->stopping = true;
+    shf_wlink_stop (self->link);
     for (size_t i = 0; i < json_array_size (self->queued); i++) {
-        s_hand_back (self, json_array_get (self->queued, i));
-        self->held--;
+        const char *token = json_string_value (
+            json_object_get (json_array_get (self->queued, i), "token"));
+        shf_wlink_hand_back (self->link, token);
     }
     json_array_clear (self->queued);
 }
 
-//  Send a request and wait for its reply; reports are idempotent on the
-//  node (a repeat is recorded once), so a request that lost its
-//  connection while waiting is sent once more.
-static shf_err_t
-s_request (shf_worker_t *self, json_t *msg, json_t **body_p)
-{
-    for (int attempt = 0;; attempt++) {
-        unsigned downs = shf_conn_downs (self->conn);
-        uint64_t id = s_send (self, msg);
-        if (!id)
-            return SHF_EUNAVAIL;
-        int64_t deadline = s_now_ms () + self->timeout_ms;
-        while (true) {
-            int64_t left = deadline - s_now_ms ();
-            json_t *reply;
-            shf_op_t op;
-            uint64_t got;
-            if (left <= 0
-                || shf_conn_recv (self->conn, (int) left, &reply, &op, &got)
-                       != SHF_OK)
-                break;
-            if (op != SHF_OP_REPLY || got != id) {
-                s_handle (self, reply, op, got);
-                continue;
-            }
-            shf_err_t rc = shf_lasterr_reply (&self->err, reply, body_p);
-            json_decref (reply);
-            return rc;
-        }
-        if (attempt > 0 || shf_conn_downs (self->conn) == downs)
-            return shf_lasterr_fail (&self->err, SHF_ETIMEOUT,
-                                     "no answer from the server within %d ms",
-                                     self->timeout_ms);
-    }
-}
-
-//  The slot of a reported task is free again: tell the node.
-static void
-s_release (shf_worker_t *self)
-{
-    self->held--;
-    shf_conn_check (self->conn);
-    if (!self->stopping && shf_conn_connected (self->conn)
-        && shf_conn_ups (self->conn) == self->granted_ups)
-        s_send_poll (self, 1);
-}
-
+//  Hand a report to the actor and wait for its answer (the actor always
+//  answers, within twice the reply timeout at most); tasks and
+//  cancellations that arrive meanwhile are kept. Destroys the task.
 static shf_err_t
 s_report (shf_worker_t *self, shf_task_t **task_p, json_t *msg)
 {
     shf_task_t *task = *task_p;
-    json_object_set_new (msg, "token",
-                         json_incref (json_object_get (task->msg, "token")));
-    shf_err_t rc = s_request (self, msg, NULL);
-    json_decref (msg);
-    s_release (self);
+    const char *token = shf_task_token (task);
+    json_object_set_new (msg, "token", json_string (token));
+    uint32_t seq = ++self->next_seq;
+    shf_wlink_report (self->link, seq, &msg);
+    char *own_token = strdup (token);
+    assert (own_token);
     shf_task_destroy (task_p);
-    return rc;
+
+    zsock_t *pipe = zactor_sock (self->link);
+    while (true) {
+        zmsg_t *answer = s_take (self, zmsg_recv (pipe));
+        if (!answer)
+            continue;
+        char *command = zmsg_popstr (answer);
+        char *got_seq = zmsg_popstr (answer);
+        char *status = zmsg_popstr (answer);
+        char *message = zmsg_popstr (answer);
+        char *reply_text = zmsg_popstr (answer);
+        zmsg_destroy (&answer);
+        bool mine = command && streq (command, "REPORTED") && got_seq
+                    && strtoul (got_seq, NULL, 10) == seq;
+        shf_err_t rc = SHF_OK;
+        if (mine) {
+            rc = (shf_err_t) atoi (status ? status : "0");
+            json_t *reply = reply_text && *reply_text
+                                ? json_loads (reply_text, 0, NULL)
+                                : NULL;
+            if (reply)
+                rc = shf_lasterr_reply (&self->err, reply, NULL);
+            else if (rc != SHF_OK)
+                shf_lasterr_fail (&self->err, rc, "%s", message ? message : "");
+            json_decref (reply);
+        }
+        zstr_free (&command);
+        zstr_free (&got_seq);
+        zstr_free (&status);
+        zstr_free (&message);
+        zstr_free (&reply_text);
+        if (mine) {
+            //  Also a cancellation that arrived while we waited.
+            zhashx_delete (self->canceled, own_token);
+            free (own_token);
+            return rc;
+        }
+    }
 }
 
 shf_err_t
@@ -416,33 +341,31 @@ shf_worker_heartbeat (shf_worker_t *self, shf_task_t *task, const char *details,
     if (canceled_p)
         *canceled_p = false;
     json_t *value = json_null ();
+    size_t size = 4;
     if (details) {
+        size = strlen (details);
+        if (size > SHF_MSG_MAX_PAYLOAD)
+            return shf_lasterr_fail (&self->err, SHF_ETOOLARGE,
+                                     "details are larger than 2 MiB");
         json_error_t jerr;
         value = json_loads (details, JSON_DECODE_ANY, &jerr);
         if (!value)
             return shf_lasterr_fail (&self->err, SHF_EINVAL,
                                      "details are not JSON: %s", jerr.text);
     }
-    const char *token = shf_task_token (task);
-    json_t *msg = json_pack ("{s:s, s:[{s:s, s:o}]}", "op", "heartbeat",
-                             "items", "token", token, "details", value);
-    assert (msg);
-    json_t *body = NULL;
-    shf_err_t rc = s_request (self, msg, &body);
-    json_decref (msg);
-    if (rc == SHF_OK && canceled_p) {
-        json_t *canceled = json_object_get (body, "canceled");
-        size_t i;
-        json_t *item;
-        json_array_foreach (canceled, i, item)
-        {
-            if (json_is_string (item)
-                && strcmp (json_string_value (item), token) == 0)
-                *canceled_p = true;
-        }
-    }
-    json_decref (body);
-    return rc;
+    shf_wlink_heartbeat (self->link, shf_task_token (task), &value, size);
+    if (canceled_p)
+        *canceled_p = shf_worker_canceled (self, task);
+    return SHF_OK;
+}
+
+bool
+shf_worker_canceled (shf_worker_t *self, shf_task_t *task)
+{
+    assert (self);
+    assert (task);
+    shf_worker_service (self);
+    return zhashx_lookup (self->canceled, shf_task_token (task)) != NULL;
 }
 
 //  ---------------------------------------------------------------------
@@ -509,6 +432,13 @@ shf_task_start_to_close_ms (shf_task_t *self)
 {
     return json_integer_value (
         json_object_get (self->msg, "start_to_close_ms"));
+}
+
+int64_t
+shf_task_heartbeat_timeout_ms (shf_task_t *self)
+{
+    return json_integer_value (
+        json_object_get (self->msg, "heartbeat_timeout_ms"));
 }
 
 const char *

@@ -165,11 +165,15 @@ SHF_EXPORT shf_err_t shf_client_recv (shf_client_t *self, int timeout_ms,
 //  Worker
 
 //  Create a worker that takes tasks of queue, at most concurrency
-//  (1..10000) at a time. Credit is granted as soon as the connection is
-//  up, one more slot after each complete or fail, all free slots again
-//  after a reconnect; keepalives go out once a second from any call.
-//  ZeroMQ heartbeats detect a dead node within 3 s. SHF_EINVAL for a bad
-//  endpoint, queue name or concurrency.
+//  (1..10000) at a time. The connection is run by a background thread of
+//  the worker's: credit is granted as soon as the connection is up, one
+//  more slot after each complete or fail, all free slots again after a
+//  reconnect; a keepalive goes out once a second whatever the application
+//  is doing (the node declares a worker silent for about 4 s lost and
+//  fails its running attempts with type "WorkerLost"); heartbeats are
+//  batched there (see shf_worker_heartbeat). ZeroMQ heartbeats detect a
+//  dead node within 3 s. SHF_EINVAL for a bad endpoint, queue name or
+//  concurrency.
 SHF_EXPORT shf_err_t shf_worker_open (shf_worker_t **self_p, const char *server,
                                       const char *queue,
                                       int concurrency) SHF_MUST_CHECK;
@@ -190,26 +194,31 @@ SHF_EXPORT const char *shf_worker_errmsg (shf_worker_t *self);
 SHF_EXPORT shf_err_t shf_worker_poll (shf_worker_t *self, int timeout_ms,
                                       shf_task_t **task_p) SHF_MUST_CHECK;
 
-//  Do the background work without taking a task: read what arrived
-//  (tasks are kept for shf_worker_poll), follow reconnects, send the
-//  keepalive when due. Call at least every 500 ms when not polling.
+//  Take in what the background thread received, without waiting: tasks
+//  (kept for shf_worker_poll) and cancellations (for
+//  shf_worker_canceled). Optional: the calls that need it do it.
 SHF_EXPORT void shf_worker_service (shf_worker_t *self);
 
-//  The ZeroMQ socket (a libzmq handle for zmq_poll) that becomes readable
-//  when something arrives; then call shf_worker_service or _poll.
+//  A libzmq socket handle for zmq_poll that becomes readable when a task
+//  or a cancellation arrives; then call shf_worker_service or _poll.
 SHF_EXPORT void *shf_worker_handle (shf_worker_t *self);
 
-//  Stop taking tasks: no more credit or keepalives; a task that still
-//  arrives (or was waiting inside) is handed back at once (failed with
-//  type "WorkerShutdown", which the server reschedules without counting
-//  an attempt). Reporting tasks already taken still works.
+//  Stop taking tasks: no more credit; a task that still arrives (or was
+//  waiting inside) is handed back at once (failed with type
+//  "WorkerShutdown", which the server reschedules without counting an
+//  attempt). Reporting tasks already taken still works, and keepalives go
+//  on (without asking for work) so the tasks still held are not declared
+//  lost.
 SHF_EXPORT void shf_worker_stop (shf_worker_t *self);
 
 //  Report success with output (JSON text or NULL) and destroy the task
-//  (*task_p is nulled whatever the result). SHF_EINVAL when output is not
-//  JSON, SHF_ETOOLARGE when over the payload limit (the task is then
-//  failed with type "TooLarge" instead), SHF_ETIMEOUT, or the server's
-//  error (SHF_ENOTFOUND for a task the server no longer knows).
+//  (*task_p is nulled whatever the result). Heartbeat details of the task
+//  not yet delivered are sent first, so the result cannot overtake them.
+//  Waits for the server's answer (up to 5 s, once more after a
+//  reconnect). SHF_EINVAL when output is not JSON, SHF_ETOOLARGE when over
+//  the payload limit (the task is then failed with type "TooLarge"
+//  instead), SHF_ETIMEOUT, SHF_EUNAVAIL, or the server's error
+//  (SHF_ENOTFOUND for a task the server no longer knows).
 SHF_EXPORT shf_err_t shf_worker_complete (shf_worker_t *self,
                                           shf_task_t **task_p,
                                           const char *output) SHF_MUST_CHECK;
@@ -220,12 +229,25 @@ SHF_EXPORT shf_err_t shf_worker_fail (shf_worker_t *self, shf_task_t **task_p,
                                       const char *type,
                                       const char *message) SHF_MUST_CHECK;
 
-//  Record a heartbeat with details (JSON text or NULL). *canceled_p (may
-//  be NULL) becomes true when the server says the activity was cancelled:
-//  stop working on it and report it (its outcome is then ignored).
+//  Record heartbeat details (JSON text or NULL) for a running task.
+//  Never waits for the network: the background thread sends, once per
+//  interval, one message with the newest details of every task that
+//  recorded some since the last one (a task that records nothing sends
+//  nothing, so its heartbeat timeout can fire). The interval is 1 s, or
+//  half the shortest heartbeat timeout of the running tasks, and never
+//  less than the minimum the server asks for; a failed or unanswered
+//  message is retried within the interval. *canceled_p (may be NULL) is
+//  shf_worker_canceled after the call. SHF_EINVAL when details are not
+//  JSON, SHF_ETOOLARGE when over the payload limit.
 SHF_EXPORT shf_err_t shf_worker_heartbeat (shf_worker_t *self, shf_task_t *task,
                                            const char *details,
                                            bool *canceled_p) SHF_MUST_CHECK;
+
+//  True once the reply to a heartbeat of task said its activity was
+//  cancelled (workflow cancelled, terminated or timed out): stop working
+//  on it and report it (its outcome is then ignored). Only tasks that
+//  heartbeat learn it. Never waits.
+SHF_EXPORT bool shf_worker_canceled (shf_worker_t *self, shf_task_t *task);
 
 //  ---------------------------------------------------------------------
 //  Task: what one attempt of an activity needs. Strings are borrowed
@@ -241,6 +263,8 @@ SHF_EXPORT const char *shf_task_queue (shf_task_t *self);
 SHF_EXPORT int64_t shf_task_attempt (shf_task_t *self);
 //  Start-to-close timeout in ms, 0 when none.
 SHF_EXPORT int64_t shf_task_start_to_close_ms (shf_task_t *self);
+//  Heartbeat timeout in ms, 0 when none.
+SHF_EXPORT int64_t shf_task_heartbeat_timeout_ms (shf_task_t *self);
 //  The activity input as compact JSON text ("null" when none).
 SHF_EXPORT const char *shf_task_input (shf_task_t *self);
 //  Details of the last heartbeat of an earlier attempt as JSON text, or

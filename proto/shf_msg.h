@@ -22,7 +22,9 @@
       wf_cancel           ns, wf_id                        reason
       wf_terminate        ns, wf_id                        reason
     Requests (worker)
-      poll                queue, credit (uint >= 1)
+      poll                queue, credit (additive, 0..100000; 0 = keepalive)
+                                                           stop (bool: take
+                                                           back all credit)
       complete            token                            output
       fail                token, error {type, message}
       heartbeat           items [{token, details}]

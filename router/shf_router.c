@@ -326,6 +326,12 @@ s_frontend (self_t *self)
             break;
         case SHF_OP_POLL:
             shf_workers_poll (self->workers, worker, now_ms);
+            if (shf_msg_bool (msg, "stop", false)) {
+                //  A stopping worker takes back its credit: no task may be
+                //  pushed to it any more.
+                shf_matcher_forget (self->matcher, worker);
+                break;
+            }
             shf_matcher_poll (
                 self->matcher, worker,
                 json_string_value (json_object_get (msg, "queue")),

@@ -820,11 +820,8 @@ s_activity (self_t *self, zframe_t *identity, uint64_t id, const json_t *msg,
                             .attempt = attempt,
                             .worker = s_str (msg, "worker")};
     //  A hand-back: the worker stopped before running the task to the end.
-    //  The same attempt goes back to scheduled (it does not count) and is
-    //  offered again at once.
-    bool handback =
-        op == SHF_OP_FAIL && etype && strcmp (etype, "WorkerShutdown") == 0;
-    if (handback)
+    //  The state machine dispatches the next attempt at once, uncounted.
+    if (op == SHF_OP_FAIL && etype && strcmp (etype, "WorkerShutdown") == 0)
         input.kind = SHF_WF_ACTIVITY_HANDED_BACK;
     else if (op == SHF_OP_COMPLETE) {
         input.kind = SHF_WF_ACTIVITY_COMPLETED;
@@ -847,16 +844,7 @@ s_activity (self_t *self, zframe_t *identity, uint64_t id, const json_t *msg,
     }
     if (rc)
         return rc;
-    if (handback) {
-        json_t *task = NULL;
-        rc = shf_txn_get_json (self->txn, SHF_DB_TASKS, key.data, key.size,
-                               &task);
-        if (rc == SHF_OK)
-            s_out_push (self, S_OUT_TASK)->body = task;
-        else if (rc != SHF_ENOTFOUND)
-            return rc;
-    }
-    else if (op != SHF_OP_HEARTBEAT) {
+    if (op != SHF_OP_HEARTBEAT) {
         rc = shf_txn_del (self->txn, SHF_DB_TASKS, key.data, key.size);
         if (rc && rc != SHF_ENOTFOUND)
             return rc;

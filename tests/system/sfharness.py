@@ -11,7 +11,9 @@ each test:
 - cli(): one CLI command -> (exit code, parsed JSON or text);
 - wait_for(): wait on a condition with a deadline (never a fixed sleep);
 - Suite: counts checks, prints what it checks, ends with
-  "N passed, M failed" and the exit status.
+  "N passed, M failed" and the exit status;
+- small readers: rfc3339_to_epoch, event_types, step_events, pid_alive,
+  and kill_group_of for commands a killed worker left behind.
 
 Python 3 stdlib only. SHARDFLOW_BIN names the binary (ctest sets it);
 without it the harness looks in $SHARDFLOW_BUILD/bin, then build/bin.
@@ -19,6 +21,7 @@ Set SHF_TEST_KEEP=1 to keep the temp dir (logs) of a run.
 """
 
 import atexit
+import calendar
 import ctypes
 import json as jsonlib
 import os
@@ -596,3 +599,44 @@ def contains_value(obj, want):
     if isinstance(obj, list):
         return any(contains_value(v, want) for v in obj)
     return False
+
+
+def rfc3339_to_epoch(text):
+    """Seconds since the epoch (float) of an RFC 3339 UTC time with
+    milliseconds ("2026-11-22T16:00:00.123Z"), or None."""
+    if not isinstance(text, str) or not RFC3339_MS.match(text):
+        return None
+    secs = calendar.timegm(time.strptime(text[:19], "%Y-%m-%dT%H:%M:%S"))
+    return secs + int(text[20:23]) / 1000.0
+
+
+def event_types(history_out):
+    return [e.get("type") for e in events_of(history_out)]
+
+
+def step_events(history_out, step, *types):
+    """The events about `step` (of the given types, if any), in order."""
+    return [e for e in events_of(history_out)
+            if e.get("step") == step and (not types or e.get("type") in types)]
+
+
+def pid_alive(pid):
+    """True while pid exists and is not a zombie (read from /proc)."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+        return state != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def kill_group_of(pid):
+    """SIGKILL the process group of pid: a command the generic worker ran
+    in its own group and left behind (a killed worker, a timed-out attempt
+    never told to stop). Never the test's own group."""
+    try:
+        pgid = os.getpgid(pid)
+        if pgid > 1 and pgid != os.getpgrp():
+            os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass

@@ -1,0 +1,448 @@
+/*  shf_wlink_test.c - self-test of the worker's link, through the public
+    worker API (shardflow.h), against a fake node.
+
+    The fake node is an actor with a ROUTER on an ephemeral port: it logs
+    every frame a worker sends (with its arrival time), answers heartbeats
+    with {"canceled": [tokens it was told to cancel], "min_interval_ms"}
+    and reports with ok, and sends tasks when the test asks. The test
+    thread plays the application: it takes a task and then stays busy
+    (calls nothing) to show that keepalives go on; it records heartbeats
+    and checks how they were batched; it reports right after a heartbeat
+    and checks the order on the wire.
+*/
+#include "shf_wlink.h"
+#include "shardflow.h"
+#include "shf_msg.h"
+#include <stdlib.h>
+#include <string.h>
+
+//  ---------------------------------------------------------------------
+//  The fake node
+
+typedef struct {
+    zsock_t *router;
+    zframe_t *worker;  //  identity of the last sender
+    json_t *log;       //  [{"t": ms, "msg": {...}}], taken by "LOG"
+    zhashx_t *cancel;  //  tokens to list as canceled
+    int64_t min_interval;
+} s_fake_t;
+
+static void
+s_fake_send (s_fake_t *self, json_t *msg)
+{
+    char *data = NULL;
+    size_t size = 0;
+    shf_err_t rc = shf_msg_encode (msg, &data, &size);
+    assert (rc == SHF_OK);
+    zmsg_t *out = zmsg_new ();
+    zframe_t *identity = zframe_dup (self->worker);
+    zmsg_append (out, &identity);
+    zmsg_addmem (out, data, size);
+    free (data);
+    zmsg_send (&out, self->router);
+}
+
+static void
+s_fake_frontend (s_fake_t *self)
+{
+    zmsg_t *in = zmsg_recv (self->router);
+    zframe_t *identity = zmsg_pop (in);
+    zframe_t *body = zmsg_pop (in);
+    json_t *msg = NULL;
+    shf_op_t op;
+    uint64_t id = 0;
+    char err [256];
+    shf_err_t rc = shf_msg_decode (zframe_data (body), zframe_size (body), &msg,
+                                   &op, &id, err, sizeof err);
+    assert (rc == SHF_OK);
+    zframe_destroy (&self->worker);
+    self->worker = identity;
+    json_array_append_new (
+        self->log,
+        json_pack ("{s:I, s:O}", "t", (json_int_t) zclock_mono (), "msg", msg));
+    json_t *reply = NULL;
+    if (op == SHF_OP_HEARTBEAT) {
+        json_t *canceled = json_array ();
+        size_t i;
+        json_t *item;
+        json_array_foreach (json_object_get (msg, "items"), i, item)
+        {
+            const char *token =
+                json_string_value (json_object_get (item, "token"));
+            if (zhashx_lookup (self->cancel, token))
+                json_array_append_new (canceled, json_string (token));
+        }
+        reply = shf_msg_reply_ok (
+            id, json_pack ("{s:o, s:I}", "canceled", canceled,
+                           "min_interval_ms", (json_int_t) self->min_interval));
+    }
+    else if (op == SHF_OP_COMPLETE || op == SHF_OP_FAIL)
+        reply = shf_msg_reply_ok (id, json_object ());
+    if (reply) {
+        s_fake_send (self, reply);
+        json_decref (reply);
+    }
+    json_decref (msg);
+    zframe_destroy (&body);
+    zmsg_destroy (&in);
+}
+
+//  Commands: TASK json -> sent to the worker; CANCEL token; MIN ms;
+//  LOG -> answers the log as JSON text and clears it.
+static void
+s_fake_node (zsock_t *pipe, void *args)
+{
+    (void) args;
+    s_fake_t self = {.log = json_array (), .cancel = zhashx_new ()};
+    self.router = zsock_new (ZMQ_ROUTER);
+    assert (self.router);
+    int port = zsock_bind (self.router, "tcp://127.0.0.1:*");
+    assert (port > 0);
+    zsock_signal (pipe, 0);
+    zstr_sendf (pipe, "tcp://127.0.0.1:%d", port);
+    zpoller_t *poller = zpoller_new (pipe, self.router, NULL);
+    while (true) {
+        void *which = zpoller_wait (poller, -1);
+        if (which == self.router) {
+            s_fake_frontend (&self);
+            continue;
+        }
+        if (which != pipe)
+            break;
+        char *command = NULL, *arg = NULL;
+        zstr_recvx (pipe, &command, &arg, NULL);
+        if (!command || streq (command, "$TERM")) {
+            zstr_free (&command);
+            zstr_free (&arg);
+            break;
+        }
+        if (streq (command, "TASK")) {
+            assert (self.worker);
+            json_t *task = json_loads (arg, 0, NULL);
+            assert (task);
+            s_fake_send (&self, task);
+            json_decref (task);
+        }
+        else if (streq (command, "CANCEL"))
+            zhashx_update (self.cancel, arg, &self);
+        else if (streq (command, "MIN"))
+            self.min_interval = atoll (arg);
+        else if (streq (command, "LOG")) {
+            char *text = json_dumps (self.log, JSON_COMPACT);
+            zstr_send (pipe, text);
+            free (text);
+            json_array_clear (self.log);
+        }
+        zstr_free (&command);
+        zstr_free (&arg);
+    }
+    zpoller_destroy (&poller);
+    zframe_destroy (&self.worker);
+    json_decref (self.log);
+    zhashx_destroy (&self.cancel);
+    zsock_destroy (&self.router);
+}
+
+//  ---------------------------------------------------------------------
+//  Helpers
+
+//  Everything logged since the last call: [{"t", "msg"}] (the caller's).
+static json_t *
+s_log (zactor_t *fake)
+{
+    zstr_send (fake, "LOG");
+    char *text = zstr_recv (fake);
+    json_t *log = json_loads (text, 0, NULL);
+    assert (log);
+    zstr_free (&text);
+    return log;
+}
+
+static const char *
+s_op (const json_t *entry)
+{
+    return json_string_value (
+        json_object_get (json_object_get (entry, "msg"), "op"));
+}
+
+static int64_t
+s_int (const json_t *object, const char *path_a, const char *path_b)
+{
+    const json_t *value = json_object_get (object, path_a);
+    if (path_b)
+        value = json_object_get (value, path_b);
+    return json_integer_value (value);
+}
+
+//  Heartbeats that carry items, of the log.
+static json_t *
+s_beats (const json_t *log)
+{
+    json_t *beats = json_array ();
+    size_t i;
+    json_t *entry;
+    json_array_foreach (log, i, entry)
+    {
+        if (streq (s_op (entry), "heartbeat")
+            && json_array_size (
+                json_object_get (json_object_get (entry, "msg"), "items")))
+            json_array_append (beats, entry);
+    }
+    return beats;
+}
+
+//  Details of the n-th item of a heartbeat entry.
+static const json_t *
+s_item_details (const json_t *entry, size_t n)
+{
+    return json_object_get (
+        json_array_get (
+            json_object_get (json_object_get (entry, "msg"), "items"), n),
+        "details");
+}
+
+static void
+s_send_task (zactor_t *fake, const char *token, int64_t heartbeat_timeout)
+{
+    json_t *task = json_pack (
+        "{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:i, s:{s:i}, s:I}", "op",
+        "task", "token", token, "ns", "default", "wf_id", "wf-1", "run_id",
+        "run-1", "step", "a", "activity", "act", "queue", "q", "attempt", 1,
+        "input", "x", 1, "heartbeat_timeout_ms",
+        (json_int_t) heartbeat_timeout);
+    assert (task);
+    char *text = json_dumps (task, JSON_COMPACT);
+    zstr_sendx (fake, "TASK", text, NULL);
+    free (text);
+    json_decref (task);
+}
+
+static void
+s_wait_log (zactor_t *fake, json_t *into, const char *op, int64_t credit,
+            int timeout_ms)
+{
+    int64_t deadline = zclock_mono () + timeout_ms;
+    while (zclock_mono () < deadline) {
+        json_t *log = s_log (fake);
+        json_array_extend (into, log);
+        json_decref (log);
+        size_t i;
+        json_t *entry;
+        json_array_foreach (into, i, entry)
+        {
+            if (streq (s_op (entry), op)
+                && (credit < 0 || s_int (entry, "msg", "credit") == credit))
+                return;
+        }
+        zclock_sleep (20);
+    }
+    fprintf (stderr, "shf_wlink: no %s (credit %lld) within %d ms\n", op,
+             (long long) credit, timeout_ms);
+    assert (false);
+}
+
+static void
+s_heartbeat (shf_worker_t *worker, shf_task_t *task, const char *details,
+             bool *canceled_p)
+{
+    shf_err_t rc = shf_worker_heartbeat (worker, task, details, canceled_p);
+    assert (rc == SHF_OK);
+}
+
+//  ---------------------------------------------------------------------
+
+void
+shf_wlink_test (bool verbose)
+{
+    printf (" * shf_wlink: ");
+    if (verbose)
+        printf ("\n");
+    zactor_t *fake = zactor_new (s_fake_node, NULL);
+    assert (fake);
+    char *endpoint = zstr_recv (fake);
+    assert (endpoint);
+    shf_worker_t *worker = NULL;
+    shf_err_t rc = shf_worker_open (&worker, endpoint, "q", 2);
+    assert (rc == SHF_OK);
+    zstr_free (&endpoint);
+
+    //  Credit for every slot once connected.
+    json_t *log = json_array ();
+    s_wait_log (fake, log, "poll", 2, 5000);
+    json_decref (log);
+    s_send_task (fake, "tok-1", 0);
+    shf_task_t *task = NULL;
+    rc = shf_worker_poll (worker, 5000, &task);
+    assert (rc == SHF_OK);
+    assert (streq (shf_task_token (task), "tok-1"));
+    assert (streq (shf_task_input (task), "{\"x\":1}"));
+    assert (shf_task_heartbeat_timeout_ms (task) == 0);
+
+    //  Busy inside the activity, calling nothing: keepalives go on.
+    int64_t busy_from = zclock_mono ();
+    zclock_sleep (2600);
+    log = s_log (fake);
+    int keepalives = 0;
+    size_t i;
+    json_t *entry;
+    json_array_foreach (log, i, entry)
+    {
+        if (streq (s_op (entry), "poll") && s_int (entry, "msg", "credit") == 0
+            && s_int (entry, "t", NULL) >= busy_from)
+            keepalives++;
+    }
+    if (verbose)
+        printf ("  %d keepalives in 2.6 s of a busy application\n", keepalives);
+    assert (keepalives >= 2);
+    json_decref (log);
+
+    //  Heartbeats never wait; a burst makes one batch at once, then one
+    //  with the newest details an interval later.
+    int64_t start = zclock_mono ();
+    bool canceled = true;
+    s_heartbeat (worker, task, "{\"i\":1}", &canceled);
+    assert (!canceled);
+    zclock_sleep (50);
+    s_heartbeat (worker, task, "{\"i\":2}", NULL);
+    s_heartbeat (worker, task, "{\"i\":3}", NULL);
+    assert (zclock_mono () - start < 500);
+    assert (shf_worker_heartbeat (worker, task, "{bad", NULL) == SHF_EINVAL);
+    assert (streq (shf_worker_errcode (worker), "bad_request"));
+    zclock_sleep (1500);
+    log = s_log (fake);
+    json_t *beats = s_beats (log);
+    if (verbose) {
+        char *text = json_dumps (beats, JSON_COMPACT);
+        printf ("  burst: %s\n", text);
+        free (text);
+    }
+    assert (json_array_size (beats) == 2);
+    assert (s_int (s_item_details (json_array_get (beats, 0), 0), "i", NULL)
+            == 1);
+    assert (s_int (s_item_details (json_array_get (beats, 1), 0), "i", NULL)
+            == 3);
+    int64_t gap = s_int (json_array_get (beats, 1), "t", NULL)
+                  - s_int (json_array_get (beats, 0), "t", NULL);
+    assert (gap >= 800 && gap <= 1400);
+    json_decref (beats);
+    json_decref (log);
+
+    //  Silence sends no heartbeats.
+    zclock_sleep (1200);
+    log = s_log (fake);
+    beats = s_beats (log);
+    assert (json_array_size (beats) == 0);
+    json_decref (beats);
+    json_decref (log);
+
+    //  Cancellation comes with a heartbeat reply.
+    zstr_sendx (fake, "CANCEL", "tok-1", NULL);
+    s_heartbeat (worker, task, "{\"i\":4}", &canceled);
+    int64_t deadline = zclock_mono () + 3000;
+    while (!shf_worker_canceled (worker, task) && zclock_mono () < deadline)
+        zclock_sleep (10);
+    assert (shf_worker_canceled (worker, task));
+    s_heartbeat (worker, task, "{\"i\":5}", &canceled);
+    assert (canceled);
+
+    //  The last details go before the result, though the interval has
+    //  not passed; then the slot's credit comes back.
+    rc = shf_worker_complete (worker, &task, "{\"done\":true}");
+    assert (rc == SHF_OK);
+    assert (task == NULL);
+    log = json_array ();
+    s_wait_log (fake, log, "poll", 1, 3000);
+    int64_t last_i = 0;
+    bool completed = false;
+    json_array_foreach (log, i, entry)
+    {
+        const char *op = s_op (entry);
+        if (streq (op, "heartbeat") && !completed) {
+            const json_t *details = s_item_details (entry, 0);
+            if (details)
+                last_i = s_int (details, "i", NULL);
+        }
+        if (streq (op, "complete"))
+            completed = true;
+    }
+    assert (completed && last_i == 5);
+    json_decref (log);
+
+    //  The node's minimum interval throttles; a short heartbeat timeout
+    //  shortens the interval.
+    zstr_sendx (fake, "MIN", "600", NULL);
+    s_send_task (fake, "tok-2", 200);
+    rc = shf_worker_poll (worker, 5000, &task);
+    assert (rc == SHF_OK);
+    assert (shf_task_heartbeat_timeout_ms (task) == 200);
+    json_decref (s_log (fake));
+    for (int n = 0; n < 30; n++) {
+        char details [32];
+        snprintf (details, sizeof details, "{\"n\":%d}", n);
+        s_heartbeat (worker, task, details, NULL);
+        zclock_sleep (50);
+    }
+    log = s_log (fake);
+    beats = s_beats (log);
+    if (verbose)
+        printf ("  %zu batches in 1.5 s with min_interval_ms 600\n",
+                json_array_size (beats));
+    //  The first goes at once; its reply carries the minimum.
+    for (i = 1; i < json_array_size (beats); i++)
+        assert (s_int (json_array_get (beats, i), "t", NULL)
+                    - s_int (json_array_get (beats, i - 1), "t", NULL)
+                >= 550);
+    assert (json_array_size (beats) >= 2 && json_array_size (beats) <= 4);
+    json_decref (beats);
+    json_decref (log);
+    zstr_sendx (fake, "MIN", "0", NULL);
+    for (int n = 0; n < 10; n++) {
+        s_heartbeat (worker, task, "{}", NULL);
+        zclock_sleep (50);
+    }
+    zclock_sleep (700);  //  a batch at 600 ms learns the new minimum
+    json_decref (s_log (fake));
+    for (int n = 0; n < 20; n++) {
+        s_heartbeat (worker, task, "{}", NULL);
+        zclock_sleep (50);
+    }
+    log = s_log (fake);
+    beats = s_beats (log);
+    if (verbose)
+        printf ("  %zu batches in 1 s with a 200 ms heartbeat timeout\n",
+                json_array_size (beats));
+    assert (json_array_size (beats) >= 7);  //  every 100 ms
+    json_decref (beats);
+    json_decref (log);
+
+    //  Stop: tasks that still arrive are handed back; keepalives go on
+    //  without asking for work; the task held can still be reported.
+    shf_worker_stop (worker);
+    s_send_task (fake, "tok-3", 0);
+    shf_task_t *none = NULL;
+    assert (shf_worker_poll (worker, 100, &none) == SHF_ETIMEOUT);
+    log = json_array ();
+    s_wait_log (fake, log, "fail", -1, 3000);
+    json_decref (log);
+    zclock_sleep (1200);
+    log = s_log (fake);
+    int empty = 0;
+    json_array_foreach (log, i, entry)
+    {
+        assert (!streq (s_op (entry), "poll"));
+        if (streq (s_op (entry), "heartbeat")
+            && json_array_size (
+                   json_object_get (json_object_get (entry, "msg"), "items"))
+                   == 0)
+            empty++;
+    }
+    assert (empty >= 1);
+    json_decref (log);
+    rc = shf_worker_fail (worker, &task, "Oops", "failed on purpose");
+    assert (rc == SHF_OK);
+
+    shf_worker_destroy (&worker);
+    shf_worker_destroy (&worker);
+    zactor_destroy (&fake);
+    printf ("OK\n");
+}
