@@ -20,6 +20,7 @@
     mutated cached states in place).
 */
 #include "shf_shard.h"
+#include "shf_cache.h"
 #include "shf_clock.h"
 #include "shf_failpoint.h"
 #include "shf_fs.h"
@@ -31,8 +32,9 @@
 #include <sodium.h>
 #include <string.h>
 
-#define SHF_SHARD_BATCH     1024
-#define SHF_SHARD_CACHE_MAX 20000
+#define SHF_SHARD_BATCH 1024
+//  Run states kept decoded per shard (~5 KB each as JSON trees).
+#define SHF_SHARD_CACHE_MAX 4096
 #define SHF_SHARD_WAIT_MAX  (10 * 60 * 1000)
 #define SHF_DEDUP_TTL_MS    (24 * 3600 * 1000)
 //  A batch that has nothing to send may wait this long for company.
@@ -80,14 +82,14 @@ typedef struct {
     shf_store_t *store;
     bool fenced;
     bool terminated;
-    zhashx_t *cache;    //  exec key -> json_t state
-    zhashx_t *defs;     //  "ns\x1fname\x1fversion" -> shf_def_t
-    zhashx_t *waiters;  //  exec key -> zlistx of s_waiter_t
-    int64_t wait_min;   //  no waiter expires before this (mono ms)
-    int64_t next_due;   //  earliest timer, or INT64_MAX
-    shf_txn_t *txn;     //  the open batch transaction
-    int64_t txn_since;  //  when it began (mono us)
-    size_t n_done;      //  inputs already run in the open transaction
+    shf_cache_t *cache;  //  exec key -> json_t state, LRU
+    zhashx_t *defs;      //  "ns\x1fname\x1fversion" -> shf_def_t
+    zhashx_t *waiters;   //  exec key -> zlistx of s_waiter_t
+    int64_t wait_min;    //  no waiter expires before this (mono ms)
+    int64_t next_due;    //  earliest timer, or INT64_MAX
+    shf_txn_t *txn;      //  the open batch transaction
+    int64_t txn_since;   //  when it began (mono us)
+    size_t n_done;       //  inputs already run in the open transaction
     s_out_t *out;
     size_t n_out, cap_out;
     s_in_t *in;
@@ -293,7 +295,7 @@ s_state_load (self_t *self, const char *ns, const char *wf_id, json_t **state_p)
 {
     char name [600];
     s_exec_name (name, sizeof name, ns, wf_id);
-    json_t *state = zhashx_lookup (self->cache, name);
+    json_t *state = shf_cache_lookup (self->cache, name);
     if (state) {
         *state_p = state;
         return SHF_OK;
@@ -306,9 +308,7 @@ s_state_load (self_t *self, const char *ns, const char *wf_id, json_t **state_p)
         shf_txn_get_json (self->txn, SHF_DB_EXEC, key.data, key.size, &state);
     if (rc)
         return rc;
-    if (zhashx_size (self->cache) >= SHF_SHARD_CACHE_MAX)
-        zhashx_purge (self->cache);
-    zhashx_insert (self->cache, name, state);
+    shf_cache_put (self->cache, name, state);
     *state_p = state;
     return SHF_OK;
 }
@@ -626,9 +626,7 @@ s_wf_start (self_t *self, zframe_t *identity, uint64_t id, const json_t *msg)
     }
     char name [600];
     s_exec_name (name, sizeof name, ns, wf_id);
-    if (zhashx_size (self->cache) >= SHF_SHARD_CACHE_MAX)
-        zhashx_purge (self->cache);
-    zhashx_update (self->cache, name, fresh);
+    shf_cache_put (self->cache, name, fresh);
     json_t *body = json_pack ("{s:s, s:s, s:i}", "workflow_id", wf_id, "run_id",
                               run_id, "shard", (int) self->id);
     if (request_id) {
@@ -1432,7 +1430,7 @@ s_process (self_t *self, bool closing)
             //  input of the transaction.
             shf_txn_abort (&self->txn);
             s_out_clear (self);
-            zhashx_purge (self->cache);
+            shf_cache_purge (self->cache);
             from = 0;
             if (shf_store_grow (self->store) == SHF_OK)
                 continue;
@@ -1463,7 +1461,7 @@ s_process (self_t *self, bool closing)
         shf_error ("shard %u: batch failed (%s); fencing the shard", self->id,
                    shf_strerror (rc));
         self->fenced = true;
-        zhashx_purge (self->cache);
+        shf_cache_purge (self->cache);
         s_fail_batch (self, rc);
         s_in_clear (self);
         return;
@@ -1493,7 +1491,7 @@ s_expire_waiters (self_t *self)
         while (w) {
             void *handle = zlistx_cursor (list);
             if (w->deadline <= now) {
-                json_t *state = zhashx_lookup (self->cache, name);
+                json_t *state = shf_cache_lookup (self->cache, name);
                 json_t *body = state ? shf_workflow_result (state)
                                      : json_pack ("{s:s}", "status", "running");
                 json_t *reply = shf_msg_reply_ok (w->id, body);
@@ -1533,13 +1531,6 @@ s_list_destroy (void **item)
 {
     zlistx_t *list = *item;
     zlistx_destroy (&list);
-    *item = NULL;
-}
-
-static void
-s_json_destroy (void **item)
-{
-    json_decref (*item);
     *item = NULL;
 }
 
@@ -1621,8 +1612,7 @@ shf_shard (zsock_t *pipe, void *vargs)
     self->pipe = pipe;
     self->args = args;
     self->id = args->id;
-    self->cache = zhashx_new ();
-    zhashx_set_destructor (self->cache, s_json_destroy);
+    self->cache = shf_cache_new (SHF_SHARD_CACHE_MAX);
     self->defs = zhashx_new ();
     zhashx_set_destructor (self->defs, s_def_destroy);
     self->waiters = zhashx_new ();
@@ -1700,7 +1690,7 @@ shf_shard (zsock_t *pipe, void *vargs)
     free (self->out);
     shf_wf_output_reset (&self->wf_out);
     json_decref (self->wf_out.events);  //  reset re-initialises it
-    zhashx_destroy (&self->cache);
+    shf_cache_destroy (&self->cache);
     zhashx_destroy (&self->defs);
     zhashx_destroy (&self->waiters);
     shf_store_destroy (&self->store);

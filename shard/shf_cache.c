@@ -1,0 +1,128 @@
+/*  shf_cache.c - LRU cache of run states (see shf_cache.h).
+*/
+#include "shf_cache.h"
+#include "shf_alloc.h"
+#include <assert.h>
+#include <czmq.h>
+
+typedef struct {
+    char *key;
+    json_t *state;
+    void *handle;  //  position in the recency list
+} s_entry_t;
+
+struct shf_cache {
+    size_t capacity;
+    zhashx_t *entries;  //  key -> s_entry_t
+    zlistx_t *recency;  //  s_entry_t, least recently used first
+};
+
+static void
+s_entry_free (void **item)
+{
+    s_entry_t *e = *item;
+    if (e) {
+        json_decref (e->state);
+        free (e->key);
+        free (e);
+    }
+    *item = NULL;
+}
+
+shf_cache_t *
+shf_cache_new (size_t capacity)
+{
+    assert (capacity >= 1);
+    shf_cache_t *self = shf_alloc (sizeof *self);
+    self->capacity = capacity;
+    self->entries = zhashx_new ();
+    zhashx_set_destructor (self->entries, s_entry_free);
+    self->recency = zlistx_new ();
+    return self;
+}
+
+void
+shf_cache_destroy (shf_cache_t **self_p)
+{
+    shf_cache_t *self = *self_p;
+    if (self) {
+        zlistx_destroy (&self->recency);
+        zhashx_destroy (&self->entries);
+        free (self);
+        *self_p = NULL;
+    }
+}
+
+json_t *
+shf_cache_lookup (shf_cache_t *self, const char *key)
+{
+    s_entry_t *e = zhashx_lookup (self->entries, key);
+    if (!e)
+        return NULL;
+    zlistx_move_end (self->recency, e->handle);
+    return e->state;
+}
+
+void
+shf_cache_put (shf_cache_t *self, const char *key, json_t *state)
+{
+    s_entry_t *e = zhashx_lookup (self->entries, key);
+    if (e) {
+        if (e->state != state) {
+            json_decref (e->state);
+            e->state = state;
+        }
+        zlistx_move_end (self->recency, e->handle);
+        return;
+    }
+    while (zhashx_size (self->entries) >= self->capacity) {
+        s_entry_t *oldest = zlistx_first (self->recency);
+        zlistx_delete (self->recency, oldest->handle);
+        zhashx_delete (self->entries, oldest->key);
+    }
+    e = shf_alloc (sizeof *e);
+    e->key = strdup (key);
+    e->state = state;
+    e->handle = zlistx_add_end (self->recency, e);
+    zhashx_insert (self->entries, key, e);
+}
+
+void
+shf_cache_purge (shf_cache_t *self)
+{
+    zlistx_purge (self->recency);
+    zhashx_purge (self->entries);
+}
+
+size_t
+shf_cache_size (shf_cache_t *self)
+{
+    return zhashx_size (self->entries);
+}
+
+void
+shf_cache_test (bool verbose)
+{
+    (void) verbose;
+    shf_cache_t *cache = shf_cache_new (2);
+    shf_cache_put (cache, "a", json_integer (1));
+    shf_cache_put (cache, "b", json_integer (2));
+    //  Touching a makes b the least recently used: c evicts b.
+    assert (json_integer_value (shf_cache_lookup (cache, "a")) == 1);
+    shf_cache_put (cache, "c", json_integer (3));
+    assert (shf_cache_size (cache) == 2);
+    assert (shf_cache_lookup (cache, "b") == NULL);
+    assert (shf_cache_lookup (cache, "a") && shf_cache_lookup (cache, "c"));
+    //  Replacing keeps one entry; putting the same state again is a no-op.
+    shf_cache_put (cache, "c", json_integer (4));
+    json_t *c = shf_cache_lookup (cache, "c");
+    assert (json_integer_value (c) == 4);
+    shf_cache_put (cache, "c", c);
+    assert (shf_cache_size (cache) == 2);
+    shf_cache_purge (cache);
+    assert (shf_cache_size (cache) == 0 && !shf_cache_lookup (cache, "a"));
+    shf_cache_put (cache, "d", json_integer (5));
+    assert (shf_cache_size (cache) == 1);
+    shf_cache_destroy (&cache);
+    assert (cache == NULL);
+}
