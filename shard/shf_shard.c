@@ -83,6 +83,7 @@ typedef struct {
     bool fenced;
     bool terminated;
     shf_cache_t *cache;  //  exec key -> json_t state, LRU
+    zhashx_t *dirty;     //  exec key -> state changed in the open txn
     zhashx_t *defs;      //  "ns\x1fname\x1fversion" -> shf_def_t
     zhashx_t *waiters;   //  exec key -> zlistx of s_waiter_t
     int64_t wait_min;    //  no waiter expires before this (mono ms)
@@ -98,6 +99,13 @@ typedef struct {
 } self_t;
 
 static void s_waiter_destroy (void **item);
+
+static void
+s_json_destroy (void **item)
+{
+    json_decref (*item);
+    *item = NULL;
+}
 
 //  --------------------------------------------------------------------
 //  Small helpers
@@ -295,7 +303,11 @@ s_state_load (self_t *self, const char *ns, const char *wf_id, json_t **state_p)
 {
     char name [600];
     s_exec_name (name, sizeof name, ns, wf_id);
-    json_t *state = shf_cache_lookup (self->cache, name);
+    //  A state changed in the open transaction but not yet written is the
+    //  newest, even if the cache has let go of it.
+    json_t *state = zhashx_lookup (self->dirty, name);
+    if (!state)
+        state = shf_cache_lookup (self->cache, name);
     if (state) {
         *state_p = state;
         return SHF_OK;
@@ -481,11 +493,12 @@ s_persist (self_t *self, json_t *state, shf_wf_output_t *wo, bool is_new)
                 break;
         }
     }
-    //  mutable state
-    shf_key_exec (&key, ns, wf_id);
-    rc = shf_txn_put_json (self->txn, SHF_DB_EXEC, key.data, key.size, state);
-    if (rc)
-        return rc;
+    //  mutable state: written once per transaction, however many
+    //  transitions the run made in it (s_flush_dirty)
+    char dirty_name [600];
+    s_exec_name (dirty_name, sizeof dirty_name, ns, wf_id);
+    if (zhashx_lookup (self->dirty, dirty_name) != state)
+        zhashx_update (self->dirty, dirty_name, json_incref (state));
     //  visibility index
     if (is_new || closed) {
         json_t *entry;
@@ -1399,6 +1412,23 @@ s_fail_batch (self_t *self, shf_err_t rc)
     s_send_outbox (self);
 }
 
+//  Writes every state changed in the open transaction.
+static shf_err_t
+s_flush_dirty (self_t *self)
+{
+    for (json_t *state = zhashx_first (self->dirty); state;
+         state = zhashx_next (self->dirty)) {
+        shf_key_t key;
+        shf_key_exec (&key, s_str (state, "ns"), shf_workflow_id (state));
+        shf_err_t rc = shf_txn_put_json (self->txn, SHF_DB_EXEC, key.data,
+                                         key.size, state);
+        if (rc)
+            return rc;
+    }
+    zhashx_purge (self->dirty);
+    return SHF_OK;
+}
+
 //  Runs the inputs taken since the last call, and commits unless the
 //  transaction has nothing to send yet and is young: then it lingers open
 //  (up to SHF_SHARD_LINGER_US) so transitions nobody waits for, such as
@@ -1413,6 +1443,7 @@ s_process (self_t *self, bool closing)
         return;
     }
     shf_err_t rc = SHF_OK;
+    bool linger = false;
     size_t from = self->n_done;
     for (int attempt = 0;; attempt++) {
         if (!self->txn) {
@@ -1424,6 +1455,12 @@ s_process (self_t *self, bool closing)
         }
         if (rc == SHF_OK)
             rc = s_run_batch (self, from);
+        linger =
+            rc == SHF_OK && !closing && self->n_out == 0
+            && self->n_in < SHF_SHARD_BATCH
+            && shf_clock_mono_us () - self->txn_since < SHF_SHARD_LINGER_US;
+        if (rc == SHF_OK && !linger)
+            rc = s_flush_dirty (self);
         if (rc == SHF_EFULL && attempt < 8) {
             //  The state machine mutated cached states in place; drop
             //  them so the redo starts from what LMDB holds, with every
@@ -1431,15 +1468,14 @@ s_process (self_t *self, bool closing)
             shf_txn_abort (&self->txn);
             s_out_clear (self);
             shf_cache_purge (self->cache);
+            zhashx_purge (self->dirty);
             from = 0;
             if (shf_store_grow (self->store) == SHF_OK)
                 continue;
         }
         break;
     }
-    if (rc == SHF_OK && !closing && self->n_out == 0
-        && self->n_in < SHF_SHARD_BATCH
-        && shf_clock_mono_us () - self->txn_since < SHF_SHARD_LINGER_US) {
+    if (rc == SHF_OK && linger) {
         self->n_done = self->n_in;
         return;
     }
@@ -1462,6 +1498,7 @@ s_process (self_t *self, bool closing)
                    shf_strerror (rc));
         self->fenced = true;
         shf_cache_purge (self->cache);
+        zhashx_purge (self->dirty);
         s_fail_batch (self, rc);
         s_in_clear (self);
         return;
@@ -1613,6 +1650,8 @@ shf_shard (zsock_t *pipe, void *vargs)
     self->args = args;
     self->id = args->id;
     self->cache = shf_cache_new (SHF_SHARD_CACHE_MAX);
+    self->dirty = zhashx_new ();
+    zhashx_set_destructor (self->dirty, s_json_destroy);
     self->defs = zhashx_new ();
     zhashx_set_destructor (self->defs, s_def_destroy);
     self->waiters = zhashx_new ();
@@ -1691,6 +1730,7 @@ shf_shard (zsock_t *pipe, void *vargs)
     shf_wf_output_reset (&self->wf_out);
     json_decref (self->wf_out.events);  //  reset re-initialises it
     shf_cache_destroy (&self->cache);
+    zhashx_destroy (&self->dirty);
     zhashx_destroy (&self->defs);
     zhashx_destroy (&self->waiters);
     shf_store_destroy (&self->store);
