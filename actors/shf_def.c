@@ -20,6 +20,7 @@
     Pure: no I/O, no clock.
 */
 #include "../common/shf_alloc.h"
+#include "../proto/shf_mpack.h"
 #include "shf_def.h"
 #include "shf_duration.h"
 #include <assert.h>
@@ -611,6 +612,14 @@ shf_def_compile (const char *text, size_t len, shf_def_t **def_p, char *err,
     if (!json_is_object (doc)) {
         json_decref (doc);
         s_fail (&c, "a definition must be a JSON object");
+        return c.rc;
+    }
+    //  Templates are stored and rendered inside deeper values (run state,
+    //  events, replies): keep the whole document shallow enough for them.
+    if (shf_mpack_depth (doc) > SHF_DEF_MAX_DEPTH) {
+        json_decref (doc);
+        s_fail (&c, "the document is nested deeper than %d levels",
+                SHF_DEF_MAX_DEPTH);
         return c.rc;
     }
     shf_def_t *self = shf_alloc (sizeof *self);

@@ -25,6 +25,7 @@
 #define SHF_DEF_NAME_MAX 128
 #define SHF_STEP_ID_MAX  128
 #define SHF_DEF_MAX_STEPS 1024
+#define SHF_DEF_MAX_DEPTH 32
 
 typedef struct shf_def shf_def_t;
 

@@ -31,6 +31,8 @@
     and result readers (read-only). Pure: time comes from input->now.
 */
 #include "shf_workflow.h"
+#include "../proto/shf_mpack.h"
+#include "../proto/shf_msg.h"
 #include "shf_retry.h"
 #include <assert.h>
 #include <stdarg.h>
@@ -207,6 +209,21 @@ shf_wf_output_reset (shf_wf_output_t *self)
     }
     free (self->effects);
     shf_wf_output_init (self);
+}
+
+//  A rendered value must travel in a task or a reply: within the payload
+//  size limit and shallow enough to be stored inside a run state and
+//  wrapped in a reply (codec limit 64; wrappers take up to ~5 levels).
+#define S_MAX_VALUE_DEPTH 48
+static bool
+s_fits (const json_t *value)
+{
+    if (!value)
+        return true;  //  no input: null
+    size_t size;
+    return shf_mpack_size (value, &size) == SHF_OK
+           && size <= SHF_MSG_MAX_PAYLOAD
+           && shf_mpack_depth (value) <= S_MAX_VALUE_DEPTH;
 }
 
 //  Appends an event numbered from the state's counter; returns it borrowed
@@ -685,6 +702,14 @@ s_step_reach (s_run_t *r, size_t idx)
                 s_step_fail (r, idx, "ExpressionError", message, false);
                 return;
             }
+            if (!s_fits (input)) {
+                json_decref (input);
+                s_step_fail (r, idx, "TooLarge",
+                             "input: the rendered input is over the payload "
+                             "limit",
+                             false);
+                return;
+            }
             s_set (rec, "input", input);
             s_dispatch (r, idx, 1);
             break;
@@ -759,6 +784,14 @@ s_advance (s_run_t *r)
             char message [256];
             snprintf (message, sizeof message, "output: %s", err);
             s_fail_workflow (r, "ExpressionError", message, -1);
+            return;
+        }
+        if (!s_fits (output)) {
+            json_decref (output);
+            s_fail_workflow (r, "TooLarge",
+                             "output: the rendered output is over the payload "
+                             "limit",
+                             -1);
             return;
         }
     }

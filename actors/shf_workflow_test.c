@@ -474,6 +474,15 @@ static const s_row_t s_handback_retry [] = {
      "ActivityStarted ActivityFailed WorkflowFailed", "CLOSED", "failed"},
     {.op = NULL}};
 
+//  A rendered input too deep to store (49 levels > 48) fails the step
+//  with TooLarge instead of poisoning the run state.
+static const s_row_t s_input_too_deep [] = {
+    {"start", 0, NULL, 0,
+     "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]"
+     "]]]]]]]]]]]]]]]]]]]]]]]]]]",
+     NULL, OK, NULL, "CLOSED", "failed"},
+    {.op = NULL}};
+
 static const s_row_t s_signal_buffered [] = {
     {"start", 0, NULL, 0, "{}", NULL, OK, NULL, "TASK(a#1)", NULL},
     {"signal", 5, "go", 0, "{\"n\":1}", NULL, OK, "SignalReceived", "",
@@ -679,6 +688,10 @@ static const s_case_t s_cases [] = {
      "\"activity\":\"A\",\"retry\":{\"max_attempts\":2,"
      "\"initial_interval\":\"1s\"}}]}",
      s_handback_retry},
+    {"input_too_deep",
+     "{\"name\":\"deep\",\"version\":1,\"steps\":[{\"id\":\"a\","
+     "\"activity\":\"A\",\"input\":\"${input}\"}]}",
+     s_input_too_deep},
     {"signal_buffered",
      "{\"name\":\"sig\",\"version\":1,\"steps\":[{\"id\":\"a\","
      "\"activity\":\"A\"},{\"id\":\"w\",\"wait_signal\":\"go\"}]}",

@@ -570,6 +570,35 @@ s_round_trip (const json_t *value)
     free (data);
 }
 
+int
+shf_mpack_depth (const json_t *value)
+{
+    int deepest = 0;
+    if (json_is_object (value)) {
+        const char *key;
+        const json_t *member;
+        json_object_foreach ((json_t *) value, key, member)
+        {
+            int d = shf_mpack_depth (member);
+            if (d > deepest)
+                deepest = d;
+        }
+        return deepest + 1;
+    }
+    if (json_is_array (value)) {
+        size_t i;
+        const json_t *member;
+        json_array_foreach (value, i, member)
+        {
+            int d = shf_mpack_depth (member);
+            if (d > deepest)
+                deepest = d;
+        }
+        return deepest + 1;
+    }
+    return 0;
+}
+
 void
 shf_mpack_test (bool verbose)
 {

@@ -48,6 +48,11 @@ shf_err_t
 bool
     shf_mpack_utf8_valid (const char *s, size_t len);
 
+//  Nesting depth of a value: 0 for a scalar, 1 for a flat array or map.
+//  Recursive: call only on values the decoder (or a bounded builder) made.
+int
+    shf_mpack_depth (const json_t *value);
+
 void
     shf_mpack_test (bool verbose);
 

@@ -237,6 +237,14 @@ s_check_payload (const char *op, const char *path, const json_t *value,
         return s_fail (SHF_ETOOLARGE, err, errlen,
                        "%s: field \"%s\" is larger than %u MiB", op, path,
                        SHF_MSG_MAX_PAYLOAD / (1024 * 1024));
+    //  What clients send is stored inside run states, events and replies
+    //  (and may be templated into deeper values): keep room for that under
+    //  the codec's depth limit. Tasks carry rendered values: exempt.
+    if (strcmp (op, "task") != 0
+        && shf_mpack_depth (value) > SHF_MSG_MAX_PAYLOAD_DEPTH)
+        return s_fail (SHF_EINVAL, err, errlen,
+                       "%s: field \"%s\" is nested deeper than %d levels", op,
+                       path, SHF_MSG_MAX_PAYLOAD_DEPTH);
     return SHF_OK;
 }
 
@@ -835,6 +843,21 @@ shf_msg_test (bool verbose)
     s_expect (msg, SHF_EINVAL, "must not contain NUL", verbose);
 
     //  Ranges and shapes
+    //  Payload depth: 20 levels pass, 21 are refused; tasks are exempt.
+    json_t *deep = json_integer (1);
+    for (int level = 0; level < SHF_MSG_MAX_PAYLOAD_DEPTH; level++)
+        deep = json_pack ("[o]", deep);
+    msg = s_valid (SHF_OP_WF_SIGNAL, false);
+    json_object_set (msg, "input", deep);
+    s_expect (msg, SHF_OK, NULL, false);
+    deep = json_pack ("[o]", deep);
+    msg = s_valid (SHF_OP_WF_SIGNAL, false);
+    json_object_set (msg, "input", deep);
+    s_expect (msg, SHF_EINVAL, "nested deeper than 20 levels", verbose);
+    msg = s_valid (SHF_OP_TASK, false);
+    json_object_set (msg, "input", deep);
+    s_expect (msg, SHF_OK, NULL, false);
+    json_decref (deep);
     msg = s_valid (SHF_OP_POLL, false);
     json_object_set_new (msg, "credit", json_integer (-1));
     s_expect (msg, SHF_EINVAL, "\"credit\" must be an integer from 0 to 100000",

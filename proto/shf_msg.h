@@ -54,6 +54,9 @@
 //  A frame may hold one full payload plus its envelope.
 #define SHF_MSG_MAX_FRAME (SHF_MSG_MAX_PAYLOAD + 64 * 1024)
 #define SHF_MSG_MAX_NAME  255
+//  Payloads from clients nest at most this deep (the codec allows 64, and
+//  stored states and replies wrap payloads in a few more levels).
+#define SHF_MSG_MAX_PAYLOAD_DEPTH 20
 
 typedef enum {
     SHF_OP_INVALID = 0,

@@ -25,8 +25,8 @@ s_hex_field (json_t *doc, const char *field, uint8_t *out, size_t size)
 {
     const char *hex = json_string_value (json_object_get (doc, field));
     size_t len = 0;
-    if (!hex || sodium_hex2bin (out, size, hex, strlen (hex), NULL, &len, NULL)
-                    != 0
+    if (!hex
+        || sodium_hex2bin (out, size, hex, strlen (hex), NULL, &len, NULL) != 0
         || len != size)
         return SHF_ECORRUPT;
     return SHF_OK;
@@ -59,6 +59,16 @@ s_cluster_file (shf_node_t *self, uint32_t *shards)
     }
     if (access (path, F_OK) == 0) {
         shf_error ("%s: %s", path, jerr.text);
+        return SHF_ECORRUPT;
+    }
+    //  Shards without their cluster file: a new key would route every
+    //  workflow to another shard and void every task token. Refuse.
+    char shards_dir [4200];
+    snprintf (shards_dir, sizeof shards_dir, "%s/shards", self->data_dir);
+    if (access (shards_dir, F_OK) == 0) {
+        shf_error ("%s is missing but %s exists: restore the cluster file, "
+                   "it cannot be made anew",
+                   path, shards_dir);
         return SHF_ECORRUPT;
     }
     randombytes_buf (self->args.cluster_key, SHF_SHARDMAP_KEY_BYTES);

@@ -56,18 +56,20 @@ s_identity_text (zframe_t *identity, char *buf, size_t size)
     sodium_bin2hex (buf, size, zframe_data (identity), zframe_size (identity));
 }
 
-static void
+//  Returns false when the message cannot be encoded (nothing was sent).
+static bool
 s_send_frontend (self_t *self, zframe_t *identity, const json_t *msg)
 {
     char *data;
     size_t size;
     if (shf_msg_encode (msg, &data, &size) != SHF_OK)
-        return;
+        return false;
     zmsg_t *m = zmsg_new ();
     zmsg_addmem (m, zframe_data (identity), zframe_size (identity));
     zmsg_addmem (m, data, size);
     free (data);
     zmsg_send (&m, self->frontend);
+    return true;
 }
 
 static void
@@ -106,8 +108,15 @@ s_dispatch (void *arg, const char *worker, const json_t *task)
         != 0)
         return;
     zframe_t *identity = zframe_new (raw, raw_len);
-    s_send_frontend (self, identity, task);
+    bool sent = s_send_frontend (self, identity, task);
     zframe_destroy (&identity);
+    if (!sent) {
+        //  Shards bound what they render, so this is a bug: say so rather
+        //  than record an ActivityStarted for a task nobody got.
+        shf_error ("router: task %s cannot be encoded; not dispatched",
+                   json_string_value (json_object_get (task, "token")));
+        return;
+    }
     shf_workers_track (self->workers, worker,
                        json_string_value (json_object_get (task, "token")),
                        shf_clock_mono_us () / 1000);

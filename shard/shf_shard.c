@@ -20,6 +20,7 @@
     mutated cached states in place).
 */
 #include "shf_shard.h"
+#include "shf_alloc.h"
 #include "shf_cache.h"
 #include "shf_clock.h"
 #include "shf_failpoint.h"
@@ -34,9 +35,10 @@
 
 #define SHF_SHARD_BATCH 1024
 //  Run states kept decoded per shard (~5 KB each as JSON trees).
-#define SHF_SHARD_CACHE_MAX 4096
-#define SHF_SHARD_WAIT_MAX  (10 * 60 * 1000)
-#define SHF_DEDUP_TTL_MS    (24 * 3600 * 1000)
+#define SHF_SHARD_MAX_RUN_NAME 320
+#define SHF_SHARD_CACHE_MAX    4096
+#define SHF_SHARD_WAIT_MAX     (10 * 60 * 1000)
+#define SHF_DEDUP_TTL_MS       (24 * 3600 * 1000)
 //  A batch that has nothing to send may wait this long for company.
 #define SHF_SHARD_LINGER_US 2000
 
@@ -45,19 +47,22 @@ typedef enum {
     S_OUT_TASK,
     S_OUT_CANCEL,
     S_OUT_GATHERED,
+    S_OUT_WAIT,
     S_OUT_WAKE
 } s_out_kind_t;
 
 //  One thing to send after commit.
 typedef struct {
     s_out_kind_t kind;
-    zframe_t *identity;  //  REPLY
+    zframe_t *identity;  //  REPLY, WAIT
     json_t *body;        //  REPLY: reply msg; TASK: task; GATHERED: reply;
                          //  WAKE: result body
     char *queue;         //  CANCEL
     char *token;         //  CANCEL
-    char *exec_key;      //  WAKE
+    char *exec_key;      //  WAIT, WAKE
     uint32_t gather_id;
+    uint64_t id;       //  WAIT: request id
+    int64_t deadline;  //  WAIT: mono ms
 } s_out_t;
 
 //  One input of the current batch, kept so the batch can be redone.
@@ -371,6 +376,7 @@ s_task_key (shf_key_t *key, const json_t *state, const char *step,
     shf_key_str (key, shf_workflow_run_id (state));
     shf_key_str (key, step);
     shf_key_u32 (key, attempt);
+    assert (!key->overflow);  //  names are bounded at wf_start
 }
 
 static void
@@ -393,6 +399,7 @@ s_timer_key (shf_key_t *key, const json_t *state, int64_t due,
     shf_key_str (key, shf_workflow_id (state));
     shf_key_str (key, shf_workflow_run_id (state));
     shf_key_u64 (key, timer_id);
+    assert (!key->overflow);  //  names are bounded at wf_start
 }
 
 //  Writes what one transition produced: state, events, effects, index.
@@ -510,13 +517,13 @@ s_persist (self_t *self, json_t *state, shf_wf_output_t *wo, bool is_new)
             return rc;
     }
     if (closed) {
+        //  Always: a waiter registered earlier in this batch is not in
+        //  self->waiters yet (registrations take effect after commit).
         char name [600];
         s_exec_name (name, sizeof name, ns, wf_id);
-        if (zhashx_lookup (self->waiters, name)) {
-            s_out_t *o = s_out_push (self, S_OUT_WAKE);
-            o->exec_key = strdup (name);
-            o->body = shf_workflow_result (state);
-        }
+        s_out_t *o = s_out_push (self, S_OUT_WAKE);
+        o->exec_key = strdup (name);
+        o->body = shf_workflow_result (state);
     }
     return SHF_OK;
 }
@@ -528,13 +535,13 @@ s_apply (self_t *self, const shf_def_t *def, json_t *state,
 {
     shf_wf_output_reset (&self->wf_out);
     shf_err_t rc = shf_workflow_apply (def, state, input, &self->wf_out);
-    if (rc) {
+    if (rc == SHF_OK)
+        rc = s_persist (self, state, &self->wf_out, is_new);
+    if (rc)
         snprintf (why, whylen, "%s",
                   self->wf_out.message [0] ? self->wf_out.message
                                            : shf_strerror (rc));
-        return rc;
-    }
-    return s_persist (self, state, &self->wf_out, is_new);
+    return rc;
 }
 
 static shf_err_t
@@ -573,6 +580,14 @@ s_wf_start (self_t *self, zframe_t *identity, uint64_t id, const json_t *msg)
     const char *request_id = s_str (msg, "request_id");
     shf_key_t dkey;
     shf_err_t rc;
+    //  Every key of the run (task and timer keys are the longest: run key
+    //  + step id + counters) must fit LMDB's 511 bytes.
+    if (strlen (ns) + strlen (wf_id) > SHF_SHARD_MAX_RUN_NAME) {
+        s_reply_error (self, identity, id, SHF_EINVAL,
+                       "namespace and workflow id together must be at most "
+                       "320 bytes");
+        return SHF_OK;
+    }
     if (request_id) {
         shf_key_init (&dkey);
         shf_key_str (&dkey, ns);
@@ -689,23 +704,16 @@ s_wf_result (self_t *self, zframe_t *identity, uint64_t id, const json_t *msg)
         int64_t timeout = shf_msg_int (msg, "timeout_ms", 60000);
         if (timeout > SHF_SHARD_WAIT_MAX)
             timeout = SHF_SHARD_WAIT_MAX;
+        //  Held in the outbox: a waiter exists only once the batch that
+        //  saw the run open has committed, and a redone batch adds it once.
         char name [600];
         s_exec_name (name, sizeof name, s_str (msg, "ns"),
                      s_str (msg, "wf_id"));
-        zlistx_t *list = zhashx_lookup (self->waiters, name);
-        if (!list) {
-            list = zlistx_new ();
-            zlistx_set_destructor (list, s_waiter_destroy);
-            zhashx_insert (self->waiters, name, list);
-        }
-        s_waiter_t *w = calloc (1, sizeof *w);
-        assert (w);
-        w->identity = zframe_dup (identity);
-        w->id = id;
-        w->deadline = shf_clock_mono_us () / 1000 + timeout;
-        zlistx_add_end (list, w);
-        if (w->deadline < self->wait_min)
-            self->wait_min = w->deadline;
+        s_out_t *o = s_out_push (self, S_OUT_WAIT);
+        o->identity = zframe_dup (identity);
+        o->id = id;
+        o->deadline = shf_clock_mono_us () / 1000 + timeout;
+        o->exec_key = strdup (name);
         return SHF_OK;
     }
     s_reply (self, identity, id, shf_workflow_result (state));
@@ -1064,11 +1072,16 @@ s_def_show (self_t *self, const json_t *msg, json_t **reply_p)
     return SHF_OK;
 }
 
+//  A filtered list reads at most this many index entries per shard, so a
+//  filter that matches nothing cannot hold the shard's batch for long.
+#define SHF_SHARD_LIST_SCAN 10000
+
 typedef struct {
     const char *status;  //  filters (NULL: any)
     const char *name;
     int64_t limit;
     json_t *list;
+    int64_t scanned;
 } s_listing_t;
 
 static bool
@@ -1091,14 +1104,15 @@ s_wf_listed (void *arg, json_t *entry)
         json_array_append_new (l->list, item);
     }
     json_decref (entry);
-    return (int64_t) json_array_size (l->list) < l->limit;
+    return (int64_t) json_array_size (l->list) < l->limit
+           && ++l->scanned < SHF_SHARD_LIST_SCAN;
 }
 
 static shf_err_t
 s_wf_list (self_t *self, const json_t *msg, json_t **reply_p)
 {
     s_listing_t listing = {s_str (msg, "status"), s_str (msg, "name"),
-                           shf_msg_int (msg, "limit", 100), json_array ()};
+                           shf_msg_int (msg, "limit", 100), json_array (), 0};
     shf_key_t prefix;
     shf_key_init (&prefix);
     shf_key_str (&prefix, s_str (msg, "ns"));
@@ -1227,6 +1241,8 @@ s_fire_timers (self_t *self)
             return rc;
         self->next_due = INT64_MAX;
     }
+    //  More were due than one batch fires: the next batch goes on.
+    self->next_due = now;
     return SHF_OK;
 }
 
@@ -1337,8 +1353,16 @@ s_send_reply (self_t *self, zframe_t **identity_p, const json_t *reply)
     char *data;
     size_t size;
     if (shf_msg_encode (reply, &data, &size) != SHF_OK) {
-        zframe_destroy (identity_p);
-        return;
+        //  Never leave a client waiting: say why there is no answer.
+        json_t *error = shf_msg_reply_error (
+            (uint64_t) shf_msg_int (reply, "id", 0), SHF_ETOOLARGE,
+            "the answer is larger than the frame limit");
+        shf_err_t rc = shf_msg_encode (error, &data, &size);
+        json_decref (error);
+        if (rc != SHF_OK) {
+            zframe_destroy (identity_p);
+            return;
+        }
     }
     zmsg_t *m = zmsg_new ();
     zmsg_addstr (m, "REPLY");
@@ -1372,6 +1396,23 @@ s_send_outbox (self_t *self)
             case S_OUT_CANCEL:
                 zsock_send (self->pipe, "sss", "CANCEL", o->queue, o->token);
                 break;
+            case S_OUT_WAIT: {
+                zlistx_t *list = zhashx_lookup (self->waiters, o->exec_key);
+                if (!list) {
+                    list = zlistx_new ();
+                    zlistx_set_destructor (list, s_waiter_destroy);
+                    zhashx_insert (self->waiters, o->exec_key, list);
+                }
+                s_waiter_t *w = shf_alloc (sizeof *w);
+                w->identity = o->identity;
+                o->identity = NULL;
+                w->id = o->id;
+                w->deadline = o->deadline;
+                zlistx_add_end (list, w);
+                if (w->deadline < self->wait_min)
+                    self->wait_min = w->deadline;
+                break;
+            }
             case S_OUT_WAKE: {
                 zlistx_t *list = zhashx_lookup (self->waiters, o->exec_key);
                 if (!list)
@@ -1469,6 +1510,7 @@ s_process (self_t *self, bool closing)
             s_out_clear (self);
             shf_cache_purge (self->cache);
             zhashx_purge (self->dirty);
+            self->next_due = INT64_MIN;  //  fired timers are back: rescan
             from = 0;
             if (shf_store_grow (self->store) == SHF_OK)
                 continue;
@@ -1528,9 +1570,16 @@ s_expire_waiters (self_t *self)
         while (w) {
             void *handle = zlistx_cursor (list);
             if (w->deadline <= now) {
-                json_t *state = shf_cache_lookup (self->cache, name);
-                json_t *body = state ? shf_workflow_result (state)
-                                     : json_pack ("{s:s}", "status", "running");
+                json_t *state = zhashx_lookup (self->dirty, name);
+                if (!state)
+                    state = shf_cache_lookup (self->cache, name);
+                const char *wf_id = strchr (name, '\x1f');
+                json_t *body =
+                    state
+                        ? shf_workflow_result (state)
+                        : json_pack ("{s:s, s:n, s:s, s:n, s:n}", "workflow_id",
+                                     wf_id ? wf_id + 1 : name, "run_id",
+                                     "status", "running", "output", "failure");
                 json_t *reply = shf_msg_reply_ok (w->id, body);
                 s_send_reply (self, &w->identity, reply);
                 json_decref (reply);
