@@ -10,9 +10,9 @@ typedef struct {
 } s_poller_t;
 
 typedef struct {
-    zlistx_t *tasks;   //  json_t *, FIFO
-    zhashx_t *tokens;  //  token -> handle in tasks
-    zhashx_t *pollers; //  worker -> s_poller_t
+    zlistx_t *tasks;    //  json_t *, FIFO
+    zhashx_t *tokens;   //  token -> handle in tasks
+    zhashx_t *pollers;  //  worker -> s_poller_t
 } s_queue_t;
 
 struct shf_matcher {
@@ -103,11 +103,14 @@ s_dispatch (shf_matcher_t *self, s_queue_t *q)
         if (!best)
             return;
         json_t *task = zlistx_first (q->tasks);
+        //  best_name stays valid: the send callback does not touch us.
+        if (!self->send (self->arg, best_name, task)) {
+            zhashx_delete (q->pollers, best_name);
+            continue;
+        }
+        best->credit--;
         zhashx_delete (q->tokens,
                        json_string_value (json_object_get (task, "token")));
-        best->credit--;
-        //  best_name stays valid: the send callback does not touch us.
-        self->send (self->arg, best_name, task);
         zlistx_delete (q->tasks, zlistx_cursor (q->tasks));
     }
 }
@@ -201,13 +204,16 @@ typedef struct {
     int count;
 } s_sent_t;
 
-static void
+static bool
 s_record (void *arg, const char *worker, const json_t *task)
 {
     s_sent_t *sent = arg;
     (void) task;
+    if (strcmp (worker, "gone") == 0)
+        return false;
     assert (sent->count < 16);
     snprintf (sent->got [sent->count++], 16, "%s", worker);
+    return true;
 }
 
 static json_t *
@@ -257,6 +263,19 @@ shf_matcher_test (bool verbose)
     t = s_task ("c");
     shf_matcher_add_task (m2, &t);
     assert (sent.count == 1 && shf_matcher_pending (m2, "q") == 1);
+    //  A worker whose connection is gone is forgotten; the task goes to
+    //  the next poller even though the gone one had more credit.
+    sent.count = 0;
+    shf_matcher_t *m3 = shf_matcher_new (s_record, &sent);
+    shf_matcher_poll (m3, "gone", "q", 9, 0);
+    shf_matcher_poll (m3, "here", "q", 1, 0);
+    t = s_task ("d");
+    shf_matcher_add_task (m3, &t);
+    assert (sent.count == 1 && strcmp (sent.got [0], "here") == 0);
+    t = s_task ("e");
+    shf_matcher_add_task (m3, &t);
+    assert (sent.count == 1 && shf_matcher_pending (m3, "q") == 1);
+    shf_matcher_destroy (&m3);
     shf_matcher_destroy (&m2);
     shf_matcher_destroy (&m);
     assert (m == NULL);

@@ -18,42 +18,35 @@
 
 typedef struct shf_matcher shf_matcher_t;
 
-//  Called for each match; task is borrowed (freed after the call).
-typedef void (shf_matcher_send_fn) (void *arg, const char *worker,
+//  Called for each match; task is borrowed (freed after a delivery).
+//  Returns false when the worker is gone: the matcher forgets it and
+//  offers the task to the next poller.
+typedef bool (shf_matcher_send_fn) (void *arg, const char *worker,
                                     const json_t *task);
 
-shf_matcher_t *
-    shf_matcher_new (shf_matcher_send_fn *send, void *arg);
-void
-    shf_matcher_destroy (shf_matcher_t **self_p);
+shf_matcher_t *shf_matcher_new (shf_matcher_send_fn *send, void *arg);
+void shf_matcher_destroy (shf_matcher_t **self_p);
 
 //  Queue a task (taken); a task whose token is already queued is dropped.
-void
-    shf_matcher_add_task (shf_matcher_t *self, json_t **task_p);
+void shf_matcher_add_task (shf_matcher_t *self, json_t **task_p);
 
 //  Drop a queued task if it is still waiting for a worker.
-void
-    shf_matcher_cancel (shf_matcher_t *self, const char *queue,
-                        const char *token);
+void shf_matcher_cancel (shf_matcher_t *self, const char *queue,
+                         const char *token);
 
 //  A worker (identity as text) grants credit on a queue at time now (ms);
 //  credit 0 is a keepalive.
-void
-    shf_matcher_poll (shf_matcher_t *self, const char *worker,
-                      const char *queue, int64_t credit, int64_t now);
+void shf_matcher_poll (shf_matcher_t *self, const char *worker,
+                       const char *queue, int64_t credit, int64_t now);
 
 //  Forget pollers silent since before now - max_silence.
-void
-    shf_matcher_expire (shf_matcher_t *self, int64_t now, int64_t max_silence);
+void shf_matcher_expire (shf_matcher_t *self, int64_t now, int64_t max_silence);
 
 //  Forget a worker on every queue (its connection died).
-void
-    shf_matcher_forget (shf_matcher_t *self, const char *worker);
+void shf_matcher_forget (shf_matcher_t *self, const char *worker);
 
-size_t
-    shf_matcher_pending (shf_matcher_t *self, const char *queue);
+size_t shf_matcher_pending (shf_matcher_t *self, const char *queue);
 
-void
-    shf_matcher_test (bool verbose);
+void shf_matcher_test (bool verbose);
 
 #endif

@@ -56,7 +56,19 @@ s_identity_text (zframe_t *identity, char *buf, size_t size)
     sodium_bin2hex (buf, size, zframe_data (identity), zframe_size (identity));
 }
 
-//  Returns false when the message cannot be encoded (nothing was sent).
+//  Sends [identity][body] on the frontend. The socket is ROUTER_MANDATORY:
+//  a peer whose connection is gone makes the send fail (and the message is
+//  dropped here) instead of vanishing silently. Returns whether it left.
+static bool
+s_route (self_t *self, zmsg_t **msg_p)
+{
+    if (zmsg_send (msg_p, self->frontend) == 0)
+        return true;
+    zmsg_destroy (msg_p);
+    return false;
+}
+
+//  Returns false when the message cannot be encoded or the peer is gone.
 static bool
 s_send_frontend (self_t *self, zframe_t *identity, const json_t *msg)
 {
@@ -68,8 +80,7 @@ s_send_frontend (self_t *self, zframe_t *identity, const json_t *msg)
     zmsg_addmem (m, zframe_data (identity), zframe_size (identity));
     zmsg_addmem (m, data, size);
     free (data);
-    zmsg_send (&m, self->frontend);
-    return true;
+    return s_route (self, &m);
 }
 
 static void
@@ -96,8 +107,12 @@ s_to_shard (self_t *self, uint32_t shard, const char *cmd, zframe_t *identity,
     zmsg_send (&m, self->shards [shard]);
 }
 
-//  Matcher callback: push a task to a worker, tell its shard.
-static void
+static void s_worker_lost (void *arg, const char *worker, const char *text);
+
+//  Matcher callback: push a task to a worker, tell its shard. A worker
+//  whose connection is gone is lost at once (the tasks it held fail as
+//  WorkerLost) and the task goes to another poller.
+static bool
 s_dispatch (void *arg, const char *worker, const json_t *task)
 {
     self_t *self = arg;
@@ -106,16 +121,23 @@ s_dispatch (void *arg, const char *worker, const json_t *task)
     if (sodium_hex2bin (raw, sizeof raw, worker, strlen (worker), NULL,
                         &raw_len, NULL)
         != 0)
-        return;
-    zframe_t *identity = zframe_new (raw, raw_len);
-    bool sent = s_send_frontend (self, identity, task);
-    zframe_destroy (&identity);
-    if (!sent) {
+        return false;
+    char *data;
+    size_t size;
+    if (shf_msg_encode (task, &data, &size) != SHF_OK) {
         //  Shards bound what they render, so this is a bug: say so rather
         //  than record an ActivityStarted for a task nobody got.
         shf_error ("router: task %s cannot be encoded; not dispatched",
                    json_string_value (json_object_get (task, "token")));
-        return;
+        return true;  //  the task is dropped; the worker is fine
+    }
+    zmsg_t *m = zmsg_new ();
+    zmsg_addmem (m, raw, raw_len);
+    zmsg_addmem (m, data, size);
+    free (data);
+    if (!s_route (self, &m)) {
+        shf_workers_lose (self->workers, worker, s_worker_lost, self);
+        return false;
     }
     shf_workers_track (self->workers, worker,
                        json_string_value (json_object_get (task, "token")),
@@ -128,10 +150,11 @@ s_dispatch (void *arg, const char *worker, const json_t *task)
                    json_object_get (task, "step"), "attempt",
                    json_object_get (task, "attempt"), "worker", worker);
     uint32_t shard = shf_shardmap_locate (self->map, ns, wf_id);
-    zmsg_t *m = zmsg_new ();
-    zmsg_addstr (m, "DISPATCHED");
-    zmsg_addmem (m, &note, sizeof (void *));
-    zmsg_send (&m, self->shards [shard]);
+    zmsg_t *note_msg = zmsg_new ();
+    zmsg_addstr (note_msg, "DISPATCHED");
+    zmsg_addmem (note_msg, &note, sizeof (void *));
+    zmsg_send (&note_msg, self->shards [shard]);
+    return true;
 }
 
 //  --------------------------------------------------------------------
@@ -431,7 +454,7 @@ s_from_shard (self_t *self, zactor_t *shard)
         ;
     else if (streq (cmd, "REPLY"))
         //  [identity][encoded reply]: forward as is.
-        zmsg_send (&m, self->frontend);
+        s_route (self, &m);
     else if (streq (cmd, "TASK")) {
         json_t *task = s_pop_ptr (m);
         if (task)
@@ -542,6 +565,7 @@ s_start (self_t *self)
         return rc;
     self->frontend = zsock_new (ZMQ_ROUTER);
     zsock_set_sndhwm (self->frontend, 0);
+    zsock_set_router_mandatory (self->frontend, 1);
     zsock_set_rcvhwm (self->frontend, 100000);
     //  Frames up to 8x the limit are read and answered too_large; beyond
     //  that ZeroMQ drops the connection before buffering them.

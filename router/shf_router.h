@@ -24,14 +24,13 @@ typedef struct {
     bool durable;
     uint8_t cluster_key [SHF_SHARDMAP_KEY_BYTES];
     uint8_t token_key [SHF_TOKEN_KEY_BYTES];
-    shf_err_t status;       //  out: set before ready
-    char endpoint [256];    //  out: the endpoint bound
+    shf_err_t status;     //  out: set before ready
+    char endpoint [256];  //  out: the endpoint bound
 } shf_router_args_t;
 
 //  zactor_new (shf_router, &args): opens every shard (recovering it),
 //  binds the frontend, then signals ready; args->status tells whether it
 //  serves.
-void
-    shf_router (zsock_t *pipe, void *args);
+void shf_router (zsock_t *pipe, void *args);
 
 #endif

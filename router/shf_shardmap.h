@@ -13,38 +13,30 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#define SHF_SHARDMAP_KEY_BYTES 16
+#define SHF_SHARDMAP_KEY_BYTES  16
 #define SHF_SHARDMAP_MAX_SHARDS 4096
 
 typedef struct shf_shardmap shf_shardmap_t;
 
 //  shards must be a power of two in 1..SHF_SHARDMAP_MAX_SHARDS.
-shf_shardmap_t *
-    shf_shardmap_new (uint32_t shards,
-                      const uint8_t key [SHF_SHARDMAP_KEY_BYTES],
-                      const char *node);
-void
-    shf_shardmap_destroy (shf_shardmap_t **self_p);
+shf_shardmap_t *shf_shardmap_new (uint32_t shards,
+                                  const uint8_t key [SHF_SHARDMAP_KEY_BYTES],
+                                  const char *node);
+void shf_shardmap_destroy (shf_shardmap_t **self_p);
 
-uint32_t
-    shf_shardmap_shards (const shf_shardmap_t *self);
+uint32_t shf_shardmap_shards (const shf_shardmap_t *self);
 
-uint32_t
-    shf_shardmap_locate (const shf_shardmap_t *self, const char *ns,
-                         const char *wf_id);
+uint32_t shf_shardmap_locate (const shf_shardmap_t *self, const char *ns,
+                              const char *wf_id);
 
-const char *
-    shf_shardmap_owner (const shf_shardmap_t *self, uint32_t shard);
+const char *shf_shardmap_owner (const shf_shardmap_t *self, uint32_t shard);
 
-uint64_t
-    shf_shardmap_epoch (const shf_shardmap_t *self, uint32_t shard);
+uint64_t shf_shardmap_epoch (const shf_shardmap_t *self, uint32_t shard);
 
 //  Merge one entry: taken when epoch is higher than what the map holds.
-bool
-    shf_shardmap_merge (shf_shardmap_t *self, uint32_t shard, const char *node,
-                        uint64_t epoch);
+bool shf_shardmap_merge (shf_shardmap_t *self, uint32_t shard, const char *node,
+                         uint64_t epoch);
 
-void
-    shf_shardmap_test (bool verbose);
+void shf_shardmap_test (bool verbose);
 
 #endif

@@ -105,6 +105,22 @@ shf_workers_release (shf_workers_t *self, const char *token)
     zhashx_delete (self->holder, token);
 }
 
+void
+shf_workers_lose (shf_workers_t *self, const char *worker,
+                  shf_workers_lost_fn *fn, void *arg)
+{
+    s_worker_t *w = zhashx_lookup (self->workers, worker);
+    if (!w)
+        return;
+    zlistx_t *tokens = zhashx_keys (w->tokens);
+    for (const char *t = zlistx_first (tokens); t; t = zlistx_next (tokens)) {
+        fn (arg, worker, t);
+        zhashx_delete (self->holder, t);
+    }
+    zlistx_destroy (&tokens);
+    zhashx_delete (self->workers, worker);
+}
+
 size_t
 shf_workers_expire (shf_workers_t *self, int64_t now, int64_t silence,
                     shf_workers_lost_fn *fn, void *arg)
@@ -116,14 +132,7 @@ shf_workers_expire (shf_workers_t *self, int64_t now, int64_t silence,
         s_worker_t *w = zhashx_lookup (self->workers, name);
         if (w->last_seen >= now - silence)
             continue;
-        zlistx_t *tokens = zhashx_keys (w->tokens);
-        for (const char *t = zlistx_first (tokens); t;
-             t = zlistx_next (tokens)) {
-            fn (arg, name, t);
-            zhashx_delete (self->holder, t);
-        }
-        zlistx_destroy (&tokens);
-        zhashx_delete (self->workers, name);
+        shf_workers_lose (self, name, fn, arg);
         lost++;
     }
     zlistx_destroy (&names);
@@ -146,6 +155,15 @@ s_count_lost (void *arg, const char *worker, const char *token)
     int *count = arg;
     assert (strcmp (worker, "dead") == 0);
     assert (strcmp (token, "t1") == 0 || strcmp (token, "t3") == 0);
+    (*count)++;
+}
+
+static void
+s_count_alive (void *arg, const char *worker, const char *token)
+{
+    int *count = arg;
+    assert (strcmp (worker, "alive") == 0);
+    assert (strcmp (token, "t4") == 0 || strcmp (token, "t5") == 0);
     (*count)++;
 }
 
@@ -176,6 +194,11 @@ shf_workers_test (bool verbose)
     assert (shf_workers_holding (w, "alive") == 1);
     assert (shf_workers_holding (w, "stranger") == 0);
     shf_workers_release (w, "t1");  //  late report after loss: harmless
+    //  Lost at once (its connection is known gone).
+    shf_workers_track (w, "alive", "t5", 7000);
+    count = 0;
+    shf_workers_lose (w, "alive", s_count_alive, &count);
+    assert (count == 2 && shf_workers_holding (w, "alive") == 0);
     shf_workers_destroy (&w);
     assert (w == NULL);
 }

@@ -43,6 +43,11 @@ void shf_workers_release (shf_workers_t *self, const char *token);
 size_t shf_workers_expire (shf_workers_t *self, int64_t now, int64_t silence,
                            shf_workers_lost_fn *fn, void *arg);
 
+//  Declare one worker lost now (its connection is known to be gone): fn
+//  for each task it held, then it is forgotten.
+void shf_workers_lose (shf_workers_t *self, const char *worker,
+                       shf_workers_lost_fn *fn, void *arg);
+
 //  Tasks held by a worker (0 if unknown).
 size_t shf_workers_holding (shf_workers_t *self, const char *worker);
 
