@@ -74,8 +74,7 @@ void
 shf_key_run (shf_key_t *self, const char *ns, const char *wf_id,
              const char *run_id)
 {
-    shf_key_init (self);
     shf_key_str (self, ns);
     shf_key_str (self, wf_id);
-    shf_key_raw (self, run_id);
+    shf_key_str (self, run_id);
 }

@@ -4,10 +4,10 @@
     so NUL separates components unambiguously. Integers are big-endian so
     byte order is numeric order:
       exec     ns \0 wf_id
-      run key  ns \0 wf_id \0 run_id
-      history  run key \0 event_id(8)
-      timers   due(8) run key \0 timer_id(8)
-      tasks    run key \0 step \0 attempt(4)
+      run key  ns \0 wf_id \0 run_id \0
+      history  run key event_id(8)
+      timers   due(8) run key timer_id(8)
+      tasks    run key step \0 attempt(4)
       index    ns \0 (INT64_MAX - started_at)(8) run key   (newest first)
       dedup    ns \0 request_id
       defs     ns \0 name \0 version(8)
@@ -25,23 +25,16 @@ typedef struct {
     int overflow;  //  set when a component did not fit
 } shf_key_t;
 
-void
-    shf_key_init (shf_key_t *self);
-void
-    shf_key_str (shf_key_t *self, const char *s);  //  appends s and \0
-void
-    shf_key_raw (shf_key_t *self, const char *s);  //  appends s only
-void
-    shf_key_u64 (shf_key_t *self, uint64_t v);
-void
-    shf_key_u32 (shf_key_t *self, uint32_t v);
-uint64_t
-    shf_key_get_u64 (const void *data);
+void shf_key_init (shf_key_t *self);
+void shf_key_str (shf_key_t *self, const char *s);  //  appends s and \0
+void shf_key_raw (shf_key_t *self, const char *s);  //  appends s only
+void shf_key_u64 (shf_key_t *self, uint64_t v);
+void shf_key_u32 (shf_key_t *self, uint32_t v);
+uint64_t shf_key_get_u64 (const void *data);
 
-void
-    shf_key_exec (shf_key_t *self, const char *ns, const char *wf_id);
-void
-    shf_key_run (shf_key_t *self, const char *ns, const char *wf_id,
-                 const char *run_id);
+void shf_key_exec (shf_key_t *self, const char *ns, const char *wf_id);
+//  Appends the run key (with its terminator).
+void shf_key_run (shf_key_t *self, const char *ns, const char *wf_id,
+                  const char *run_id);
 
 #endif

@@ -371,22 +371,11 @@ s_task_key (shf_key_t *key, const json_t *state, const char *step,
             uint32_t attempt)
 {
     shf_key_init (key);
-    shf_key_str (key, s_str (state, "ns"));
-    shf_key_str (key, shf_workflow_id (state));
-    shf_key_str (key, shf_workflow_run_id (state));
+    shf_key_run (key, s_str (state, "ns"), shf_workflow_id (state),
+                 shf_workflow_run_id (state));
     shf_key_str (key, step);
     shf_key_u32 (key, attempt);
     assert (!key->overflow);  //  names are bounded at wf_start
-}
-
-static void
-s_history_prefix (shf_key_t *key, const char *ns, const char *wf_id,
-                  const char *run_id)
-{
-    shf_key_init (key);
-    shf_key_str (key, ns);
-    shf_key_str (key, wf_id);
-    shf_key_str (key, run_id);
 }
 
 static void
@@ -395,9 +384,8 @@ s_timer_key (shf_key_t *key, const json_t *state, int64_t due,
 {
     shf_key_init (key);
     shf_key_u64 (key, (uint64_t) due);
-    shf_key_str (key, s_str (state, "ns"));
-    shf_key_str (key, shf_workflow_id (state));
-    shf_key_str (key, shf_workflow_run_id (state));
+    shf_key_run (key, s_str (state, "ns"), shf_workflow_id (state),
+                 shf_workflow_run_id (state));
     shf_key_u64 (key, timer_id);
     assert (!key->overflow);  //  names are bounded at wf_start
 }
@@ -418,7 +406,8 @@ s_persist (self_t *self, json_t *state, shf_wf_output_t *wo, bool is_new)
     json_t *event;
     json_array_foreach (wo->events, i, event)
     {
-        s_history_prefix (&key, ns, wf_id, run_id);
+        shf_key_init (&key);
+        shf_key_run (&key, ns, wf_id, run_id);
         shf_key_u64 (&key, (uint64_t) json_integer_value (
                                json_object_get (event, "id")));
         if (key.overflow)
@@ -758,8 +747,9 @@ s_wf_history (self_t *self, zframe_t *identity, uint64_t id, const json_t *msg)
     if (rc || replied)
         return rc;
     shf_key_t prefix;
-    s_history_prefix (&prefix, s_str (state, "ns"), shf_workflow_id (state),
-                      shf_workflow_run_id (state));
+    shf_key_init (&prefix);
+    shf_key_run (&prefix, s_str (state, "ns"), shf_workflow_id (state),
+                 shf_workflow_run_id (state));
     json_t *events = json_array ();
     rc = s_scan (self, SHF_DB_HISTORY, &prefix, s_history_event, events);
     if (rc) {

@@ -27,16 +27,15 @@
 
 typedef struct {
     uint32_t id;
-    const char *dir;                          //  DATA/shards/NNNN
+    const char *dir;  //  DATA/shards/NNNN
     bool durable;
     uint8_t token_key [SHF_TOKEN_KEY_BYTES];
-    shf_err_t status;                         //  out: set before ready
+    shf_err_t status;  //  out: set before ready
 } shf_shard_args_t;
 
 //  The actor function (zactor_new (shf_shard, &args)). Signals ready once
 //  the shard is recovered (args->status says whether it opened) and has
 //  queued its pending tasks as "TASK" messages.
-void
-    shf_shard (zsock_t *pipe, void *args);
+void shf_shard (zsock_t *pipe, void *args);
 
 #endif
