@@ -24,6 +24,7 @@
 #include "shf_hbman.h"
 #include "shf_log.h"
 #include "shf_msg.h"
+#include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <signal.h>
@@ -123,12 +124,93 @@ s_self_destroy (self_t **self_p)
 }
 
 //  ---------------------------------------------------------------------
+//  Pipe I/O (shf_wlink.h): both ends use it. This thread blocks signals,
+//  the worker's thread cannot.
+
+int
+shf_wlink_events (void *sock)
+{
+    void *handle = zsock_resolve (sock);
+    while (true) {
+        int events = 0;
+        size_t size = sizeof events;
+        if (zmq_getsockopt (handle, ZMQ_EVENTS, &events, &size) == 0)
+            return events;
+        if (zmq_errno () != EINTR)
+            return 0;
+    }
+}
+
+int
+shf_wlink_send (void *sock, zmsg_t **msg_p)
+{
+    assert (msg_p);
+    zmsg_t *msg = *msg_p;
+    if (!msg)
+        return -1;
+    void *handle = zsock_resolve (sock);
+    int rc = 0;
+    zframe_t *frame;
+    while (rc == 0 && (frame = zmsg_pop (msg))) {
+        bool more = zmsg_size (msg) > 0;
+        zmq_msg_t part;
+        rc = zmq_msg_init_size (&part, zframe_size (frame));
+        assert (rc == 0);
+        if (zframe_size (frame))
+            memcpy (zmq_msg_data (&part), zframe_data (frame),
+                    zframe_size (frame));
+        zframe_destroy (&frame);
+        //  A failed send leaves the part with us: EINTR is only retried.
+        while ((rc = zmq_msg_send (&part, handle, more ? ZMQ_SNDMORE : 0)) < 0
+               && zmq_errno () == EINTR)
+            ;
+        if (rc < 0)
+            zmq_msg_close (&part);
+        rc = rc < 0 ? -1 : 0;
+    }
+    zmsg_destroy (msg_p);
+    return rc;
+}
+
+zmsg_t *
+shf_wlink_recv (void *sock, bool wait)
+{
+    void *handle = zsock_resolve (sock);
+    zmsg_t *msg = NULL;
+    bool more = true;
+    while (more) {
+        zmq_msg_t part;
+        zmq_msg_init (&part);
+        //  Only the first part may be waited for: the others are there.
+        int flags = msg || wait ? 0 : ZMQ_DONTWAIT;
+        int rc;
+        while ((rc = zmq_msg_recv (&part, handle, flags)) < 0
+               && zmq_errno () == EINTR)
+            ;
+        if (rc < 0) {
+            int err = zmq_errno ();
+            zmq_msg_close (&part);
+            zmsg_destroy (&msg);
+            errno = err;
+            return NULL;
+        }
+        if (!msg)
+            msg = zmsg_new ();
+        assert (msg);
+        zmsg_addmem (msg, zmq_msg_data (&part), zmq_msg_size (&part));
+        more = zmq_msg_more (&part);
+        zmq_msg_close (&part);
+    }
+    return msg;
+}
+
+//  ---------------------------------------------------------------------
 //  To the worker's thread
 
 static bool
 s_pipe_writable (self_t *self)
 {
-    return (zsock_events (self->pipe) & ZMQ_POLLOUT) != 0;
+    return (shf_wlink_events (self->pipe) & ZMQ_POLLOUT) != 0;
 }
 
 static void
@@ -136,7 +218,7 @@ s_flush_outbox (self_t *self)
 {
     while (zlistx_size (self->outbox) > 0 && s_pipe_writable (self)) {
         zmsg_t *msg = zlistx_detach (self->outbox, NULL);
-        zmsg_send (&msg, self->pipe);
+        shf_wlink_send (self->pipe, &msg);
     }
 }
 
@@ -144,7 +226,7 @@ static void
 s_tell (self_t *self, zmsg_t **msg_p)
 {
     if (zlistx_size (self->outbox) == 0 && s_pipe_writable (self))
-        zmsg_send (msg_p, self->pipe);
+        shf_wlink_send (self->pipe, msg_p);
     else {
         zlistx_add_end (self->outbox, *msg_p);
         *msg_p = NULL;
@@ -425,13 +507,15 @@ s_pop_ptr (zmsg_t *msg)
     return ptr;
 }
 
-static void
+//  Handle one command; false when none was waiting.
+static bool
 s_from_api (self_t *self)
 {
-    zmsg_t *msg = zmsg_recv (self->pipe);
+    zmsg_t *msg = shf_wlink_recv (self->pipe, false);
     if (!msg) {
-        self->terminated = true;  //  the context is ending
-        return;
+        if (zmq_errno () != EAGAIN)
+            self->terminated = true;  //  the context is ending
+        return false;
     }
     char *command = zmsg_popstr (msg);
     char *token = NULL;
@@ -474,6 +558,7 @@ s_from_api (self_t *self)
     zstr_free (&token);
     zstr_free (&command);
     zmsg_destroy (&msg);
+    return true;
 }
 
 //  ---------------------------------------------------------------------
@@ -530,10 +615,9 @@ shf_wlink (zsock_t *pipe, void *args)
         if (items [1].revents & ZMQ_POLLIN)
             s_from_node (self);
         //  Bounded, so a flood of heartbeats cannot starve the upkeep.
-        for (int n = 0; n < S_PIPE_BATCH && !self->terminated
-                        && (zsock_events (pipe) & ZMQ_POLLIN);
-             n++)
-            s_from_api (self);
+        for (int n = 0; n < S_PIPE_BATCH && !self->terminated; n++)
+            if (!s_from_api (self))
+                break;
     }
     //  Let hand-backs leave and be answered, briefly; a task that still
     //  arrives is handed back too.
@@ -579,7 +663,7 @@ shf_wlink_heartbeat (zactor_t *link, const char *token, json_t **details_p,
     s_add_ptr (msg, *details_p ? *details_p : json_null ());
     zmsg_addstrf (msg, "%zu", size);
     *details_p = NULL;
-    zmsg_send (&msg, link);
+    shf_wlink_send (link, &msg);
 }
 
 void
@@ -592,19 +676,24 @@ shf_wlink_report (zactor_t *link, uint32_t seq, json_t **msg_p)
     zmsg_addstrf (msg, "%" PRIu32, seq);
     s_add_ptr (msg, *msg_p);
     *msg_p = NULL;
-    zmsg_send (&msg, link);
+    shf_wlink_send (link, &msg);
 }
 
 void
 shf_wlink_hand_back (zactor_t *link, const char *token)
 {
     assert (link && token);
-    zstr_sendx (link, "HANDBACK", token, NULL);
+    zmsg_t *msg = zmsg_new ();
+    zmsg_addstr (msg, "HANDBACK");
+    zmsg_addstr (msg, token);
+    shf_wlink_send (link, &msg);
 }
 
 void
 shf_wlink_stop (zactor_t *link)
 {
     assert (link);
-    zstr_send (link, "STOP");
+    zmsg_t *msg = zmsg_new ();
+    zmsg_addstr (msg, "STOP");
+    shf_wlink_send (link, &msg);
 }

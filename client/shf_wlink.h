@@ -33,7 +33,8 @@
     - CANCELED: a heartbeat reply said this task's activity was cancelled.
 
     Thread rule: the actor owns the connection; the pipe end is the
-    worker's.
+    worker's, which uses it through shf_wlink_send / shf_wlink_recv /
+    shf_wlink_events only (see there: signals).
 */
 #ifndef SHF_WLINK_H_INCLUDED
 #define SHF_WLINK_H_INCLUDED
@@ -61,6 +62,25 @@ void shf_wlink_heartbeat (zactor_t *link, const char *token, json_t **details_p,
 void shf_wlink_report (zactor_t *link, uint32_t seq, json_t **msg_p);
 void shf_wlink_hand_back (zactor_t *link, const char *token);
 void shf_wlink_stop (zactor_t *link);
+
+//  Pipe I/O that signals cannot break. The worker's end of the pipe is
+//  used on the application's thread, where signals land (a generic worker
+//  gets SIGCHLD all the time). libzmq then fails calls with EINTR even
+//  when they would not wait: ZMQ_EVENTS, where CZMQ's zsock_events returns
+//  an uninitialised value (a spurious POLLIN makes the next receive wait
+//  for a message that may never come), and any frame of a send or a
+//  receive, where zmsg_send and zmsg_recv give up halfway, tearing a
+//  message apart. These retry on EINTR, so a message always goes or comes
+//  whole.
+//
+//  The socket's events (ZMQ_POLLIN, ZMQ_POLLOUT), 0 once it is closed.
+int shf_wlink_events (void *sock);
+//  Send the message, destroyed in any case. 0, or -1 once the socket is
+//  closed.
+int shf_wlink_send (void *sock, zmsg_t **msg_p);
+//  A whole message; without wait NULL when none is waiting (zmq_errno ()
+//  EAGAIN). NULL also once the socket is closed (ETERM).
+zmsg_t *shf_wlink_recv (void *sock, bool wait);
 
 void shf_wlink_test (bool verbose);
 

@@ -8,13 +8,18 @@
     thread plays the application: it takes a task and then stays busy
     (calls nothing) to show that keepalives go on; it records heartbeats
     and checks how they were batched; it reports right after a heartbeat
-    and checks the order on the wire.
+    and checks the order on the wire. Last, a storm of signals on the
+    application's thread (a generic worker's SIGCHLD): tasks, reports and
+    answers still come and go whole, and nothing waits on an empty pipe.
 */
 #include "shf_wlink.h"
 #include "shardflow.h"
 #include "shf_msg.h"
+#include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/time.h>
 
 //  ---------------------------------------------------------------------
 //  The fake node
@@ -250,6 +255,145 @@ s_heartbeat (shf_worker_t *worker, shf_task_t *task, const char *details,
 }
 
 //  ---------------------------------------------------------------------
+//  The storm: SIGALRM every 50 us, on the test's thread only (the fake
+//  node's is born with signals blocked, as the worker's actor is).
+
+static volatile sig_atomic_t s_alarms;
+
+static void
+s_on_alarm (int sig)
+{
+    (void) sig;
+    s_alarms++;
+}
+
+//  Echoes every message back, until $TERM.
+static void
+s_echo (zsock_t *pipe, void *args)
+{
+    (void) args;
+    zsock_signal (pipe, 0);
+    zmsg_t *msg;
+    while ((msg = shf_wlink_recv (pipe, true))) {
+        char *first = zmsg_popstr (msg);
+        bool term = !first || streq (first, "$TERM");
+        if (!term) {
+            zmsg_pushstr (msg, first);
+            shf_wlink_send (pipe, &msg);
+        }
+        zstr_free (&first);
+        zmsg_destroy (&msg);
+        if (term)
+            break;
+    }
+}
+
+static void
+s_storm_test (bool verbose)
+{
+    sigset_t all, saved;
+    sigfillset (&all);
+    pthread_sigmask (SIG_BLOCK, &all, &saved);
+    zactor_t *fake = zactor_new (s_fake_node, NULL);
+    zactor_t *echo = zactor_new (s_echo, NULL);
+    pthread_sigmask (SIG_SETMASK, &saved, NULL);
+    assert (fake && echo);
+    char *endpoint = zstr_recv (fake);
+    assert (endpoint);
+    shf_worker_t *worker = NULL;
+    shf_err_t rc = shf_worker_open (&worker, endpoint, "q", 4);
+    assert (rc == SHF_OK);
+    zstr_free (&endpoint);
+    json_t *log = json_array ();
+    s_wait_log (fake, log, "poll", 4, 5000);
+    json_decref (log);
+    zsock_t *back = NULL;
+    zsock_t *front = zsys_create_pipe (&back);
+
+    struct sigaction action, old;
+    memset (&action, 0, sizeof action);
+    action.sa_handler = s_on_alarm;
+    sigemptyset (&action.sa_mask);
+    action.sa_flags = SA_RESTART;
+    sigaction (SIGALRM, &action, &old);
+    struct itimerval storm = {{0, 50}, {0, 50}}, calm = {{0, 0}, {0, 0}};
+    setitimer (ITIMER_REAL, &storm, NULL);
+
+    //  An idle pipe never shows events that are not there.
+    int64_t end = zclock_mono () + 200;
+    while (zclock_mono () < end)
+        assert ((shf_wlink_events (front) & ZMQ_POLLIN) == 0);
+
+    //  Multipart messages never tear.
+    int echoes = 0;
+    end = zclock_mono () + 1000;
+    while (zclock_mono () < end) {
+        zmsg_t *msg = zmsg_new ();
+        zmsg_addstr (msg, "ECHO");
+        zmsg_addstrf (msg, "%d", echoes);
+        zmsg_addstr (msg, "c");
+        zmsg_addstr (msg, "d");
+        zmsg_addstr (msg, "e");
+        assert (shf_wlink_send (echo, &msg) == 0);
+        msg = shf_wlink_recv (echo, true);
+        assert (msg && zmsg_size (msg) == 5);
+        char *first = zmsg_popstr (msg);
+        char *seq = zmsg_popstr (msg);
+        assert (streq (first, "ECHO") && atoi (seq) == echoes);
+        zstr_free (&first);
+        zstr_free (&seq);
+        zmsg_destroy (&msg);
+        echoes++;
+    }
+
+    //  Round trips: TASK in, heartbeats, REPORT out, REPORTED back. The
+    //  test's own commands to the fake node must not tear either.
+    int rounds = 0;
+    end = zclock_mono () + 1500;
+    while (zclock_mono () < end) {
+        char token [32];
+        snprintf (token, sizeof token, "storm-%d", rounds);
+        json_t *task = json_pack (
+            "{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:i, s:{s:i}, s:i}", "op",
+            "task", "token", token, "ns", "default", "wf_id", "wf", "run_id",
+            "run", "step", "a", "activity", "act", "queue", "q", "attempt", 1,
+            "input", "x", rounds, "heartbeat_timeout_ms", 0);
+        assert (task);
+        char *text = json_dumps (task, JSON_COMPACT);
+        json_decref (task);
+        zmsg_t *msg = zmsg_new ();
+        zmsg_addstr (msg, "TASK");
+        zmsg_addstr (msg, text);
+        free (text);
+        assert (shf_wlink_send (fake, &msg) == 0);
+        shf_task_t *got = NULL;
+        rc = shf_worker_poll (worker, 5000, &got);
+        assert (rc == SHF_OK);
+        assert (streq (shf_task_token (got), token));
+        for (int n = 0; n < 10; n++) {
+            s_heartbeat (worker, got, "{\"storm\":true}", NULL);
+            assert (!shf_worker_canceled (worker, got));
+        }
+        rc = rounds % 2 ? shf_worker_fail (worker, &got, "Storm", "x")
+                        : shf_worker_complete (worker, &got, "1");
+        assert (rc == SHF_OK);
+        rounds++;
+    }
+    setitimer (ITIMER_REAL, &calm, NULL);
+    sigaction (SIGALRM, &old, NULL);
+    if (verbose)
+        printf ("  %d echoes, %d tasks run and reported through %d "
+                "signals\n",
+                echoes, rounds, (int) s_alarms);
+    assert (rounds > 0 && s_alarms > 0);
+    zsock_destroy (&front);
+    zsock_destroy (&back);
+    shf_worker_destroy (&worker);
+    zactor_destroy (&fake);
+    zactor_destroy (&echo);
+}
+
+//  ---------------------------------------------------------------------
 
 void
 shf_wlink_test (bool verbose)
@@ -444,5 +588,7 @@ shf_wlink_test (bool verbose)
     shf_worker_destroy (&worker);
     shf_worker_destroy (&worker);
     zactor_destroy (&fake);
+
+    s_storm_test (verbose);
     printf ("OK\n");
 }

@@ -12,6 +12,12 @@
     is handed back with type "WorkerShutdown" without waiting for the
     reply; destroying the worker gives those replies a moment so the
     frames are not dropped unsent.
+
+    Signals land on the application's thread, which is this side's: all
+    its pipe I/O goes through shf_wlink_send / _recv / _events, which a
+    signal cannot break (a worker forking commands gets SIGCHLD at any
+    moment). CZMQ's own helpers would return a torn message, or
+    uninitialised events and then wait on an empty pipe, on EINTR.
 */
 #include "shardflow.h"
 #include "shf_lasterr.h"
@@ -19,7 +25,10 @@
 #include "shf_wlink.h"
 #include <assert.h>
 #include <czmq.h>
+#include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,6 +55,23 @@ s_now_ms (void)
     return zclock_mono ();
 }
 
+//  zactor_new and zactor_destroy talk over the pipe with CZMQ's helpers
+//  (the start and $TERM handshakes); no signal may interrupt them. The
+//  actor's thread is born with everything blocked, too.
+static void
+s_signals_block (sigset_t *saved)
+{
+    sigset_t all;
+    sigfillset (&all);
+    pthread_sigmask (SIG_BLOCK, &all, saved);
+}
+
+static void
+s_signals_restore (const sigset_t *saved)
+{
+    pthread_sigmask (SIG_SETMASK, saved, NULL);
+}
+
 shf_err_t
 shf_worker_open (shf_worker_t **self_p, const char *server, const char *queue,
                  int concurrency)
@@ -66,7 +92,10 @@ shf_worker_open (shf_worker_t **self_p, const char *server, const char *queue,
                              .queue = queue,
                              .concurrency = concurrency,
                              .timeout_ms = SHF_DEFAULT_TIMEOUT_MS};
+    sigset_t saved;
+    s_signals_block (&saved);
     self->link = zactor_new (shf_wlink, &args);
+    s_signals_restore (&saved);
     assert (self->link);
     assert (args.conn == NULL);
     self->queued = json_array ();
@@ -83,7 +112,10 @@ shf_worker_destroy (shf_worker_t **self_p)
     shf_worker_t *self = *self_p;
     if (!self)
         return;
+    sigset_t saved;
+    s_signals_block (&saved);
     zactor_destroy (&self->link);
+    s_signals_restore (&saved);
     json_decref (self->queued);
     zhashx_destroy (&self->canceled);
     free (self);
@@ -114,7 +146,7 @@ static zmsg_t *
 s_take (shf_worker_t *self, zmsg_t *msg)
 {
     if (!msg)
-        return NULL;  //  interrupted by a signal
+        return NULL;
     char *command = zmsg_popstr (msg);
     if (!command)
         ;
@@ -152,10 +184,8 @@ shf_worker_service (shf_worker_t *self)
 {
     assert (self);
     zsock_t *pipe = zactor_sock (self->link);
-    while (zsock_events (pipe) & ZMQ_POLLIN) {
-        zmsg_t *msg = zmsg_recv (pipe);
-        if (!msg)
-            break;  //  interrupted by a signal
+    zmsg_t *msg;
+    while ((msg = shf_wlink_recv (pipe, false))) {
         msg = s_take (self, msg);
         zmsg_destroy (&msg);  //  a stray REPORTED: nobody waits for it
     }
@@ -237,7 +267,13 @@ s_report (shf_worker_t *self, shf_task_t **task_p, json_t *msg)
 
     zsock_t *pipe = zactor_sock (self->link);
     while (true) {
-        zmsg_t *answer = s_take (self, zmsg_recv (pipe));
+        zmsg_t *raw = shf_wlink_recv (pipe, true);
+        if (!raw) {  //  the context is ending: no answer will come
+            free (own_token);
+            return shf_lasterr_fail (&self->err, SHF_EUNAVAIL,
+                                     "the worker's connection has ended");
+        }
+        zmsg_t *answer = s_take (self, raw);
         if (!answer)
             continue;
         char *command = zmsg_popstr (answer);

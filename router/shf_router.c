@@ -15,6 +15,8 @@
 #include "shf_shard.h"
 #include "shf_workers.h"
 #include <sodium.h>
+#include <pthread.h>
+#include <signal.h>
 #include <string.h>
 
 #define SHF_POLLER_SILENCE_MS 3000
@@ -593,6 +595,11 @@ void
 shf_router (zsock_t *pipe, void *vargs)
 {
     self_t self_s;
+    //  Signals belong to the process's main thread: one landing here would
+    //  interrupt a socket call (CZMQ's zsock_events then reads garbage).
+    sigset_t all;
+    sigfillset (&all);
+    pthread_sigmask (SIG_BLOCK, &all, NULL);
     self_t *self = &self_s;
     memset (self, 0, sizeof *self);
     self->pipe = pipe;

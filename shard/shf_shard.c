@@ -31,6 +31,8 @@
 #include "shf_store.h"
 #include "shf_workflow.h"
 #include <sodium.h>
+#include <pthread.h>
+#include <signal.h>
 #include <string.h>
 
 #define SHF_SHARD_BATCH 1024
@@ -1682,6 +1684,11 @@ void
 shf_shard (zsock_t *pipe, void *vargs)
 {
     shf_shard_args_t *args = vargs;
+    //  Signals belong to the process's main thread: one landing here would
+    //  interrupt a socket call (CZMQ's zsock_events then reads garbage).
+    sigset_t all;
+    sigfillset (&all);
+    pthread_sigmask (SIG_BLOCK, &all, NULL);
     self_t self_s;
     self_t *self = &self_s;
     memset (self, 0, sizeof *self);
