@@ -612,12 +612,14 @@ shf_wlink (zsock_t *pipe, void *args)
                 break;
             continue;  //  EINTR
         }
-        if (items [1].revents & ZMQ_POLLIN)
-            s_from_node (self);
+        //  The application's commands first: a task that arrives together
+        //  with a STOP must meet the stop (and be handed back here).
         //  Bounded, so a flood of heartbeats cannot starve the upkeep.
         for (int n = 0; n < S_PIPE_BATCH && !self->terminated; n++)
             if (!s_from_api (self))
                 break;
+        if (!self->terminated && (items [1].revents & ZMQ_POLLIN))
+            s_from_node (self);
     }
     //  Let hand-backs leave and be answered, briefly; a task that still
     //  arrives is handed back too.

@@ -200,6 +200,17 @@ s_dump (const json_t *value)
     return text;
 }
 
+static void
+s_hand_back_queued (shf_worker_t *self)
+{
+    for (size_t i = 0; i < json_array_size (self->queued); i++) {
+        const char *token = json_string_value (
+            json_object_get (json_array_get (self->queued, i), "token"));
+        shf_wlink_hand_back (self->link, token);
+    }
+    json_array_clear (self->queued);
+}
+
 shf_err_t
 shf_worker_poll (shf_worker_t *self, int timeout_ms, shf_task_t **task_p)
 {
@@ -210,8 +221,10 @@ shf_worker_poll (shf_worker_t *self, int timeout_ms, shf_task_t **task_p)
     while (true) {
         shf_worker_service (self);
         if (self->stopping)
-            break;
-        if (json_array_size (self->queued) > 0) {
+            //  A task that reached us after the stop goes back at once,
+            //  and keeps doing so while the caller waits here.
+            s_hand_back_queued (self);
+        else if (json_array_size (self->queued) > 0) {
             json_t *msg = json_incref (json_array_get (self->queued, 0));
             json_array_remove (self->queued, 0);
             shf_task_t *task = calloc (1, sizeof *task);
@@ -242,12 +255,7 @@ shf_worker_stop (shf_worker_t *self)
         return;
     self->stopping = true;
     shf_wlink_stop (self->link);
-    for (size_t i = 0; i < json_array_size (self->queued); i++) {
-        const char *token = json_string_value (
-            json_object_get (json_array_get (self->queued, i), "token"));
-        shf_wlink_hand_back (self->link, token);
-    }
-    json_array_clear (self->queued);
+    s_hand_back_queued (self);
 }
 
 //  Hand a report to the actor and wait for its answer (the actor always
