@@ -471,8 +471,13 @@ s_pack (msgpack_packer *pk, const json_t *value, int depth)
     return -1;
 }
 
-shf_err_t
-shf_mpack_encode (const json_t *value, char **data_p, size_t *size_p)
+//  Most values we encode (messages, states, events) are a few hundred
+//  bytes; msgpack-c would start every buffer at 8 KiB.
+#define S_ENCODE_INIT_SIZE 512
+
+static shf_err_t
+s_encode (const json_t *value, const char *tag, int64_t tag_value,
+          char **data_p, size_t *size_p)
 {
     assert (value);
     assert (data_p);
@@ -481,9 +486,42 @@ shf_mpack_encode (const json_t *value, char **data_p, size_t *size_p)
     *size_p = 0;
     msgpack_sbuffer sbuf;
     msgpack_sbuffer_init (&sbuf);
+    sbuf.data = malloc (S_ENCODE_INIT_SIZE);
+    assert (sbuf.data);
+    sbuf.alloc = S_ENCODE_INIT_SIZE;
     msgpack_packer pk;
     msgpack_packer_init (&pk, &sbuf, msgpack_sbuffer_write);
-    int rc = s_pack (&pk, value, 0);
+    int rc;
+    if (tag) {
+        //  The object's members, the tag last (replacing a member of that
+        //  name), without copying the object.
+        json_t *v = (json_t *) value;
+        size_t tag_len = strlen (tag);
+        bool had = json_object_get (v, tag) != NULL;
+        rc = msgpack_pack_map (&pk, json_object_size (v) + (had ? 0 : 1));
+        const char *key;
+        size_t key_len;
+        json_t *member;
+        json_object_keylen_foreach (v, key, key_len, member)
+        {
+            if (rc)
+                break;
+            if (key_len == tag_len && memcmp (key, tag, tag_len) == 0)
+                continue;
+            rc = msgpack_pack_str (&pk, key_len)
+                         || msgpack_pack_str_body (&pk, key, key_len)
+                     ? -1
+                     : s_pack (&pk, member, 1);
+        }
+        if (!rc)
+            rc = msgpack_pack_str (&pk, tag_len)
+                         || msgpack_pack_str_body (&pk, tag, tag_len)
+                         || msgpack_pack_int64 (&pk, tag_value)
+                     ? -1
+                     : 0;
+    }
+    else
+        rc = s_pack (&pk, value, 0);
     if (rc) {
         msgpack_sbuffer_destroy (&sbuf);
         //  -1 is the sbuffer failing to grow: out of memory.
@@ -493,6 +531,21 @@ shf_mpack_encode (const json_t *value, char **data_p, size_t *size_p)
     *size_p = sbuf.size;
     *data_p = msgpack_sbuffer_release (&sbuf);  //  malloc'd: free()
     return SHF_OK;
+}
+
+shf_err_t
+shf_mpack_encode (const json_t *value, char **data_p, size_t *size_p)
+{
+    return s_encode (value, NULL, 0, data_p, size_p);
+}
+
+shf_err_t
+shf_mpack_encode_tagged (const json_t *object, const char *tag,
+                         int64_t tag_value, char **data_p, size_t *size_p)
+{
+    assert (json_is_object (object));
+    assert (tag);
+    return s_encode (object, tag, tag_value, data_p, size_p);
 }
 
 static int

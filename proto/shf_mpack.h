@@ -38,6 +38,13 @@ shf_err_t
     shf_mpack_encode (const json_t *value, char **data_p,
                       size_t *size_p) SHF_MUST_CHECK;
 
+//  Encode an object with one more integer member, tag (replacing a member
+//  of that name), without copying the object: how messages get "v".
+shf_err_t
+    shf_mpack_encode_tagged (const json_t *object, const char *tag,
+                             int64_t tag_value, char **data_p,
+                             size_t *size_p) SHF_MUST_CHECK;
+
 //  The number of bytes shf_mpack_encode would produce, counted without
 //  allocating (used to check payload limits). SHF_EINVAL as encode.
 shf_err_t

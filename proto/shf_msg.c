@@ -479,17 +479,10 @@ shf_msg_encode (const json_t *msg, char **data_p, size_t *size_p)
     *size_p = 0;
     if (!json_is_object (msg))
         return SHF_EINVAL;
-    //  A shallow copy: the members are shared, only "v" is added.
-    json_t *copy = json_copy ((json_t *) msg);
-    if (!copy
-        || json_object_set_new (copy, "v", json_integer (SHF_MSG_VERSION))) {
-        json_decref (copy);
-        return SHF_EINTERNAL;
-    }
     char *data;
     size_t size;
-    shf_err_t rc = shf_mpack_encode (copy, &data, &size);
-    json_decref (copy);
+    shf_err_t rc =
+        shf_mpack_encode_tagged (msg, "v", SHF_MSG_VERSION, &data, &size);
     if (rc)
         return rc;
     if (size > SHF_MSG_MAX_FRAME) {
