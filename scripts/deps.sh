@@ -4,7 +4,7 @@
 set -euo pipefail
 PKGS="build-essential cmake pkg-config clang libclang-rt-14-dev \
 libzmq3-dev libczmq-dev liblmdb-dev libmsgpack-dev libsodium-dev \
-libjansson-dev python3 python3-zmq procps"
+libjansson-dev libjemalloc-dev python3 python3-zmq procps"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" \
