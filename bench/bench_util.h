@@ -3,7 +3,9 @@
     An embedded durable node in a temp dir, a pool of in-process SDK worker
     threads that complete every task at once (counting tasks per thread),
     and a pipelined driver that keeps W workflows in flight on one client
-    connection: wf_start, then wf_result with wait, then the next one.
+    connection: wf_start, then wf_result with wait, then the next one; or
+    (execute) wf_start with wait, whose answer is the run's outcome (a
+    wf_result with wait follows only if it says "running").
     Replies are matched to workflows by request id through a small open-
     addressing table. Progress lines go to stderr every 5 s; results are
     the caller's one key=value line on stdout.
@@ -305,6 +307,7 @@ typedef struct {
     int count;              //  workflows
     int window;             //  in flight at most
     bool await;             //  also wait for each result
+    bool execute;           //  with await: start and wait in one request
     int wait_ms;            //  server-side wait of one wf_result
     int deadline_s;         //  give up after this long
     //  out
@@ -330,6 +333,11 @@ bench_send_start (bench_run_t *run, bench_idmap_t *map, int i)
     bench_wf_id (run, i, wf_id, sizeof wf_id);
     json_t *req = json_pack ("{s:s, s:s, s:s}", "op", "wf_start", "name",
                              run->name, "wf_id", wf_id);
+    if (run->await && run->execute) {
+        //  Start and wait in one request (shf_client_execute's message).
+        json_object_set_new (req, "wait", json_true ());
+        json_object_set_new (req, "timeout_ms", json_integer (run->wait_ms));
+    }
     uint64_t id;
     shf_err_t rc = shf_client_send (run->client, req, &id);
     json_decref (req);
@@ -422,7 +430,7 @@ bench_run (bench_run_t *run)
             closed++;
             in_flight--;
         }
-        else if (!is_result) {
+        else if (!is_result && !(run->await && run->execute)) {
             run->started++;
             if (++start_replies == run->count)
                 run->t_started_us = now;
@@ -437,6 +445,11 @@ bench_run (bench_run_t *run)
             }
         }
         else {
+            if (!is_result) {  //  a start that waited: started, and more
+                run->started++;
+                if (++start_replies == run->count)
+                    run->t_started_us = now;
+            }
             const char *status =
                 json_string_value (json_object_get (body, "status"));
             if (status && strcmp (status, "running") == 0) {

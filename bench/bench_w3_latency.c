@@ -88,18 +88,14 @@ main (int argc, char **argv)
     for (int i = 0; i < count; i++) {
         int64_t t0 = shf_clock_mono_us ();
         body = NULL;
-        if (shf_client_start (client, "w3", 0, NULL, NULL, NULL, &body)
+        //  Start and await in one request (shf_client_execute).
+        if (shf_client_execute (client, "w3", 0, NULL, NULL, NULL, 30000,
+                                &body)
             != SHF_OK) {
-            fprintf (stderr, "start failed: %s\n", shf_client_errmsg (client));
+            fprintf (stderr, "execute failed: %s\n",
+                     shf_client_errmsg (client));
             break;
         }
-        char wf_id [300];
-        snprintf (wf_id, sizeof wf_id, "%s",
-                  json_string_value (json_object_get (body, "workflow_id")));
-        json_decref (body);
-        body = NULL;
-        if (shf_client_result (client, wf_id, true, 30000, &body) != SHF_OK)
-            break;
         const char *status =
             json_string_value (json_object_get (body, "status"));
         if (status && strcmp (status, "completed") == 0)

@@ -61,7 +61,8 @@ main (int argc, char **argv)
                        .id_prefix = "tp",
                        .count = count,
                        .window = window,
-                       .await = true};
+                       .await = true,
+                       .execute = true};
     double cpu0 = bench_cpu_secs ();
     int rc = bench_run (&run);
     double cpu = bench_cpu_secs () - cpu0;

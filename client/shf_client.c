@@ -322,29 +322,60 @@ shf_client_def_show (shf_client_t *self, const char *name, int64_t version,
     return s_call_owned (self, msg, body_p);
 }
 
+//  The wf_start request of start and execute; NULL when an argument is
+//  refused (the error is set).
+static json_t *
+s_start_request (shf_client_t *self, const char *name, int64_t version,
+                 const char *wf_id, const char *input, const char *request_id)
+{
+    if (s_need (self, name, "a definition name"))
+        return NULL;
+    json_t *msg = s_request ("wf_start");
+    if (s_put_str (self, msg, "name", name) != SHF_OK
+        || (wf_id && s_put_str (self, msg, "wf_id", wf_id) != SHF_OK)
+        || (request_id
+            && s_put_str (self, msg, "request_id", request_id) != SHF_OK)
+        || s_set_payload (self, msg, "input", input) != SHF_OK) {
+        json_decref (msg);
+        return NULL;
+    }
+    if (version > 0)
+        json_object_set_new (msg, "version", json_integer (version));
+    return msg;
+}
+
 shf_err_t
 shf_client_start (shf_client_t *self, const char *name, int64_t version,
                   const char *wf_id, const char *input, const char *request_id,
                   json_t **body_p)
 {
-    if (s_need (self, name, "a definition name"))
+    if (body_p)
+        *body_p = NULL;
+    json_t *msg =
+        s_start_request (self, name, version, wf_id, input, request_id);
+    if (!msg)
         return SHF_EINVAL;
-    json_t *msg = s_request ("wf_start");
-    if (s_put_str (self, msg, "name", name) != SHF_OK)
-        return s_drop (msg);
-    if (version > 0)
-        json_object_set_new (msg, "version", json_integer (version));
-    if (wf_id)
-        if (s_put_str (self, msg, "wf_id", wf_id) != SHF_OK)
-            return s_drop (msg);
-    if (request_id)
-        if (s_put_str (self, msg, "request_id", request_id) != SHF_OK)
-            return s_drop (msg);
-    if (s_set_payload (self, msg, "input", input) != SHF_OK) {
-        json_decref (msg);
-        return SHF_EINVAL;
-    }
     return s_call_owned (self, msg, body_p);
+}
+
+shf_err_t
+shf_client_execute (shf_client_t *self, const char *name, int64_t version,
+                    const char *wf_id, const char *input,
+                    const char *request_id, int timeout_ms, json_t **body_p)
+{
+    if (body_p)
+        *body_p = NULL;
+    json_t *msg =
+        s_start_request (self, name, version, wf_id, input, request_id);
+    if (!msg)
+        return SHF_EINVAL;
+    if (timeout_ms <= 0)
+        timeout_ms = 30000;
+    json_object_set_new (msg, "wait", json_true ());
+    json_object_set_new (msg, "timeout_ms", json_integer (timeout_ms));
+    shf_err_t rc = s_call (self, msg, self->timeout_ms + timeout_ms, body_p);
+    json_decref (msg);
+    return rc;
 }
 
 shf_err_t

@@ -104,6 +104,18 @@ SHF_EXPORT shf_err_t shf_client_start (shf_client_t *self, const char *name,
                                        const char *request_id,
                                        json_t **body_p) SHF_MUST_CHECK;
 
+//  Start a run (arguments as shf_client_start) and wait for its outcome
+//  in the same request: the answer comes when the run closes, or after
+//  timeout_ms (<= 0: 30 s) saying "running". Body as shf_client_result
+//  ({"workflow_id","run_id","status","output","failure"}). Repeated with
+//  the same request_id, it waits for the run the first call started.
+SHF_EXPORT shf_err_t shf_client_execute (shf_client_t *self, const char *name,
+                                         int64_t version, const char *wf_id,
+                                         const char *input,
+                                         const char *request_id,
+                                         int timeout_ms,
+                                         json_t **body_p) SHF_MUST_CHECK;
+
 //  The outcome of the current run of wf_id. With wait, the server holds
 //  the answer until the run closes or timeout_ms passes (the body then
 //  says "running"); without wait it answers at once. Body

@@ -567,6 +567,9 @@ s_fatal (shf_err_t rc)
     return rc == SHF_EFULL || rc == SHF_EIO;
 }
 
+static void s_await (self_t *self, zframe_t *identity, uint64_t id,
+                     const json_t *msg, json_t *state);
+
 static shf_err_t
 s_wf_start (self_t *self, zframe_t *identity, uint64_t id, const json_t *msg)
 {
@@ -593,8 +596,20 @@ s_wf_start (self_t *self, zframe_t *identity, uint64_t id, const json_t *msg)
         if (rc == SHF_OK) {
             int64_t at = json_integer_value (json_object_get (prior, "at"));
             if (shf_clock_now () - at < SHF_DEDUP_TTL_MS) {
-                s_reply (self, identity, id,
-                         json_incref (json_object_get (prior, "reply")));
+                json_t *reply = json_object_get (prior, "reply");
+                json_t *state = NULL;
+                //  A start that waits, repeated: wait for the run the first
+                //  one started (if it is still the current one).
+                if (shf_msg_bool (msg, "wait", false)
+                    && s_state_load (self, ns, s_str (reply, "workflow_id"),
+                                     &state)
+                           == SHF_OK
+                    && strcmp (shf_workflow_run_id (state),
+                               s_str (reply, "run_id"))
+                           == 0)
+                    s_await (self, identity, id, msg, state);
+                else
+                    s_reply (self, identity, id, json_incref (reply));
                 json_decref (prior);
                 return SHF_OK;
             }
@@ -663,7 +678,14 @@ s_wf_start (self_t *self, zframe_t *identity, uint64_t id, const json_t *msg)
             return rc;
         }
     }
-    s_reply (self, identity, id, body);
+    if (shf_msg_bool (msg, "wait", false)) {
+        //  Start and wait: one request instead of two (the outcome's body
+        //  names the workflow and run as the start's does).
+        json_decref (body);
+        s_await (self, identity, id, msg, fresh);
+    }
+    else
+        s_reply (self, identity, id, body);
     return SHF_OK;
 }
 
@@ -687,14 +709,12 @@ s_find_run (self_t *self, zframe_t *identity, uint64_t id, const json_t *msg,
     return rc;
 }
 
-static shf_err_t
-s_wf_result (self_t *self, zframe_t *identity, uint64_t id, const json_t *msg)
+//  Answers a request for a run's outcome: at once when the run is closed
+//  or the request does not wait, else when it closes or timeout_ms passes.
+static void
+s_await (self_t *self, zframe_t *identity, uint64_t id, const json_t *msg,
+         json_t *state)
 {
-    json_t *state;
-    bool replied;
-    shf_err_t rc = s_find_run (self, identity, id, msg, &state, &replied);
-    if (rc || replied)
-        return rc;
     if (shf_workflow_is_open (state) && shf_msg_bool (msg, "wait", false)) {
         int64_t timeout = shf_msg_int (msg, "timeout_ms", 60000);
         if (timeout > SHF_SHARD_WAIT_MAX)
@@ -703,15 +723,26 @@ s_wf_result (self_t *self, zframe_t *identity, uint64_t id, const json_t *msg)
         //  saw the run open has committed, and a redone batch adds it once.
         char name [600];
         s_exec_name (name, sizeof name, s_str (msg, "ns"),
-                     s_str (msg, "wf_id"));
+                     shf_workflow_id (state));
         s_out_t *o = s_out_push (self, S_OUT_WAIT);
         o->identity = zframe_dup (identity);
         o->id = id;
         o->deadline = shf_clock_mono_us () / 1000 + timeout;
         o->exec_key = strdup (name);
-        return SHF_OK;
+        return;
     }
     s_reply (self, identity, id, shf_workflow_result (state));
+}
+
+static shf_err_t
+s_wf_result (self_t *self, zframe_t *identity, uint64_t id, const json_t *msg)
+{
+    json_t *state;
+    bool replied;
+    shf_err_t rc = s_find_run (self, identity, id, msg, &state, &replied);
+    if (rc || replied)
+        return rc;
+    s_await (self, identity, id, msg, state);
     return SHF_OK;
 }
 

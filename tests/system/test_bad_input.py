@@ -22,20 +22,11 @@ import sys
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from sfharness import Suite, free_port, run_cli, wait_for  # noqa: E402
+from sfharness import (Suite, free_port, import_zmq, run_cli,  # noqa: E402
+                       wait_for)
 import mpack_min  # noqa: E402
 
-try:
-    import zmq
-except ImportError:
-    zmq = None
-    # ctest may have found a Python without python3-zmq (e.g. pyenv);
-    # the Debian one has it.
-    if (os.path.exists("/usr/bin/python3") and not os.environ.get(
-            "SHF_NO_REEXEC") and os.path.realpath(sys.executable)
-            != os.path.realpath("/usr/bin/python3")):
-        os.environ["SHF_NO_REEXEC"] = "1"
-        os.execv("/usr/bin/python3", ["/usr/bin/python3"] + sys.argv)
+zmq = import_zmq()
 
 S = Suite("test_bad_input")
 E = S.new_env()

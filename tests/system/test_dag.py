@@ -13,8 +13,11 @@ import sys
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import mpack_min  # noqa: E402
 from sfharness import (Suite, RFC3339_MS, events_of, steps_by_id,  # noqa: E402
-                       find_value, wait_for)
+                       find_value, import_zmq, wait_for)
+
+zmq = import_zmq()
 
 S = Suite("test_dag")
 E = S.new_env()
@@ -150,6 +153,52 @@ def run_dag():
                 and l[3] == "1" and l[4] == ctx["run_id"] for l in lines),
             "SHARDFLOW_WORKFLOW_ID/STEP/ACTIVITY/ATTEMPT/RUN_ID are set",
             lines)
+
+
+def execute():
+    """wf_start with wait: one request starts the run and answers with its
+    outcome; repeated with the same request_id it answers for the same run."""
+    if zmq is None:
+        S.check(False, "python3-zmq is installed - execute not tested")
+        return
+    n = ctx["node"]
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(n.endpoint)
+    try:
+        replies = []
+        for rid in (1, 2):
+            sock.send(mpack_min.pack({
+                "v": 1, "op": "wf_start", "id": rid, "ns": "default",
+                "name": "dagtest", "wf_id": "exec-1", "input": INPUT,
+                "request_id": "rq-exec-1", "wait": True,
+                "timeout_ms": 30000}))
+            if sock.poll(60000, zmq.POLLIN) == 0:
+                S.check(False, "wf_start with wait answers within 60 s")
+                return
+            replies.append(mpack_min.unpack(sock.recv()))
+        first, again = replies
+        body = first.get("body") or {}
+        S.check(first.get("ok") is True and first.get("id") == 1,
+                "wf_start with wait: ok reply to request 1", first)
+        S.eq(body.get("workflow_id"), "exec-1", "its body names the workflow")
+        S.eq(body.get("status"), "completed", "its body is the outcome")
+        S.eq(body.get("output"),
+             dict(EXPECTED_OUTPUT, text=EXPECTED_OUTPUT["text"].replace(
+                 WF_ID, "exec-1")), "with the run's output")
+        S.check(isinstance(body.get("run_id"), str) and body["run_id"],
+                "and its run_id", body)
+        S.eq((again.get("id"), (again.get("body") or {}).get("run_id"),
+              (again.get("body") or {}).get("status")),
+             (2, body.get("run_id"), "completed"),
+             "the same start again (same request_id) answers for the same "
+             "run, closed")
+    finally:
+        sock.close()
+    out = S.cli_ok(n.cli("wf", "history", "exec-1"), "wf history exec-1")
+    kinds = [e.get("type") for e in events_of(out)]
+    S.eq(kinds.count("WorkflowStarted"), 1, "exec-1 started once")
+    S.eq(kinds.count("WorkflowCompleted"), 1, "exec-1 completed once")
 
 
 def describe():
@@ -371,6 +420,7 @@ S.run([
     ("wf describe", describe),
     ("wf history", history),
     ("wf list", listing),
+    ("start and wait in one request", execute),
     ("versions", versions),
     ("human output", human),
     ("clean shutdown", shutdown),
