@@ -15,6 +15,7 @@
 #include "shf_shard.h"
 #include "shf_workers.h"
 #include <sodium.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <string.h>
@@ -24,8 +25,15 @@
 //  Workers send a keepalive each second: four missed ones and it is lost.
 #define SHF_WORKER_SILENCE_MS 4000
 
+//  A peer on the frontend, named by its ROUTER identity (1..255 bytes).
 typedef struct {
-    zframe_t *identity;
+    const void *data;
+    size_t size;
+} s_peer_t;
+
+typedef struct {
+    uint8_t identity [256];
+    size_t identity_size;
     uint64_t id;
     char op [32];
     uint32_t remaining;
@@ -34,6 +42,18 @@ typedef struct {
     json_t *items;  //  wf_list: merged workflows
     int64_t limit;
 } s_gather_t;
+
+//  One socket the loop reads: the actor pipe, the frontend, a shard pipe.
+typedef struct {
+    void *handle;  //  libzmq socket; NULL when absent
+    bool ready;    //  may hold input that its fd will not announce
+} s_source_t;
+
+//  Where each source sits in sources. The loop serves the pipe, then the
+//  shards, then the frontend: replies and tasks free memory and credit.
+#define SHF_ROUTER_PIPE     0
+#define SHF_ROUTER_FRONTEND 1
+#define SHF_ROUTER_SHARD0   2
 
 typedef struct {
     zsock_t *pipe;
@@ -44,6 +64,9 @@ typedef struct {
     zactor_t **shards;
     shf_shard_args_t *shard_args;
     uint32_t n_shards;
+    s_source_t *sources;     //  by SHF_ROUTER_PIPE etc., shard i at SHARD0 + i
+    struct pollfd *pollfds;  //  each source's ZMQ_FD, same order
+    uint32_t n_sources;
     zhashx_t *gathers;  //  "id" -> s_gather_t
     uint32_t next_gather;
     zhashx_t *canceled;  //  token -> expiry (ms, boxed)
@@ -53,60 +76,89 @@ typedef struct {
 } self_t;
 
 static void
-s_identity_text (zframe_t *identity, char *buf, size_t size)
+s_identity_text (s_peer_t peer, char *buf, size_t size)
 {
-    sodium_bin2hex (buf, size, zframe_data (identity), zframe_size (identity));
+    sodium_bin2hex (buf, size, peer.data, peer.size);
 }
 
-//  Sends [identity][body] on the frontend. The socket is ROUTER_MANDATORY:
-//  a peer whose connection is gone makes the send fail (and the message is
-//  dropped here) instead of vanishing silently. Returns whether it left.
-static bool
-s_route (self_t *self, zmsg_t **msg_p)
+static void
+s_free_data (void *data, void *hint)
 {
-    if (zmsg_send (msg_p, self->frontend) == 0)
-        return true;
-    zmsg_destroy (msg_p);
-    return false;
+    (void) hint;
+    free (data);
+}
+
+static bool
+s_frame_is (zmq_msg_t *frame, const char *word)
+{
+    size_t len = strlen (word);
+    return zmq_msg_size (frame) == len
+           && memcmp (zmq_msg_data (frame), word, len) == 0;
+}
+
+//  Sends [identity][body] on the frontend; body (malloc'd, size bytes) is
+//  taken and handed to ZeroMQ without a copy. The socket is
+//  ROUTER_MANDATORY: a peer whose connection is gone makes the send fail
+//  (and the body is dropped here) instead of vanishing silently. Returns
+//  whether it left.
+static bool
+s_route (self_t *self, s_peer_t peer, char *body, size_t size)
+{
+    void *frontend = self->sources [SHF_ROUTER_FRONTEND].handle;
+    //  Sending may take in the socket's pending commands, an arrival
+    //  among them: look at it again before sleeping.
+    self->sources [SHF_ROUTER_FRONTEND].ready = true;
+    zmq_msg_t msg;
+    zmq_msg_init_data (&msg, body, size, s_free_data, NULL);
+    if (zmq_send (frontend, peer.data, peer.size, ZMQ_SNDMORE) < 0
+        || zmq_msg_send (&msg, frontend, 0) < 0) {
+        zmq_msg_close (&msg);
+        return false;
+    }
+    return true;
 }
 
 //  Returns false when the message cannot be encoded or the peer is gone.
 static bool
-s_send_frontend (self_t *self, zframe_t *identity, const json_t *msg)
+s_send_frontend (self_t *self, s_peer_t peer, const json_t *msg)
 {
     char *data;
     size_t size;
     if (shf_msg_encode (msg, &data, &size) != SHF_OK)
         return false;
-    zmsg_t *m = zmsg_new ();
-    zmsg_addmem (m, zframe_data (identity), zframe_size (identity));
-    zmsg_addmem (m, data, size);
-    free (data);
-    return s_route (self, &m);
+    return s_route (self, peer, data, size);
 }
 
 static void
-s_error (self_t *self, zframe_t *identity, uint64_t id, shf_err_t err,
+s_error (self_t *self, s_peer_t peer, uint64_t id, shf_err_t err,
          const char *message)
 {
     json_t *reply = shf_msg_reply_error (id, err, message);
-    s_send_frontend (self, identity, reply);
+    s_send_frontend (self, peer, reply);
     json_decref (reply);
 }
 
-//  Sends a request to a shard; msg is taken.
+//  Sends [cmd][...][pointer] to a shard; the pointer's json is taken and
+//  owned by the shard once the frame has left.
 static void
-s_to_shard (self_t *self, uint32_t shard, const char *cmd, zframe_t *identity,
+s_to_shard_frames (self_t *self, uint32_t shard, const char *cmd,
+                   const void *extra, size_t extra_size, json_t *msg)
+{
+    s_source_t *src = &self->sources [SHF_ROUTER_SHARD0 + shard];
+    src->ready = true;  //  as in s_route
+    if (zmq_send (src->handle, cmd, strlen (cmd), ZMQ_SNDMORE) < 0
+        || zmq_send (src->handle, extra, extra_size, ZMQ_SNDMORE) < 0
+        || zmq_send (src->handle, &msg, sizeof (void *), 0) < 0)
+        json_decref (msg);  //  only when the context is ending
+}
+
+//  Sends a request to a shard; msg is taken. peer NULL: no one to answer.
+static void
+s_to_shard (self_t *self, uint32_t shard, const char *cmd, const s_peer_t *peer,
             json_t *msg)
 {
-    zmsg_t *m = zmsg_new ();
-    zmsg_addstr (m, cmd);
-    if (identity)
-        zmsg_addmem (m, zframe_data (identity), zframe_size (identity));
-    else
-        zmsg_addmem (m, "", 0);
-    zmsg_addmem (m, &msg, sizeof (void *));
-    zmsg_send (&m, self->shards [shard]);
+    s_to_shard_frames (self, shard, cmd, peer ? peer->data : "",
+                       peer ? peer->size : 0, msg);
 }
 
 static void s_worker_lost (void *arg, const char *worker, const char *text);
@@ -133,11 +185,7 @@ s_dispatch (void *arg, const char *worker, const json_t *task)
                    json_string_value (json_object_get (task, "token")));
         return true;  //  the task is dropped; the worker is fine
     }
-    zmsg_t *m = zmsg_new ();
-    zmsg_addmem (m, raw, raw_len);
-    zmsg_addmem (m, data, size);
-    free (data);
-    if (!s_route (self, &m)) {
+    if (!s_route (self, (s_peer_t){raw, raw_len}, data, size)) {
         shf_workers_lose (self->workers, worker, s_worker_lost, self);
         return false;
     }
@@ -152,10 +200,11 @@ s_dispatch (void *arg, const char *worker, const json_t *task)
                    json_object_get (task, "step"), "attempt",
                    json_object_get (task, "attempt"), "worker", worker);
     uint32_t shard = shf_shardmap_locate (self->map, ns, wf_id);
-    zmsg_t *note_msg = zmsg_new ();
-    zmsg_addstr (note_msg, "DISPATCHED");
-    zmsg_addmem (note_msg, &note, sizeof (void *));
-    zmsg_send (&note_msg, self->shards [shard]);
+    s_source_t *src = &self->sources [SHF_ROUTER_SHARD0 + shard];
+    src->ready = true;  //  as in s_route
+    if (zmq_send (src->handle, "DISPATCHED", 10, ZMQ_SNDMORE) < 0
+        || zmq_send (src->handle, &note, sizeof (void *), 0) < 0)
+        json_decref (note);
     return true;
 }
 
@@ -167,7 +216,6 @@ s_gather_free (void **item)
 {
     s_gather_t *g = *item;
     if (g) {
-        zframe_destroy (&g->identity);
         json_decref (g->first);
         json_decref (g->error);
         json_decref (g->items);
@@ -177,12 +225,14 @@ s_gather_free (void **item)
 }
 
 static void
-s_gather_start (self_t *self, zframe_t *identity, uint64_t id, json_t *msg,
+s_gather_start (self_t *self, s_peer_t peer, uint64_t id, json_t *msg,
                 bool all_shards)
 {
     s_gather_t *g = calloc (1, sizeof *g);
     assert (g);
-    g->identity = zframe_dup (identity);
+    assert (peer.size <= sizeof g->identity);
+    memcpy (g->identity, peer.data, peer.size);
+    g->identity_size = peer.size;
     g->id = id;
     snprintf (g->op, sizeof g->op, "%s",
               json_string_value (json_object_get (msg, "op")));
@@ -194,13 +244,9 @@ s_gather_start (self_t *self, zframe_t *identity, uint64_t id, json_t *msg,
     snprintf (key, sizeof key, "%u", gid);
     zhashx_insert (self->gathers, key, g);
     for (uint32_t s = 0; s < g->remaining; s++) {
-        zmsg_t *m = zmsg_new ();
-        zmsg_addstr (m, "GATHER");
-        zmsg_addmem (m, &gid, 4);
         json_t *copy =
             s + 1 < g->remaining ? json_deep_copy (msg) : json_incref (msg);
-        zmsg_addmem (m, &copy, sizeof (void *));
-        zmsg_send (&m, self->shards [s]);
+        s_to_shard_frames (self, s, "GATHER", &gid, 4, copy);
     }
 }
 
@@ -256,7 +302,7 @@ s_gathered (self_t *self, uint32_t gid, json_t *reply)
     else
         answer = json_deep_copy (g->first);
     json_object_set_new (answer, "id", json_integer ((json_int_t) g->id));
-    s_send_frontend (self, g->identity, answer);
+    s_send_frontend (self, (s_peer_t){g->identity, g->identity_size}, answer);
     json_decref (answer);
     zhashx_delete (self->gathers, key);
 }
@@ -265,16 +311,15 @@ s_gathered (self_t *self, uint32_t gid, json_t *reply)
 //  Frontend requests
 
 static bool
-s_open_token (self_t *self, zframe_t *identity, uint64_t id, const char *text,
+s_open_token (self_t *self, const s_peer_t *peer, uint64_t id, const char *text,
               shf_token_t *token)
 {
     shf_err_t rc = shf_token_open (text, self->args->token_key, token);
     if (rc == SHF_OK && token->shard >= self->n_shards)
         rc = SHF_EINVAL;
     if (rc) {
-        if (identity)
-            s_error (self, identity, id,
-                     rc == SHF_EAUTH ? SHF_EAUTH : SHF_EINVAL,
+        if (peer)
+            s_error (self, *peer, id, rc == SHF_EAUTH ? SHF_EAUTH : SHF_EINVAL,
                      "task token is not valid");
         return false;
     }
@@ -289,36 +334,32 @@ s_token_json (const shf_token_t *token)
                       token->step, "attempt", (int) token->attempt);
 }
 
+//  frames: [identity][body] as read, count of them in the message.
 static void
-s_frontend (self_t *self)
+s_frontend (self_t *self, zmq_msg_t *frames, int count)
 {
-    zmsg_t *m = zmsg_recv (self->frontend);
-    if (!m)
+    s_peer_t peer = {zmq_msg_data (&frames [0]), zmq_msg_size (&frames [0])};
+    if (count != 2) {
+        s_error (self, peer, 0, SHF_EINVAL, "a request is exactly one frame");
         return;
-    zframe_t *identity = zmsg_pop (m);
-    zframe_t *body = zmsg_pop (m);
-    if (!identity || !body || zmsg_size (m) != 0) {
-        if (identity)
-            s_error (self, identity, 0, SHF_EINVAL,
-                     "a request is exactly one frame");
-        goto done;
     }
     json_t *msg = NULL;
     shf_op_t op;
     uint64_t id = 0;
     char err [300];
-    shf_err_t rc = shf_msg_decode (zframe_data (body), zframe_size (body), &msg,
-                                   &op, &id, err, sizeof err);
+    shf_err_t rc =
+        shf_msg_decode (zmq_msg_data (&frames [1]), zmq_msg_size (&frames [1]),
+                        &msg, &op, &id, err, sizeof err);
     if (rc) {
-        s_error (self, identity, id, rc, err);
-        goto done;
+        s_error (self, peer, id, rc, err);
+        return;
     }
     if (!json_object_get (msg, "ns") && op != SHF_OP_POLL
         && op != SHF_OP_COMPLETE && op != SHF_OP_FAIL && op != SHF_OP_HEARTBEAT)
         json_object_set_new (msg, "ns", json_string ("default"));
     const char *ns = json_string_value (json_object_get (msg, "ns"));
     char worker [520];
-    s_identity_text (identity, worker, sizeof worker);
+    s_identity_text (peer, worker, sizeof worker);
     int64_t now_ms = shf_clock_mono_us () / 1000;
     shf_workers_seen (self->workers, worker, now_ms);
     switch (op) {
@@ -346,17 +387,17 @@ s_frontend (self_t *self)
             const char *wf_id =
                 json_string_value (json_object_get (msg, "wf_id"));
             uint32_t shard = shf_shardmap_locate (self->map, ns, wf_id);
-            s_to_shard (self, shard, "REQ", identity, msg);
+            s_to_shard (self, shard, "REQ", &peer, msg);
             msg = NULL;
             break;
         }
         case SHF_OP_DEF_REGISTER:
         case SHF_OP_WF_LIST:
-            s_gather_start (self, identity, id, msg, true);
+            s_gather_start (self, peer, id, msg, true);
             break;
         case SHF_OP_DEF_LIST:
         case SHF_OP_DEF_SHOW:
-            s_gather_start (self, identity, id, msg, false);
+            s_gather_start (self, peer, id, msg, false);
             break;
         case SHF_OP_POLL:
             shf_workers_poll (self->workers, worker, now_ms);
@@ -375,7 +416,7 @@ s_frontend (self_t *self)
         case SHF_OP_FAIL: {
             shf_token_t token;
             if (!s_open_token (
-                    self, identity, id,
+                    self, &peer, id,
                     json_string_value (json_object_get (msg, "token")), &token))
                 break;
             shf_workers_release (
@@ -383,7 +424,7 @@ s_frontend (self_t *self)
                 json_string_value (json_object_get (msg, "token")));
             json_object_set_new (msg, "_token", s_token_json (&token));
             json_object_set_new (msg, "worker", json_string (worker));
-            s_to_shard (self, token.shard, "REQ", identity, msg);
+            s_to_shard (self, token.shard, "REQ", &peer, msg);
             msg = NULL;
             break;
         }
@@ -415,77 +456,69 @@ s_frontend (self_t *self)
                 id, json_pack ("{s:o, s:I}", "canceled", canceled,
                                "min_interval_ms",
                                (json_int_t) self->heartbeat_min_ms));
-            s_send_frontend (self, identity, reply);
+            s_send_frontend (self, peer, reply);
             json_decref (reply);
             break;
         }
         default:
-            s_error (self, identity, id, SHF_EINVAL,
+            s_error (self, peer, id, SHF_EINVAL,
                      "this operation is not accepted from clients");
             break;
     }
     json_decref (msg);
-done:
-    zframe_destroy (&identity);
-    zframe_destroy (&body);
-    zmsg_destroy (&m);
 }
 
 //  --------------------------------------------------------------------
 //  Shard pipes
 
 static void *
-s_pop_ptr (zmsg_t *m)
+s_frame_ptr (zmq_msg_t *frame)
 {
-    zframe_t *f = zmsg_pop (m);
     void *ptr = NULL;
-    if (f && zframe_size (f) == sizeof (void *))
-        memcpy (&ptr, zframe_data (f), sizeof (void *));
-    zframe_destroy (&f);
+    if (zmq_msg_size (frame) == sizeof (void *))
+        memcpy (&ptr, zmq_msg_data (frame), sizeof (void *));
     return ptr;
 }
 
+//  frames: the first three of the message, count of them in it.
 static void
-s_from_shard (self_t *self, zactor_t *shard)
+s_from_shard (self_t *self, zmq_msg_t *frames, int count)
 {
-    zmsg_t *m = zmsg_recv (shard);
-    if (!m)
-        return;
-    char *cmd = zmsg_popstr (m);
-    if (!cmd)
-        ;
-    else if (streq (cmd, "REPLY"))
-        //  [identity][encoded reply]: forward as is.
-        s_route (self, &m);
-    else if (streq (cmd, "TASK")) {
-        json_t *task = s_pop_ptr (m);
+    if (s_frame_is (&frames [0], "REPLY") && count == 3) {
+        //  [identity][encoded reply]: forwarded as is, the reply's bytes
+        //  handed over rather than copied. A peer that is gone drops it.
+        void *frontend = self->sources [SHF_ROUTER_FRONTEND].handle;
+        self->sources [SHF_ROUTER_FRONTEND].ready = true;  //  as in s_route
+        if (zmq_msg_send (&frames [1], frontend, ZMQ_SNDMORE) >= 0)
+            zmq_msg_send (&frames [2], frontend, 0);
+    }
+    else if (s_frame_is (&frames [0], "TASK") && count == 2) {
+        json_t *task = s_frame_ptr (&frames [1]);
         if (task)
             shf_matcher_add_task (self->matcher, &task);
     }
-    else if (streq (cmd, "CANCEL")) {
-        char *queue = zmsg_popstr (m);
-        char *token = zmsg_popstr (m);
-        if (queue && token) {
-            shf_matcher_cancel (self->matcher, queue, token);
-            int64_t *expiry = malloc (sizeof *expiry);
-            *expiry = shf_clock_mono_us () / 1000 + SHF_CANCELED_TTL_MS;
-            zhashx_update (self->canceled, token, expiry);
-        }
-        zstr_free (&queue);
-        zstr_free (&token);
+    else if (s_frame_is (&frames [0], "CANCEL") && count == 3) {
+        char *queue =
+            strndup (zmq_msg_data (&frames [1]), zmq_msg_size (&frames [1]));
+        char *token =
+            strndup (zmq_msg_data (&frames [2]), zmq_msg_size (&frames [2]));
+        assert (queue && token);
+        shf_matcher_cancel (self->matcher, queue, token);
+        int64_t *expiry = malloc (sizeof *expiry);
+        assert (expiry);
+        *expiry = shf_clock_mono_us () / 1000 + SHF_CANCELED_TTL_MS;
+        zhashx_update (self->canceled, token, expiry);
+        free (queue);
+        free (token);
     }
-    else if (streq (cmd, "GATHERED")) {
-        zframe_t *f = zmsg_pop (m);
+    else if (s_frame_is (&frames [0], "GATHERED") && count == 3) {
         uint32_t gid = 0;
-        if (f && zframe_size (f) == 4)
-            memcpy (&gid, zframe_data (f), 4);
-        zframe_destroy (&f);
-        json_t *reply = s_pop_ptr (m);
+        if (zmq_msg_size (&frames [1]) == 4)
+            memcpy (&gid, zmq_msg_data (&frames [1]), 4);
+        json_t *reply = s_frame_ptr (&frames [2]);
         if (reply)
             s_gathered (self, gid, reply);
     }
-    zstr_free (&cmd);
-    zmsg_destroy (&m);
 }
 
 //  A lost worker's attempt fails with WorkerLost through its shard, which
@@ -591,12 +624,119 @@ s_start (self_t *self)
     return SHF_OK;
 }
 
+//  --------------------------------------------------------------------
+//  The loop
+//
+//  zmq_poll and zsock_events are what made the router expensive: libzmq
+//  answers each ZMQ_EVENTS query, and each receive that finds nothing, by
+//  draining the socket's command mailbox, which costs a poll() syscall
+//  (and a getpid) per socket per question; zmq_poll asks it of every item
+//  twice per sleep. So the loop polls the sockets' ZMQ_FDs itself and asks
+//  each socket only when there is a reason to:
+//
+//  - a socket's ZMQ_FD turns readable when a command reaches its mailbox
+//    (an arrival on an idle pipe is one), and stays quiet once a receive
+//    has returned EAGAIN, since that receive took every pending command;
+//  - so a source is read until EAGAIN, or until a burst, after which it is
+//    still "ready" and read again before the loop sleeps;
+//  - sending on a socket may take in its pending commands too (libzmq does
+//    so at most about once a millisecond), swallowing the wake-up of an
+//    arrival: every send marks its socket ready, so it is read once more
+//    before the loop sleeps.
+
+#define SHF_ROUTER_BURST      256
+#define SHF_ROUTER_MAX_FRAMES 3  //  the longest message the router reads
+
+//  Receives one message: its first frame if one is waiting (-1 when none
+//  is), then the rest, which ZeroMQ delivers together with the first.
+//  Frames past max are read and dropped. Returns how many frames the
+//  message had; the caller closes min (that, max) of them.
+static int
+s_recv (void *socket, zmq_msg_t *frames, int max)
+{
+    int count = 0;
+    while (true) {
+        zmq_msg_t extra;
+        zmq_msg_t *frame = count < max ? &frames [count] : &extra;
+        zmq_msg_init (frame);
+        if (zmq_msg_recv (frame, socket, count ? 0 : ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close (frame);
+            return count ? count : -1;
+        }
+        count++;
+        bool more = zmq_msg_more (frame);
+        if (frame == &extra)
+            zmq_msg_close (frame);
+        if (!more)
+            return count;
+    }
+}
+
+//  Handles up to a burst of messages from one source.
+static void
+s_drain (self_t *self, uint32_t index)
+{
+    s_source_t *source = &self->sources [index];
+    for (int burst = 0; burst < SHF_ROUTER_BURST; burst++) {
+        zmq_msg_t frames [SHF_ROUTER_MAX_FRAMES];
+        int count = s_recv (source->handle, frames, SHF_ROUTER_MAX_FRAMES);
+        if (count < 0) {
+            //  EAGAIN, or the context is ending: the fd tells what's next.
+            source->ready = false;
+            if (index == SHF_ROUTER_PIPE && zmq_errno () != EAGAIN)
+                self->terminated = true;
+            return;
+        }
+        if (index == SHF_ROUTER_PIPE) {
+            if (s_frame_is (&frames [0], "$TERM"))
+                self->terminated = true;
+        }
+        else if (index == SHF_ROUTER_FRONTEND)
+            s_frontend (self, frames, count);
+        else
+            s_from_shard (self, frames, count);
+        for (int i = 0; i < count && i < SHF_ROUTER_MAX_FRAMES; i++)
+            zmq_msg_close (&frames [i]);
+        if (self->terminated)
+            return;
+    }
+    source->ready = true;
+}
+
+static void
+s_open_sources (self_t *self)
+{
+    self->n_sources = SHF_ROUTER_SHARD0 + self->n_shards;
+    self->sources = calloc (self->n_sources, sizeof (s_source_t));
+    self->pollfds = calloc (self->n_sources, sizeof (struct pollfd));
+    assert (self->sources && self->pollfds);
+    self->sources [SHF_ROUTER_PIPE].handle = zsock_resolve (self->pipe);
+    self->sources [SHF_ROUTER_FRONTEND].handle =
+        self->frontend ? zsock_resolve (self->frontend) : NULL;
+    for (uint32_t i = 0; i < self->n_shards; i++)
+        self->sources [SHF_ROUTER_SHARD0 + i].handle =
+            zsock_resolve (self->shards [i]);
+    for (uint32_t i = 0; i < self->n_sources; i++) {
+        s_source_t *source = &self->sources [i];
+        struct pollfd *pfd = &self->pollfds [i];
+        pfd->fd = -1;  //  poll skips it
+        pfd->events = POLLIN;
+        if (!source->handle)
+            continue;
+        size_t fd_size = sizeof pfd->fd;
+        int rc = zmq_getsockopt (source->handle, ZMQ_FD, &pfd->fd, &fd_size);
+        assert (rc == 0);
+        //  Whatever came before the first poll has no wake-up of its own.
+        source->ready = true;
+    }
+}
+
 void
 shf_router (zsock_t *pipe, void *vargs)
 {
     self_t self_s;
     //  Signals belong to the process's main thread: one landing here would
-    //  interrupt a socket call (CZMQ's zsock_events then reads garbage).
+    //  interrupt a socket call (and CZMQ's calls do not all retry).
     sigset_t all;
     sigfillset (&all);
     pthread_sigmask (SIG_BLOCK, &all, NULL);
@@ -618,49 +758,33 @@ shf_router (zsock_t *pipe, void *vargs)
     self->args->status = s_start (self);
     zsock_signal (pipe, 0);
 
-    uint32_t n_items = self->n_shards + 2;
-    zmq_pollitem_t *items = calloc (n_items, sizeof *items);
-    assert (items);
-    items [0].socket = zsock_resolve (pipe);
-    items [0].events = ZMQ_POLLIN;
-    items [1].socket = self->frontend ? zsock_resolve (self->frontend) : NULL;
-    items [1].events = self->frontend ? ZMQ_POLLIN : 0;
-    for (uint32_t i = 0; i < self->n_shards; i++) {
-        items [i + 2].socket = zsock_resolve (self->shards [i]);
-        items [i + 2].events = ZMQ_POLLIN;
-    }
+    s_open_sources (self);
     int64_t last_housekeeping = shf_clock_mono_us ();
     while (!self->terminated) {
-        if (zmq_poll (items, (int) n_items, 200) < 0)
-            break;
-        if (items [0].revents & ZMQ_POLLIN) {
-            char *cmd = zstr_recv (pipe);
-            if (!cmd || streq (cmd, "$TERM"))
-                self->terminated = true;
-            zstr_free (&cmd);
-        }
-        //  Shards first: replies and tasks free memory and credit.
-        for (uint32_t i = 0; i < self->n_shards; i++)
-            for (int burst = 0; burst < 256; burst++) {
-                if (zsock_events (self->shards [i]) & ZMQ_POLLIN)
-                    s_from_shard (self, self->shards [i]);
-                else
-                    break;
-            }
-        if (self->frontend)
-            for (int burst = 0; burst < 256; burst++) {
-                if (zsock_events (self->frontend) & ZMQ_POLLIN)
-                    s_frontend (self);
-                else
-                    break;
-            }
+        bool pending = false;
+        for (uint32_t i = 0; i < self->n_sources; i++)
+            pending = pending || self->sources [i].ready;
+        //  A failed poll (an interruption) is a wake-up with nothing new.
+        if (poll (self->pollfds, self->n_sources, pending ? 0 : 200) > 0)
+            for (uint32_t i = 0; i < self->n_sources; i++)
+                if (self->pollfds [i].revents)
+                    self->sources [i].ready = true;
+        if (self->sources [SHF_ROUTER_PIPE].ready)
+            s_drain (self, SHF_ROUTER_PIPE);
+        for (uint32_t i = SHF_ROUTER_SHARD0;
+             i < self->n_sources && !self->terminated; i++)
+            if (self->sources [i].ready)
+                s_drain (self, i);
+        if (self->sources [SHF_ROUTER_FRONTEND].ready && !self->terminated)
+            s_drain (self, SHF_ROUTER_FRONTEND);
         int64_t now = shf_clock_mono_us ();
         if (now - last_housekeeping > 1000000) {
             s_housekeeping (self);
             last_housekeeping = now;
         }
     }
-    free (items);
+    free (self->sources);
+    free (self->pollfds);
     for (uint32_t i = 0; i < self->n_shards; i++)
         zactor_destroy (&self->shards [i]);
     zsock_destroy (&self->frontend);

@@ -57,18 +57,33 @@ shf_shardmap_shards (const shf_shardmap_t *self)
     return self->shards;
 }
 
+static void
+s_append (unsigned char *buf, size_t cap, size_t *n, const char *text)
+{
+    //  NULL hashed as glibc's printf wrote it, so nothing moves.
+    if (!text)
+        text = "(null)";
+    size_t len = strnlen (text, cap - *n);
+    memcpy (buf + *n, text, len);
+    *n += len;
+}
+
 uint32_t
 shf_shardmap_locate (const shf_shardmap_t *self, const char *ns,
                      const char *wf_id)
 {
     if (self->bits == 0)
         return 0;
-    char buf [600];
-    int n = snprintf (buf, sizeof buf, "%s/%s", ns, wf_id);
-    if (n < 0 || n >= (int) sizeof buf)
-        n = (int) sizeof buf - 1;
+    //  Hashes "ns/wf_id" cut at 599 bytes, the bytes snprintf used to
+    //  build (they decide where existing workflows live); built by hand
+    //  since this runs for every request and every task.
+    unsigned char buf [600];
+    size_t n = 0;
+    s_append (buf, sizeof buf - 1, &n, ns);
+    s_append (buf, sizeof buf - 1, &n, "/");
+    s_append (buf, sizeof buf - 1, &n, wf_id);
     unsigned char out [crypto_shorthash_BYTES];
-    crypto_shorthash (out, (const unsigned char *) buf, (size_t) n, self->key);
+    crypto_shorthash (out, buf, n, self->key);
     uint64_t h = 0;
     for (int i = 0; i < 8; i++)
         h = (h << 8) | out [i];
@@ -133,6 +148,25 @@ shf_shardmap_test (bool verbose)
     assert (shf_shardmap_merge (map, 3, "n2", 2));
     assert (strcmp (shf_shardmap_owner (map, 3), "n2") == 0);
     assert (shf_shardmap_epoch (map, 3) == 2);
+    //  Placement is the hash of "ns/wf_id" cut at 599 bytes, as it was
+    //  when written with snprintf: existing workflows must not move.
+    char long_id [700];
+    memset (long_id, 'x', sizeof long_id - 1);
+    long_id [sizeof long_id - 1] = 0;
+    const char *ids [] = {"a", "wf-1", long_id, long_id + 200, long_id + 300};
+    for (size_t i = 0; i < sizeof ids / sizeof ids [0]; i++) {
+        char buf [600];
+        int n = snprintf (buf, sizeof buf, "%s/%s", "default", ids [i]);
+        if (n >= (int) sizeof buf)
+            n = (int) sizeof buf - 1;
+        unsigned char out [crypto_shorthash_BYTES];
+        crypto_shorthash (out, (const unsigned char *) buf, (size_t) n, key);
+        uint64_t h = 0;
+        for (int b = 0; b < 8; b++)
+            h = (h << 8) | out [b];
+        assert (shf_shardmap_locate (map, "default", ids [i])
+                == (uint32_t) (h >> 61));
+    }
     shf_shardmap_t *one = shf_shardmap_new (1, key, "n1");
     assert (shf_shardmap_locate (one, "default", "x") == 0);
     shf_shardmap_destroy (&one);

@@ -12,7 +12,9 @@ typedef struct {
 
 struct shf_workers {
     zhashx_t *workers;  //  name -> s_worker_t
-    zhashx_t *holder;   //  token -> worker name (owned copy)
+    //  token -> s_worker_t (borrowed): a worker is only ever forgotten
+    //  through shf_workers_lose, which first takes its tokens out of here.
+    zhashx_t *holder;
 };
 
 static void
@@ -26,13 +28,6 @@ s_worker_free (void **item)
     *item = NULL;
 }
 
-static void
-s_str_free (void **item)
-{
-    free (*item);
-    *item = NULL;
-}
-
 shf_workers_t *
 shf_workers_new (void)
 {
@@ -40,7 +35,6 @@ shf_workers_new (void)
     self->workers = zhashx_new ();
     zhashx_set_destructor (self->workers, s_worker_free);
     self->holder = zhashx_new ();
-    zhashx_set_destructor (self->holder, s_str_free);
     return self;
 }
 
@@ -90,18 +84,16 @@ shf_workers_track (shf_workers_t *self, const char *worker, const char *token,
     shf_workers_release (self, token);
     s_worker_t *w = s_known (self, worker, now);
     zhashx_insert (w->tokens, token, (void *) 1);
-    zhashx_insert (self->holder, token, strdup (worker));
+    zhashx_insert (self->holder, token, w);
 }
 
 void
 shf_workers_release (shf_workers_t *self, const char *token)
 {
-    const char *worker = zhashx_lookup (self->holder, token);
-    if (!worker)
+    s_worker_t *w = zhashx_lookup (self->holder, token);
+    if (!w)
         return;
-    s_worker_t *w = zhashx_lookup (self->workers, worker);
-    if (w)
-        zhashx_delete (w->tokens, token);
+    zhashx_delete (w->tokens, token);
     zhashx_delete (self->holder, token);
 }
 
