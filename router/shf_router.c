@@ -765,10 +765,12 @@ shf_router (zsock_t *pipe, void *vargs)
         for (uint32_t i = 0; i < self->n_sources; i++)
             pending = pending || self->sources [i].ready;
         //  A failed poll (an interruption) is a wake-up with nothing new.
-        if (poll (self->pollfds, self->n_sources, pending ? 0 : 200) > 0)
-            for (uint32_t i = 0; i < self->n_sources; i++)
-                if (self->pollfds [i].revents)
-                    self->sources [i].ready = true;
+        //  200 ms of silence reads every source once: should an edge ever
+        //  be missed, a message waits that long, not forever.
+        int n = poll (self->pollfds, self->n_sources, pending ? 0 : 200);
+        for (uint32_t i = 0; i < self->n_sources; i++)
+            if ((n > 0 && self->pollfds [i].revents) || (n == 0 && !pending))
+                self->sources [i].ready = true;
         if (self->sources [SHF_ROUTER_PIPE].ready)
             s_drain (self, SHF_ROUTER_PIPE);
         for (uint32_t i = SHF_ROUTER_SHARD0;
