@@ -179,15 +179,26 @@ bench_pool_thread (void *varg)
         fprintf (stderr, "worker: cannot open\n");
         return NULL;
     }
+    //  Results go without waiting for the node's answer, so one thread
+    //  keeps its whole concurrency busy (a blocking complete would hold
+    //  the thread for a commit per task).
     while (!atomic_load (&pool->stop)) {
         shf_task_t *task = NULL;
         if (shf_worker_poll (worker, 100, &task) != SHF_OK)
             continue;
-        if (shf_worker_complete (worker, &task, "{\"ok\":true}") == SHF_OK)
+        if (shf_worker_complete_async (worker, &task, "{\"ok\":true}")
+            == SHF_OK)
             atomic_fetch_add (&pool->tasks [me], 1);
         else if (atomic_fetch_add (&pool->errors, 1) < 5)
             fprintf (stderr, "worker: complete failed: %s\n",
                      shf_worker_errmsg (worker));
+    }
+    if (shf_worker_flush (worker, 5000) != SHF_OK
+        || shf_worker_failures (worker) > 0) {
+        atomic_fetch_add (&pool->errors, 1);
+        fprintf (stderr, "worker: %zu results unanswered, %zu refused: %s\n",
+                 shf_worker_pending (worker), shf_worker_failures (worker),
+                 shf_worker_errmsg (worker));
     }
     shf_worker_destroy (&worker);
     return NULL;

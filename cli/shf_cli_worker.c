@@ -103,6 +103,7 @@ typedef struct {
     int64_t grace_ms;
     job_t *jobs;
     int running;
+    size_t report_failures;  //  shf_worker_failures already logged
     bool stopping;
     int64_t stop_deadline;  //  when still-running commands are stopped
 } self_t;
@@ -475,7 +476,8 @@ s_report (self_t *self, job_t *job, const char *type, const char *message)
               shf_task_step (job->task),
               (long long) shf_task_attempt (job->task));
     bool told_to_stop = job->stop_type != NULL;
-    shf_err_t rc = shf_worker_fail (self->worker, &job->task, type, message);
+    shf_err_t rc =
+        shf_worker_fail_async (self->worker, &job->task, type, message);
     if (rc != SHF_OK && told_to_stop)  //  the node expects nothing more
         shf_debug ("worker: reporting stopped %s: %s: %s", what,
                    shf_worker_errcode (self->worker),
@@ -609,7 +611,8 @@ s_finish (self_t *self, job_t *job)
         snprintf (what, sizeof what, "%s (workflow %s, step %s)",
                   shf_task_activity (job->task),
                   shf_task_workflow_id (job->task), shf_task_step (job->task));
-        shf_err_t rc = shf_worker_complete (self->worker, &job->task, text);
+        shf_err_t rc =
+            shf_worker_complete_async (self->worker, &job->task, text);
         free (text);
         if (rc != SHF_OK && rc != SHF_ETOOLARGE)
             shf_warn ("worker: reporting completion of %s: %s: %s", what,
@@ -722,6 +725,20 @@ s_begin_stop (self_t *self)
         self->stop_deadline = s_now ();
 }
 
+//  Results go without waiting for the node's answer (a command's slot is
+//  free at once); a refused or unanswered one is logged here, later.
+static void
+s_check_reports (self_t *self)
+{
+    size_t failures = shf_worker_failures (self->worker);
+    if (failures > self->report_failures)
+        shf_warn ("worker: %zu result(s) not accepted by the server: %s: %s",
+                  failures - self->report_failures,
+                  shf_worker_errcode (self->worker),
+                  shf_worker_errmsg (self->worker));
+    self->report_failures = failures;
+}
+
 static void
 s_loop (self_t *self)
 {
@@ -733,6 +750,7 @@ s_loop (self_t *self)
         if (s_stop_requests > 0)
             s_begin_stop (self);
         shf_worker_service (self->worker);
+        s_check_reports (self);
         while (!self->stopping && self->running < self->concurrency) {
             shf_task_t *task = NULL;
             if (shf_worker_poll (self->worker, 0, &task) != SHF_OK)
@@ -867,6 +885,11 @@ shf_cli_worker (shf_cli_t *cli, int argc, char **argv)
     shf_info ("worker: queue %s, concurrency %d, server %s", queue,
               self.concurrency, cli->server);
     s_loop (&self);
+    //  Give the last results their answers (and a warning if refused).
+    if (shf_worker_flush (self.worker, 5000) != SHF_OK)
+        shf_warn ("worker: %zu result(s) unanswered at exit",
+                  shf_worker_pending (self.worker));
+    s_check_reports (&self);
     shf_worker_destroy (&self.worker);
     free (self.jobs);
     shf_info ("worker: stopped");

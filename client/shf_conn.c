@@ -7,6 +7,10 @@
     is what lets a worker notice that a node restarted (and forgot its
     credit). Incoming frames are decoded with shf_msg_decode, the same
     validation the node applies to requests.
+
+    The monitor is read only when it is readable: in libzmq every receive
+    that finds nothing costs a poll() system call, and the connection's
+    state is asked for far more often than it changes.
 */
 #include "shf_conn.h"
 #include "shf_log.h"
@@ -206,7 +210,6 @@ shf_conn_recv (shf_conn_t *self, int timeout_ms, json_t **msg_p, shf_op_t *op_p,
             continue;
         }
         zmq_msg_close (&frame);
-        shf_conn_check (self);
         int64_t left = deadline - s_now_ms ();
         if (left <= 0)
             return SHF_ETIMEOUT;
@@ -214,14 +217,15 @@ shf_conn_recv (shf_conn_t *self, int timeout_ms, json_t **msg_p, shf_op_t *op_p,
             {zsock_resolve (self->dealer), 0, ZMQ_POLLIN, 0},
             {self->monitor ? zsock_resolve (self->monitor) : NULL, 0,
              ZMQ_POLLIN, 0}};
-        zmq_poll (items, self->monitor ? 2 : 1, (long) left);
+        if (zmq_poll (items, self->monitor ? 2 : 1, (long) left) > 0
+            && (items [1].revents & ZMQ_POLLIN))
+            shf_conn_check (self);
     }
 }
 
 bool
 shf_conn_connected (shf_conn_t *self)
 {
-    shf_conn_check (self);
     return self->connected;
 }
 

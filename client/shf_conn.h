@@ -36,17 +36,21 @@ shf_err_t shf_conn_send (shf_conn_t *self, const json_t *msg) SHF_MUST_CHECK;
 
 //  Wait up to timeout_ms (0: only what is there) for one frame. On SHF_OK
 //  *msg_p (the caller's) is the decoded message. Frames that fail to
-//  decode are logged and skipped. SHF_ETIMEOUT when nothing came.
+//  decode are logged and skipped. SHF_ETIMEOUT when nothing came. While
+//  it waits it also reads the monitor's events (shf_conn_check).
 shf_err_t shf_conn_recv (shf_conn_t *self, int timeout_ms, json_t **msg_p,
                          shf_op_t *op_p, uint64_t *id_p) SHF_MUST_CHECK;
 
-//  Read the monitor's pending events without blocking.
+//  Read the monitor's pending events without blocking. Costs a system
+//  call: call it when the monitor handle is readable.
 void shf_conn_check (shf_conn_t *self);
 
-//  True while a TCP connection is up (per the monitor).
+//  True while a TCP connection is up, per the monitor events read so far
+//  (by shf_conn_check, or shf_conn_recv while it waited).
 bool shf_conn_connected (shf_conn_t *self);
 
-//  How many times the connection came up, and went down, so far.
+//  How many times the connection came up, and went down, per the monitor
+//  events read so far.
 unsigned shf_conn_ups (shf_conn_t *self);
 unsigned shf_conn_downs (shf_conn_t *self);
 

@@ -15,9 +15,22 @@
     so a grant queued in the socket cannot be counted twice after the
     reconnect.
 
+    The slots freed by the reports of one pass are granted in one poll at
+    the end of the pass, under the same rule.
+
     Messages to the worker's thread never block the loop: when the pipe
     is full (the application has not read it for a while), they wait in
     an outbox, so keepalives keep going out whatever the application does.
+
+    The loop sleeps in poll() on the sockets' ZMQ_FDs rather than in
+    zmq_poll, which asks every socket for ZMQ_EVENTS before and after it
+    sleeps, and each ask is a system call. A ZMQ_FD only says that the
+    socket's command mailbox has something new, so each socket is read
+    until it has nothing before the loop sleeps again ("dirty"), and so is
+    one we sent on: libzmq may process that socket's commands inside a
+    send, taking the fd's signal while a message becomes readable. A sleep
+    that ends in silence reads them all anyway, so should a signal ever be
+    missed, a message waits 200 ms at most.
 */
 #include "shf_wlink.h"
 #include "shardflow.h"
@@ -26,6 +39,7 @@
 #include "shf_msg.h"
 #include <errno.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -35,6 +49,10 @@
 #define S_TERM_WAIT_MS 2000
 //  Commands read from the pipe per pass of the loop.
 #define S_PIPE_BATCH 1000
+//  The longest sleep. A sleep that ends in silence reads every socket
+//  once, so a message whose fd signal was missed waits that long at most,
+//  not for ever.
+#define S_SILENCE_MS 200
 
 typedef struct {
     uint32_t seq;  //  the worker's number for it
@@ -45,6 +63,9 @@ typedef struct {
     int attempt;
 } s_report_t;
 
+//  The sockets the loop waits on, by index.
+enum { S_MONITOR, S_PIPE, S_NODE, S_SOCKETS };
+
 typedef struct {
     zsock_t *pipe;
     shf_conn_t *conn;
@@ -52,10 +73,15 @@ typedef struct {
     int concurrency;
     int timeout_ms;
     int held;              //  tasks handed to the worker, not reported
+    int freed;             //  slots reported this pass, not yet granted
     unsigned granted_ups;  //  connection count when credit was last reset
     int64_t last_keepalive;
     bool stopping;
+    bool closed;  //  CLOSE came: the worker reads the pipe no more
     bool terminated;
+    int fds [S_SOCKETS];     //  ZMQ_FD of each socket, -1 if none
+    bool dirty [S_SOCKETS];  //  may hold what its fd does not show
+    bool skipped_poll;       //  the last pass read dirty sockets only
     shf_hbman_t *hbman;
     zlistx_t *reports;  //  s_report_t *, waiting for their reply
     zlistx_t *unacked;  //  ids of hand-backs not yet answered
@@ -83,8 +109,18 @@ static void
 s_zmsg_free (void **item)
 {
     zmsg_t *msg = *item;
-    zmsg_destroy (&msg);
+    shf_wlink_discard (&msg);
     *item = NULL;
+}
+
+static int
+s_zmq_fd (void *handle)
+{
+    int fd = -1;
+    size_t size = sizeof fd;
+    if (!handle || zmq_getsockopt (handle, ZMQ_FD, &fd, &size) != 0)
+        return -1;
+    return fd;
 }
 
 static self_t *
@@ -106,6 +142,12 @@ s_self_new (zsock_t *pipe, shf_wlink_args_t *args)
     assert (self->queue && self->reports && self->unacked && self->outbox);
     zlistx_set_destructor (self->reports, s_report_free);
     zlistx_set_destructor (self->outbox, s_zmsg_free);
+    self->fds [S_MONITOR] = s_zmq_fd (shf_conn_monitor_handle (self->conn));
+    self->fds [S_PIPE] = s_zmq_fd (zsock_resolve (pipe));
+    self->fds [S_NODE] = s_zmq_fd (shf_conn_handle (self->conn));
+    for (int i = 0; i < S_SOCKETS; i++)
+        self->dirty [i] = self->fds [i] >= 0;
+    assert (self->fds [S_PIPE] >= 0 && self->fds [S_NODE] >= 0);
     return self;
 }
 
@@ -141,52 +183,91 @@ shf_wlink_events (void *sock)
     }
 }
 
-int
-shf_wlink_send (void *sock, zmsg_t **msg_p)
+//  Send msg whole. Without wait, a full pipe leaves it with the caller
+//  (1); the first part is the only one that can find it full, as a
+//  pipe counts whole messages against its high-water mark. 0 when sent
+//  (msg destroyed), -1 once the socket is closed (msg destroyed).
+static int
+s_send_msg (void *handle, zmsg_t **msg_p, bool wait)
 {
-    assert (msg_p);
     zmsg_t *msg = *msg_p;
-    if (!msg)
-        return -1;
-    void *handle = zsock_resolve (sock);
     int rc = 0;
-    zframe_t *frame;
-    while (rc == 0 && (frame = zmsg_pop (msg))) {
-        bool more = zmsg_size (msg) > 0;
+    size_t left = zmsg_size (msg);
+    for (zframe_t *frame = zmsg_first (msg); frame && rc == 0;
+         frame = zmsg_next (msg)) {
+        bool first = left == zmsg_size (msg);
+        int flags = --left > 0 ? ZMQ_SNDMORE : 0;
+        if (first && !wait)
+            flags |= ZMQ_DONTWAIT;
         zmq_msg_t part;
         rc = zmq_msg_init_size (&part, zframe_size (frame));
         assert (rc == 0);
         if (zframe_size (frame))
             memcpy (zmq_msg_data (&part), zframe_data (frame),
                     zframe_size (frame));
-        zframe_destroy (&frame);
         //  A failed send leaves the part with us: EINTR is only retried.
-        while ((rc = zmq_msg_send (&part, handle, more ? ZMQ_SNDMORE : 0)) < 0
+        while ((rc = zmq_msg_send (&part, handle, flags)) < 0
                && zmq_errno () == EINTR)
             ;
-        if (rc < 0)
+        if (rc < 0) {
+            int err = zmq_errno ();
             zmq_msg_close (&part);
-        rc = rc < 0 ? -1 : 0;
+            if (first && err == EAGAIN && !wait)
+                return 1;
+            rc = -1;
+        }
+        else
+            rc = 0;
     }
-    zmsg_destroy (msg_p);
+    if (rc == 0)
+        zmsg_destroy (msg_p);
+    else
+        shf_wlink_discard (msg_p);
     return rc;
 }
 
+int
+shf_wlink_send (void *sock, zmsg_t **msg_p)
+{
+    assert (msg_p);
+    if (!*msg_p)
+        return -1;
+    return s_send_msg (zsock_resolve (sock), msg_p, true);
+}
+
 zmsg_t *
-shf_wlink_recv (void *sock, bool wait)
+shf_wlink_recv (void *sock, int timeout_ms)
 {
     void *handle = zsock_resolve (sock);
+    int64_t deadline = timeout_ms > 0 ? zclock_mono () + timeout_ms : 0;
     zmsg_t *msg = NULL;
     bool more = true;
     while (more) {
         zmq_msg_t part;
         zmq_msg_init (&part);
         //  Only the first part may be waited for: the others are there.
-        int flags = msg || wait ? 0 : ZMQ_DONTWAIT;
+        //  A timed wait sets the socket's receive timeout for the call
+        //  and restores "forever", which zactor_destroy's wait needs.
+        int flags = msg || timeout_ms != 0 ? 0 : ZMQ_DONTWAIT;
         int rc;
-        while ((rc = zmq_msg_recv (&part, handle, flags)) < 0
-               && zmq_errno () == EINTR)
-            ;
+        while (true) {
+            int left = -1;
+            if (!msg && timeout_ms > 0) {
+                int64_t ms = deadline - zclock_mono ();
+                left = ms > 0 ? (int) ms : 0;
+                zmq_setsockopt (handle, ZMQ_RCVTIMEO, &left, sizeof left);
+            }
+            rc = zmq_msg_recv (&part, handle, flags);
+            int err = zmq_errno ();
+            if (left >= 0) {
+                int forever = -1;
+                zmq_setsockopt (handle, ZMQ_RCVTIMEO, &forever, sizeof forever);
+            }
+            if (rc >= 0 || err != EINTR) {
+                errno = err;
+                break;
+            }
+        }
         if (rc < 0) {
             int err = zmq_errno ();
             zmq_msg_close (&part);
@@ -204,47 +285,97 @@ shf_wlink_recv (void *sock, bool wait)
     return msg;
 }
 
+//  A json_t * that a message hands over travels as the bytes of the
+//  pointer, in the message's last frame.
+static void
+s_add_ptr (zmsg_t *msg, void *ptr)
+{
+    zmsg_addmem (msg, &ptr, sizeof ptr);
+}
+
+static void *
+s_pop_ptr (zmsg_t *msg)
+{
+    zframe_t *frame = zmsg_pop (msg);
+    void *ptr = NULL;
+    if (frame && zframe_size (frame) == sizeof ptr)
+        memcpy (&ptr, zframe_data (frame), sizeof ptr);
+    zframe_destroy (&frame);
+    return ptr;
+}
+
+json_t *
+shf_wlink_pop_json (zmsg_t *msg)
+{
+    return s_pop_ptr (msg);
+}
+
+void
+shf_wlink_discard (zmsg_t **msg_p)
+{
+    assert (msg_p);
+    zmsg_t *msg = *msg_p;
+    if (!msg)
+        return;
+    zframe_t *first = zmsg_first (msg);
+    if (first
+        && (zframe_streq (first, "TASK") || zframe_streq (first, "REPORTED")
+            || zframe_streq (first, "REPORT") || zframe_streq (first, "HB"))) {
+        zframe_t *last = zmsg_last (msg);
+        json_t *json = NULL;
+        if (last != first && zframe_size (last) == sizeof json) {
+            memcpy (&json, zframe_data (last), sizeof json);
+            json_decref (json);
+        }
+    }
+    zmsg_destroy (msg_p);
+}
+
 //  ---------------------------------------------------------------------
 //  To the worker's thread
 
-static bool
-s_pipe_writable (self_t *self)
-{
-    return (shf_wlink_events (self->pipe) & ZMQ_POLLOUT) != 0;
-}
-
+//  Sent from the outbox in order until the pipe is full again. A full
+//  pipe signals our fd once the worker has read enough of it.
 static void
 s_flush_outbox (self_t *self)
 {
-    while (zlistx_size (self->outbox) > 0 && s_pipe_writable (self)) {
-        zmsg_t *msg = zlistx_detach (self->outbox, NULL);
-        shf_wlink_send (self->pipe, &msg);
+    zmsg_t *msg;
+    while ((msg = zlistx_first (self->outbox))) {
+        int rc = s_send_msg (zsock_resolve (self->pipe), &msg, false);
+        if (rc == 1)
+            break;
+        zlistx_detach (self->outbox, NULL);
+        self->dirty [S_PIPE] = true;
     }
 }
 
+//  After CLOSE the worker reads nothing but the CLOSED answer: anything
+//  else is dropped here, with the json it would have handed over.
 static void
 s_tell (self_t *self, zmsg_t **msg_p)
 {
-    if (zlistx_size (self->outbox) == 0 && s_pipe_writable (self))
-        shf_wlink_send (self->pipe, msg_p);
+    if (self->closed)
+        shf_wlink_discard (msg_p);
+    else if (zlistx_size (self->outbox) == 0
+             && s_send_msg (zsock_resolve (self->pipe), msg_p, false) != 1)
+        self->dirty [S_PIPE] = true;
     else {
         zlistx_add_end (self->outbox, *msg_p);
         *msg_p = NULL;
     }
 }
 
+//  reply: the node's (stolen), or NULL.
 static void
 s_answer (self_t *self, uint32_t seq, shf_err_t rc, const char *message,
-          const json_t *reply)
+          json_t *reply)
 {
     zmsg_t *msg = zmsg_new ();
     zmsg_addstr (msg, "REPORTED");
     zmsg_addstrf (msg, "%" PRIu32, seq);
     zmsg_addstrf (msg, "%d", (int) rc);
     zmsg_addstr (msg, message ? message : "");
-    char *text = reply ? json_dumps (reply, JSON_COMPACT) : NULL;
-    zmsg_addstr (msg, text ? text : "");
-    free (text);
+    s_add_ptr (msg, reply);
     s_tell (self, &msg);
 }
 
@@ -257,6 +388,7 @@ s_send (self_t *self, json_t *msg, uint64_t *id_p)
     uint64_t id = shf_conn_next_id (self->conn);
     json_object_set_new (msg, "id", json_integer ((json_int_t) id));
     shf_err_t rc = shf_conn_send (self->conn, msg);
+    self->dirty [S_NODE] = true;
     if (id_p)
         *id_p = rc == SHF_OK ? id : 0;
     return rc;
@@ -310,7 +442,6 @@ s_hand_back (self_t *self, const char *token)
 static void
 s_upkeep (self_t *self)
 {
-    shf_conn_check (self->conn);
     if (!shf_conn_connected (self->conn))
         return;
     unsigned ups = shf_conn_ups (self->conn);
@@ -412,12 +543,22 @@ s_report (self_t *self, uint32_t seq, json_t *msg)
                   NULL);
         s_report_free ((void **) &report);
     }
-    //  The slot is free again: tell the node.
+    //  The slot is free again: s_grant tells the node.
     self->held--;
-    shf_conn_check (self->conn);
-    if (!self->stopping && shf_conn_connected (self->conn)
+    self->freed++;
+}
+
+//  The slots freed by this pass's reports, in one poll (see the banner).
+//  Dropped while the connection is down or before the upkeep has granted
+//  a new connection its credit: that grant counts these slots.
+static void
+s_grant (self_t *self)
+{
+    int freed = self->freed;
+    self->freed = 0;
+    if (freed > 0 && !self->stopping && shf_conn_connected (self->conn)
         && shf_conn_ups (self->conn) == self->granted_ups)
-        s_send_poll (self, 1);
+        s_send_poll (self, freed);
 }
 
 //  ---------------------------------------------------------------------
@@ -427,19 +568,16 @@ static void
 s_task (self_t *self, json_t *msg)
 {
     const char *token = json_string_value (json_object_get (msg, "token"));
-    if (self->stopping) {
+    if (self->stopping || self->closed) {
         s_hand_back (self, token);
         return;
     }
     self->held++;
     shf_hbman_track (self->hbman, token,
                      shf_msg_int (msg, "heartbeat_timeout_ms", 0));
-    char *text = json_dumps (msg, JSON_COMPACT);
-    assert (text);
     zmsg_t *out = zmsg_new ();
     zmsg_addstr (out, "TASK");
-    zmsg_addstr (out, text);
-    free (text);
+    s_add_ptr (out, json_incref (msg));
     s_tell (self, &out);
 }
 
@@ -449,7 +587,7 @@ s_reply (self_t *self, json_t *msg, uint64_t id)
     for (s_report_t *report = zlistx_first (self->reports); report;
          report = zlistx_next (self->reports))
         if (report->id == id) {
-            s_answer (self, report->seq, SHF_OK, "", msg);
+            s_answer (self, report->seq, SHF_OK, "", json_incref (msg));
             zlistx_delete (self->reports, zlistx_cursor (self->reports));
             return;
         }
@@ -496,22 +634,11 @@ s_from_node (self_t *self)
 //  ---------------------------------------------------------------------
 //  From the worker's thread
 
-static void *
-s_pop_ptr (zmsg_t *msg)
-{
-    zframe_t *frame = zmsg_pop (msg);
-    void *ptr = NULL;
-    if (frame && zframe_size (frame) == sizeof ptr)
-        memcpy (&ptr, zframe_data (frame), sizeof ptr);
-    zframe_destroy (&frame);
-    return ptr;
-}
-
 //  Handle one command; false when none was waiting.
 static bool
 s_from_api (self_t *self)
 {
-    zmsg_t *msg = shf_wlink_recv (self->pipe, false);
+    zmsg_t *msg = shf_wlink_recv (self->pipe, 0);
     if (!msg) {
         if (zmq_errno () != EAGAIN)
             self->terminated = true;  //  the context is ending
@@ -525,8 +652,8 @@ s_from_api (self_t *self)
         self->terminated = true;
     else if (streq (command, "HB")) {
         token = zmsg_popstr (msg);
-        json_t *details = s_pop_ptr (msg);
         char *size = zmsg_popstr (msg);
+        json_t *details = s_pop_ptr (msg);
         assert (token && details && size);
         shf_hbman_record (self->hbman, token, &details,
                           (size_t) strtoull (size, NULL, 10), s_now ());
@@ -554,6 +681,12 @@ s_from_api (self_t *self)
         if (s_send (self, stop, NULL) != SHF_OK)
             shf_warn ("worker: cannot tell the server it stops");
         json_decref (stop);
+    }
+    else if (streq (command, "CLOSE")) {
+        zmsg_t *closed = zmsg_new ();
+        zmsg_addstr (closed, "CLOSED");
+        s_tell (self, &closed);
+        self->closed = true;
     }
     zstr_free (&token);
     zstr_free (&command);
@@ -585,6 +718,41 @@ s_wait_ms (self_t *self)
     return wake > now ? (long) (wake - now) : 0;
 }
 
+//  Sleep until a socket's fd is readable or the upkeep is due, and mark
+//  those sockets dirty; all of them after a silent sleep. While
+//  one is dirty already, every other pass reads it without asking the
+//  kernel first: that saves a system call where a pass sent something,
+//  and a socket that stays dirty (a flood of commands) still cannot hide
+//  the fds of the others.
+static void
+s_wait (self_t *self)
+{
+    bool dirty = false;
+    for (int i = 0; i < S_SOCKETS; i++)
+        dirty = dirty || self->dirty [i];
+    if (dirty && !self->skipped_poll) {
+        self->skipped_poll = true;
+        return;
+    }
+    self->skipped_poll = false;
+    struct pollfd fds [S_SOCKETS];
+    int which [S_SOCKETS];
+    int nfds = 0;
+    for (int i = 0; i < S_SOCKETS; i++)
+        if (self->fds [i] >= 0) {
+            fds [nfds] = (struct pollfd){self->fds [i], POLLIN, 0};
+            which [nfds++] = i;
+        }
+    long wait_ms = dirty ? 0 : s_wait_ms (self);
+    if (wait_ms > S_SILENCE_MS)
+        wait_ms = S_SILENCE_MS;
+    //  A failed poll (EINTR) is a wake-up with nothing new.
+    int n = poll (fds, (nfds_t) nfds, (int) wait_ms);
+    for (int i = 0; i < nfds; i++)
+        if ((n > 0 && fds [i].revents) || (n == 0 && wait_ms > 0))
+            self->dirty [which [i]] = true;
+}
+
 void
 shf_wlink (zsock_t *pipe, void *args)
 {
@@ -596,30 +764,36 @@ shf_wlink (zsock_t *pipe, void *args)
     pthread_sigmask (SIG_BLOCK, &all, NULL);
     self_t *self = s_self_new (pipe, args);
     zsock_signal (pipe, 0);
-    void *monitor = shf_conn_monitor_handle (self->conn);
     while (!self->terminated) {
         s_upkeep (self);
         s_heartbeats (self);
         s_expire_reports (self);
         s_flush_outbox (self);
-        zmq_pollitem_t items [3] = {
-            {zsock_resolve (pipe), 0,
-             ZMQ_POLLIN | (zlistx_size (self->outbox) ? ZMQ_POLLOUT : 0), 0},
-            {shf_conn_handle (self->conn), 0, ZMQ_POLLIN, 0},
-            {monitor, 0, ZMQ_POLLIN, 0}};
-        if (zmq_poll (items, monitor ? 3 : 2, s_wait_ms (self)) < 0) {
-            if (zmq_errno () == ETERM)
-                break;
-            continue;  //  EINTR
+        s_wait (self);
+        //  The connection's state first, so credit is decided on the
+        //  newest one.
+        if (self->dirty [S_MONITOR]) {
+            shf_conn_check (self->conn);
+            self->dirty [S_MONITOR] = false;
         }
-        //  The application's commands first: a task that arrives together
+        //  The application's commands next: a task that arrives together
         //  with a STOP must meet the stop (and be handed back here).
         //  Bounded, so a flood of heartbeats cannot starve the upkeep.
-        for (int n = 0; n < S_PIPE_BATCH && !self->terminated; n++)
-            if (!s_from_api (self))
-                break;
-        if (!self->terminated && (items [1].revents & ZMQ_POLLIN))
+        //  The receive that finds the pipe empty also takes in whatever
+        //  our sends before it let libzmq postpone, so it stays clean.
+        if (self->dirty [S_PIPE]) {
+            bool more = true;
+            for (int n = 0; n < S_PIPE_BATCH && more && !self->terminated; n++)
+                more = s_from_api (self);
+            if (!more)
+                self->dirty [S_PIPE] = false;
+            if (!self->terminated)
+                s_grant (self);
+        }
+        if (!self->terminated && self->dirty [S_NODE]) {
             s_from_node (self);
+            self->dirty [S_NODE] = false;
+        }
     }
     //  Let hand-backs leave and be answered, briefly; a task that still
     //  arrives is handed back too.
@@ -648,12 +822,6 @@ shf_wlink (zsock_t *pipe, void *args)
 //  ---------------------------------------------------------------------
 //  Commands
 
-static void
-s_add_ptr (zmsg_t *msg, void *ptr)
-{
-    zmsg_addmem (msg, &ptr, sizeof ptr);
-}
-
 void
 shf_wlink_heartbeat (zactor_t *link, const char *token, json_t **details_p,
                      size_t size)
@@ -662,8 +830,8 @@ shf_wlink_heartbeat (zactor_t *link, const char *token, json_t **details_p,
     zmsg_t *msg = zmsg_new ();
     zmsg_addstr (msg, "HB");
     zmsg_addstr (msg, token);
-    s_add_ptr (msg, *details_p ? *details_p : json_null ());
     zmsg_addstrf (msg, "%zu", size);
+    s_add_ptr (msg, *details_p ? *details_p : json_null ());
     *details_p = NULL;
     shf_wlink_send (link, &msg);
 }
@@ -697,5 +865,14 @@ shf_wlink_stop (zactor_t *link)
     assert (link);
     zmsg_t *msg = zmsg_new ();
     zmsg_addstr (msg, "STOP");
+    shf_wlink_send (link, &msg);
+}
+
+void
+shf_wlink_close (zactor_t *link)
+{
+    assert (link);
+    zmsg_t *msg = zmsg_new ();
+    zmsg_addstr (msg, "CLOSE");
     shf_wlink_send (link, &msg);
 }

@@ -7,13 +7,15 @@
     after a reconnect, heartbeat batches (shf_hbman), timeouts and the one
     resend of reports. shf_worker (shardflow.h) is its only user: it
     starts it with zactor_new (shf_wlink, args) and talks to it over the
-    pipe with the helpers below. Pointers in messages hand ownership over.
+    pipe with the helpers below. Pointers in messages hand ownership over;
+    one always travels in its message's last frame.
 
     API -> actor                     actor -> API
-      HB token details* size           TASK task-json-text
+      HB token size details*           TASK task*
       REPORT seq msg*                  CANCELED token
-      HANDBACK token                   REPORTED seq status message
-      STOP                                      reply-json-text ("" if none)
+      HANDBACK token                   REPORTED seq status message reply*
+      STOP                             CLOSED
+      CLOSE
       $TERM
 
     - HB: new heartbeat details (json_t *, stolen) of a running task; they
@@ -28,13 +30,19 @@
     - STOP: take no more tasks; ones that still arrive are handed back.
       Keepalives go on (as empty heartbeats, which do not ask for work),
       so the node does not declare the tasks still running lost.
+    - CLOSE: the worker is about to end the actor and reads its pipe one
+      last time: the actor answers CLOSED, after which it tells nothing
+      more (tasks that still arrive are handed back). So no message that
+      hands json over is left in the pipe for zactor_destroy to drop.
     - $TERM: gives hand-backs up to 2 s to be answered, then ends.
-    - TASK: a task to run (its slot is counted until REPORT or HANDBACK).
+    - TASK: a task to run (json_t *, the task frame as received; its
+      slot is counted until REPORT or HANDBACK).
     - CANCELED: a heartbeat reply said this task's activity was cancelled.
+    - REPORTED: reply is the node's reply (json_t *), or NULL.
 
     Thread rule: the actor owns the connection; the pipe end is the
-    worker's, which uses it through shf_wlink_send / shf_wlink_recv /
-    shf_wlink_events only (see there: signals).
+    worker's, which uses it through the pipe I/O helpers below only (see
+    there: signals).
 */
 #ifndef SHF_WLINK_H_INCLUDED
 #define SHF_WLINK_H_INCLUDED
@@ -62,6 +70,8 @@ void shf_wlink_heartbeat (zactor_t *link, const char *token, json_t **details_p,
 void shf_wlink_report (zactor_t *link, uint32_t seq, json_t **msg_p);
 void shf_wlink_hand_back (zactor_t *link, const char *token);
 void shf_wlink_stop (zactor_t *link);
+//  Sends CLOSE; the caller then reads the pipe until CLOSED comes.
+void shf_wlink_close (zactor_t *link);
 
 //  Pipe I/O that signals cannot break. The worker's end of the pipe is
 //  used on the application's thread, where signals land (a generic worker
@@ -78,9 +88,15 @@ int shf_wlink_events (void *sock);
 //  Send the message, destroyed in any case. 0, or -1 once the socket is
 //  closed.
 int shf_wlink_send (void *sock, zmsg_t **msg_p);
-//  A whole message; without wait NULL when none is waiting (zmq_errno ()
-//  EAGAIN). NULL also once the socket is closed (ETERM).
-zmsg_t *shf_wlink_recv (void *sock, bool wait);
+//  A whole message, waiting up to timeout_ms for it (0: not at all, -1:
+//  for ever). NULL when none came (zmq_errno () EAGAIN), or once the
+//  socket is closed (ETERM).
+zmsg_t *shf_wlink_recv (void *sock, int timeout_ms);
+
+//  The json_t * in the message's next frame (the caller's), or NULL.
+json_t *shf_wlink_pop_json (zmsg_t *msg);
+//  Destroy a message of the pipe, and the json it hands over, if any.
+void shf_wlink_discard (zmsg_t **msg_p);
 
 void shf_wlink_test (bool verbose);
 

@@ -8,9 +8,14 @@
     thread plays the application: it takes a task and then stays busy
     (calls nothing) to show that keepalives go on; it records heartbeats
     and checks how they were batched; it reports right after a heartbeat
-    and checks the order on the wire. Last, a storm of signals on the
-    application's thread (a generic worker's SIGCHLD): tasks, reports and
-    answers still come and go whole, and nothing waits on an empty pipe.
+    and checks the order on the wire. Then a flood of tasks that the
+    application does not read: they wait in the actor's outbox while
+    keepalives go on, come through whole and in order, and the ones still
+    unread when the worker is destroyed are freed (the ASan build checks
+    that tasks handed over as pointers do not leak). Last, a storm of
+    signals on the application's thread (a generic worker's SIGCHLD):
+    tasks, reports and answers still come and go whole, and nothing waits
+    on an empty pipe.
 */
 #include "shf_wlink.h"
 #include "shardflow.h"
@@ -255,6 +260,99 @@ s_heartbeat (shf_worker_t *worker, shf_task_t *task, const char *details,
 }
 
 //  ---------------------------------------------------------------------
+//  The flood: more tasks than the pipe holds (its high-water marks are
+//  1000 a side).
+
+#define S_FLOOD 3000
+
+static void
+s_flood_test (bool verbose)
+{
+    zactor_t *fake = zactor_new (s_fake_node, NULL);
+    assert (fake);
+    char *endpoint = zstr_recv (fake);
+    assert (endpoint);
+    shf_worker_t *worker = NULL;
+    shf_err_t rc = shf_worker_open (&worker, endpoint, "q", 8);
+    assert (rc == SHF_OK);
+    zstr_free (&endpoint);
+    json_t *log = json_array ();
+    s_wait_log (fake, log, "poll", 8, 5000);
+    json_decref (log);
+
+    //  The application reads nothing while the tasks arrive.
+    int64_t busy_from = zclock_mono ();
+    for (int n = 0; n < S_FLOOD; n++) {
+        char token [32];
+        snprintf (token, sizeof token, "flood-%d", n);
+        s_send_task (fake, token, 0);
+    }
+    zclock_sleep (2300);
+    log = s_log (fake);
+    int keepalives = 0;
+    size_t i;
+    json_t *entry;
+    json_array_foreach (log, i, entry)
+    {
+        if (streq (s_op (entry), "poll") && s_int (entry, "msg", "credit") == 0
+            && s_int (entry, "t", NULL) >= busy_from)
+            keepalives++;
+    }
+    json_decref (log);
+    if (verbose)
+        printf ("  %d keepalives while %d tasks waited for the application\n",
+                keepalives, S_FLOOD);
+    assert (keepalives >= 2);
+
+    //  Every task once, in order; each report gives a slot back.
+    int reported = 0;
+    for (int n = 0; n < S_FLOOD; n++) {
+        shf_task_t *task = NULL;
+        rc = shf_worker_poll (worker, 5000, &task);
+        assert (rc == SHF_OK);
+        char token [32];
+        snprintf (token, sizeof token, "flood-%d", n);
+        assert (streq (shf_task_token (task), token));
+        if (n % 100 == 0) {
+            rc = shf_worker_complete (worker, &task, "1");
+            assert (rc == SHF_OK);
+            reported++;
+        }
+        else
+            shf_task_destroy (&task);
+    }
+    int64_t deadline = zclock_mono () + 3000;
+    int credit = 0;
+    while (credit < reported && zclock_mono () < deadline) {
+        json_t *more = s_log (fake);
+        json_array_foreach (more, i, entry)
+        {
+            if (streq (s_op (entry), "poll"))
+                credit += (int) s_int (entry, "msg", "credit");
+        }
+        json_decref (more);
+        zclock_sleep (20);
+    }
+    if (verbose)
+        printf ("  %d reports gave back %d credit\n", reported, credit);
+    assert (credit == reported);
+
+    //  Tasks still in the pipe and the outbox when the worker goes.
+    for (int n = 0; n < S_FLOOD; n++) {
+        char token [32];
+        snprintf (token, sizeof token, "left-%d", n);
+        s_send_task (fake, token, 0);
+    }
+    shf_task_t *task = NULL;
+    rc = shf_worker_poll (worker, 5000, &task);
+    assert (rc == SHF_OK);
+    shf_task_destroy (&task);
+    zclock_sleep (300);
+    shf_worker_destroy (&worker);
+    zactor_destroy (&fake);
+}
+
+//  ---------------------------------------------------------------------
 //  The storm: SIGALRM every 50 us, on the test's thread only (the fake
 //  node's is born with signals blocked, as the worker's actor is).
 
@@ -274,7 +372,7 @@ s_echo (zsock_t *pipe, void *args)
     (void) args;
     zsock_signal (pipe, 0);
     zmsg_t *msg;
-    while ((msg = shf_wlink_recv (pipe, true))) {
+    while ((msg = shf_wlink_recv (pipe, -1))) {
         char *first = zmsg_popstr (msg);
         bool term = !first || streq (first, "$TERM");
         if (!term) {
@@ -335,7 +433,7 @@ s_storm_test (bool verbose)
         zmsg_addstr (msg, "d");
         zmsg_addstr (msg, "e");
         assert (shf_wlink_send (echo, &msg) == 0);
-        msg = shf_wlink_recv (echo, true);
+        msg = shf_wlink_recv (echo, -1);
         assert (msg && zmsg_size (msg) == 5);
         char *first = zmsg_popstr (msg);
         char *seq = zmsg_popstr (msg);
@@ -589,6 +687,7 @@ shf_wlink_test (bool verbose)
     shf_worker_destroy (&worker);
     zactor_destroy (&fake);
 
+    s_flood_test (verbose);
     s_storm_test (verbose);
     printf ("OK\n");
 }

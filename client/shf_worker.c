@@ -5,7 +5,10 @@
     thread, so none of that waits for the application. This side is the
     application's: it queues the tasks the actor hands over until
     shf_worker_poll takes them, remembers which tasks the node said were
-    cancelled, and turns complete and fail into a REPORT that it awaits.
+    cancelled, and turns complete and fail into a REPORT that it awaits,
+    or (the _async variants) counts as pending: the answers to those are
+    collected by whatever call reads the pipe next, so one thread can keep
+    its whole concurrency busy while results travel and commit.
     Heartbeats only hand the newest details to the actor and never wait.
 
     After shf_worker_stop every task that arrives, or still waits here,
@@ -13,9 +16,13 @@
     reply; destroying the worker gives those replies a moment so the
     frames are not dropped unsent.
 
+    Tasks and report replies come over the pipe as json_t pointers, so
+    destroying the worker first reads the pipe up to the actor's CLOSED:
+    nothing that owns json is left in it for zactor_destroy to drop.
+
     Signals land on the application's thread, which is this side's: all
-    its pipe I/O goes through shf_wlink_send / _recv / _events, which a
-    signal cannot break (a worker forking commands gets SIGCHLD at any
+    its pipe I/O goes through shf_wlink_send / _recv, which a signal
+    cannot break (a worker forking commands gets SIGCHLD at any
     moment). CZMQ's own helpers would return a torn message, or
     uninitialised events and then wait on an empty pipe, on EINTR.
 */
@@ -46,6 +53,8 @@ struct shf_worker {
     zhashx_t *canceled;  //  tokens the node said were cancelled
     bool stopping;
     uint32_t next_seq;  //  of reports
+    size_t pending;     //  reports sent without waiting, not yet answered
+    size_t failures;    //  of those, refused or never answered
     shf_lasterr_t err;
 };
 
@@ -105,6 +114,8 @@ shf_worker_open (shf_worker_t **self_p, const char *server, const char *queue,
     return SHF_OK;
 }
 
+static zmsg_t *s_take (shf_worker_t *self, zmsg_t *msg);
+
 void
 shf_worker_destroy (shf_worker_t **self_p)
 {
@@ -112,6 +123,16 @@ shf_worker_destroy (shf_worker_t **self_p)
     shf_worker_t *self = *self_p;
     if (!self)
         return;
+    shf_wlink_close (self->link);
+    zsock_t *pipe = zactor_sock (self->link);
+    zmsg_t *msg;
+    while ((msg = shf_wlink_recv (pipe, -1))) {
+        msg = s_take (self, msg);
+        bool closed = msg && zframe_streq (zmsg_first (msg), "CLOSED");
+        shf_wlink_discard (&msg);
+        if (closed)
+            break;
+    }
     sigset_t saved;
     s_signals_block (&saved);
     zactor_destroy (&self->link);
@@ -151,9 +172,7 @@ s_take (shf_worker_t *self, zmsg_t *msg)
     if (!command)
         ;
     else if (streq (command, "TASK")) {
-        char *text = zmsg_popstr (msg);
-        json_t *task = text ? json_loads (text, 0, NULL) : NULL;
-        zstr_free (&text);
+        json_t *task = shf_wlink_pop_json (msg);
         const char *token = json_string_value (json_object_get (task, "token"));
         if (!token)
             ;
@@ -179,15 +198,61 @@ s_take (shf_worker_t *self, zmsg_t *msg)
     return NULL;
 }
 
+//  Reads a REPORTED answer (destroyed): the report's seq (0 for another
+//  message) and its outcome, with the error set when it failed.
+static shf_err_t
+s_reported (shf_worker_t *self, zmsg_t **answer_p, uint32_t *seq_p)
+{
+    zmsg_t *answer = *answer_p;
+    *seq_p = 0;
+    if (!zframe_streq (zmsg_first (answer), "REPORTED")) {
+        shf_wlink_discard (answer_p);
+        return SHF_OK;
+    }
+    char *command = zmsg_popstr (answer);
+    char *got_seq = zmsg_popstr (answer);
+    char *status = zmsg_popstr (answer);
+    char *message = zmsg_popstr (answer);
+    json_t *reply = shf_wlink_pop_json (answer);
+    zmsg_destroy (answer_p);
+    *seq_p = got_seq ? (uint32_t) strtoul (got_seq, NULL, 10) : 0;
+    shf_err_t rc = (shf_err_t) atoi (status ? status : "0");
+    if (reply)
+        rc = shf_lasterr_reply (&self->err, reply, NULL);
+    else if (rc != SHF_OK)
+        shf_lasterr_fail (&self->err, rc, "%s", message ? message : "");
+    json_decref (reply);
+    zstr_free (&command);
+    zstr_free (&got_seq);
+    zstr_free (&status);
+    zstr_free (&message);
+    return rc;
+}
+
+//  The answer to a report sent without waiting: one fewer pending.
+static void
+s_collect (shf_worker_t *self, zmsg_t **answer_p)
+{
+    if (!*answer_p)
+        return;
+    uint32_t seq;
+    shf_err_t rc = s_reported (self, answer_p, &seq);
+    if (seq == 0 || self->pending == 0)
+        return;
+    self->pending--;
+    if (rc != SHF_OK)
+        self->failures++;
+}
+
 void
 shf_worker_service (shf_worker_t *self)
 {
     assert (self);
     zsock_t *pipe = zactor_sock (self->link);
     zmsg_t *msg;
-    while ((msg = shf_wlink_recv (pipe, false))) {
+    while ((msg = shf_wlink_recv (pipe, 0))) {
         msg = s_take (self, msg);
-        zmsg_destroy (&msg);  //  a stray REPORTED: nobody waits for it
+        s_collect (self, &msg);
     }
 }
 
@@ -219,7 +284,6 @@ shf_worker_poll (shf_worker_t *self, int timeout_ms, shf_task_t **task_p)
     *task_p = NULL;
     int64_t deadline = s_now_ms () + (timeout_ms > 0 ? timeout_ms : 0);
     while (true) {
-        shf_worker_service (self);
         if (self->stopping)
             //  A task that reached us after the stop goes back at once,
             //  and keeps doing so while the caller waits here.
@@ -237,11 +301,16 @@ shf_worker_poll (shf_worker_t *self, int timeout_ms, shf_task_t **task_p)
             *task_p = task;
             return SHF_OK;
         }
+        //  One message at a time, waiting in the receive itself: in
+        //  libzmq each look at an empty pipe is a system call, and
+        //  zmq_poll then reading the pipe dry makes several.
         int64_t left = deadline - s_now_ms ();
-        if (left <= 0)
-            break;
-        zmq_pollitem_t item = {shf_worker_handle (self), 0, ZMQ_POLLIN, 0};
-        zmq_poll (&item, 1, (long) left);
+        zmsg_t *msg = shf_wlink_recv (zactor_sock (self->link),
+                                      left > 0 ? (int) left : 0);
+        if (!msg)
+            break;  //  none came in time, or the context is ending
+        msg = s_take (self, msg);
+        s_collect (self, &msg);
     }
     shf_lasterr_fail (&self->err, SHF_ETIMEOUT, "no task");
     return SHF_ETIMEOUT;
@@ -258,24 +327,36 @@ shf_worker_stop (shf_worker_t *self)
     s_hand_back_queued (self);
 }
 
-//  Hand a report to the actor and wait for its answer (the actor always
-//  answers, within twice the reply timeout at most); tasks and
-//  cancellations that arrive meanwhile are kept. Destroys the task.
+//  Hand a report to the actor. With wait, wait for its answer (the actor
+//  always answers, within twice the reply timeout at most), keeping the
+//  tasks and cancellations that arrive meanwhile and collecting answers
+//  to reports sent without waiting. Destroys the task.
 static shf_err_t
-s_report (shf_worker_t *self, shf_task_t **task_p, json_t *msg)
+s_report (shf_worker_t *self, shf_task_t **task_p, json_t *msg, bool wait)
 {
     shf_task_t *task = *task_p;
     const char *token = shf_task_token (task);
     json_object_set_new (msg, "token", json_string (token));
     uint32_t seq = ++self->next_seq;
+    if (seq == 0)  //  0 means "not an answer"
+        seq = ++self->next_seq;
     shf_wlink_report (self->link, seq, &msg);
     char *own_token = strdup (token);
     assert (own_token);
     shf_task_destroy (task_p);
-
+    //  A cancellation of this task no longer matters (nor one that
+    //  arrives while we wait).
+    zhashx_delete (self->canceled, own_token);
+    if (!wait) {
+        self->pending++;
+        free (own_token);
+        return SHF_OK;
+    }
+    char seq_text [16];
+    snprintf (seq_text, sizeof seq_text, "%" PRIu32, seq);
     zsock_t *pipe = zactor_sock (self->link);
     while (true) {
-        zmsg_t *raw = shf_wlink_recv (pipe, true);
+        zmsg_t *raw = shf_wlink_recv (pipe, -1);
         if (!raw) {  //  the context is ending: no answer will come
             free (own_token);
             return shf_lasterr_fail (&self->err, SHF_EUNAVAIL,
@@ -284,43 +365,23 @@ s_report (shf_worker_t *self, shf_task_t **task_p, json_t *msg)
         zmsg_t *answer = s_take (self, raw);
         if (!answer)
             continue;
-        char *command = zmsg_popstr (answer);
-        char *got_seq = zmsg_popstr (answer);
-        char *status = zmsg_popstr (answer);
-        char *message = zmsg_popstr (answer);
-        char *reply_text = zmsg_popstr (answer);
-        zmsg_destroy (&answer);
-        bool mine = command && streq (command, "REPORTED") && got_seq
-                    && strtoul (got_seq, NULL, 10) == seq;
-        shf_err_t rc = SHF_OK;
-        if (mine) {
-            rc = (shf_err_t) atoi (status ? status : "0");
-            json_t *reply = reply_text && *reply_text
-                                ? json_loads (reply_text, 0, NULL)
-                                : NULL;
-            if (reply)
-                rc = shf_lasterr_reply (&self->err, reply, NULL);
-            else if (rc != SHF_OK)
-                shf_lasterr_fail (&self->err, rc, "%s", message ? message : "");
-            json_decref (reply);
+        bool mine = zframe_streq (zmsg_first (answer), "REPORTED")
+                    && zframe_streq (zmsg_next (answer), seq_text);
+        if (!mine) {
+            s_collect (self, &answer);
+            continue;
         }
-        zstr_free (&command);
-        zstr_free (&got_seq);
-        zstr_free (&status);
-        zstr_free (&message);
-        zstr_free (&reply_text);
-        if (mine) {
-            //  Also a cancellation that arrived while we waited.
-            zhashx_delete (self->canceled, own_token);
-            free (own_token);
-            return rc;
-        }
+        uint32_t got;
+        shf_err_t rc = s_reported (self, &answer, &got);
+        zhashx_delete (self->canceled, own_token);
+        free (own_token);
+        return rc;
     }
 }
 
-shf_err_t
-shf_worker_fail (shf_worker_t *self, shf_task_t **task_p, const char *type,
-                 const char *message)
+static shf_err_t
+s_fail (shf_worker_t *self, shf_task_t **task_p, const char *type,
+        const char *message, bool wait)
 {
     assert (self);
     assert (task_p && *task_p);
@@ -332,12 +393,12 @@ shf_worker_fail (shf_worker_t *self, shf_task_t **task_p, const char *type,
                          jmessage ? jmessage : json_string ("(not UTF-8)"));
     json_t *msg = json_pack ("{s:s, s:o}", "op", "fail", "error", error);
     assert (msg);
-    return s_report (self, task_p, msg);
+    return s_report (self, task_p, msg, wait);
 }
 
-shf_err_t
-shf_worker_complete (shf_worker_t *self, shf_task_t **task_p,
-                     const char *output)
+static shf_err_t
+s_complete (shf_worker_t *self, shf_task_t **task_p, const char *output,
+            bool wait)
 {
     assert (self);
     assert (task_p && *task_p);
@@ -349,7 +410,8 @@ shf_worker_complete (shf_worker_t *self, shf_task_t **task_p,
             char message [256];
             snprintf (message, sizeof message, "output is not JSON: %s",
                       jerr.text);
-            shf_err_t rc = shf_worker_fail (self, task_p, "BadOutput", message);
+            shf_err_t rc =
+                s_fail (self, task_p, "BadOutput", message, wait);
             if (rc != SHF_OK)
                 return rc;
             return shf_lasterr_fail (&self->err, SHF_EINVAL, "%s", message);
@@ -365,15 +427,83 @@ shf_worker_complete (shf_worker_t *self, shf_task_t **task_p,
         || (data && size > SHF_MSG_MAX_PAYLOAD + 4096)) {
         free (data);
         json_decref (msg);
-        shf_err_t rc = shf_worker_fail (self, task_p, "TooLarge",
-                                        "the output is larger than 2 MiB");
+        shf_err_t rc = s_fail (self, task_p, "TooLarge",
+                               "the output is larger than 2 MiB", wait);
         if (rc != SHF_OK)
             return rc;
         return shf_lasterr_fail (&self->err, SHF_ETOOLARGE,
                                  "the output is larger than 2 MiB");
     }
     free (data);
-    return s_report (self, task_p, msg);
+    return s_report (self, task_p, msg, wait);
+}
+
+shf_err_t
+shf_worker_complete (shf_worker_t *self, shf_task_t **task_p,
+                     const char *output)
+{
+    return s_complete (self, task_p, output, true);
+}
+
+shf_err_t
+shf_worker_complete_async (shf_worker_t *self, shf_task_t **task_p,
+                           const char *output)
+{
+    return s_complete (self, task_p, output, false);
+}
+
+shf_err_t
+shf_worker_fail (shf_worker_t *self, shf_task_t **task_p, const char *type,
+                 const char *message)
+{
+    return s_fail (self, task_p, type, message, true);
+}
+
+shf_err_t
+shf_worker_fail_async (shf_worker_t *self, shf_task_t **task_p,
+                       const char *type, const char *message)
+{
+    return s_fail (self, task_p, type, message, false);
+}
+
+size_t
+shf_worker_pending (shf_worker_t *self)
+{
+    assert (self);
+    shf_worker_service (self);
+    return self->pending;
+}
+
+size_t
+shf_worker_failures (shf_worker_t *self)
+{
+    assert (self);
+    shf_worker_service (self);
+    return self->failures;
+}
+
+shf_err_t
+shf_worker_flush (shf_worker_t *self, int timeout_ms)
+{
+    assert (self);
+    int64_t deadline = s_now_ms () + (timeout_ms > 0 ? timeout_ms : 0);
+    zsock_t *pipe = zactor_sock (self->link);
+    while (true) {
+        shf_worker_service (self);
+        if (self->pending == 0)
+            return SHF_OK;
+        int64_t left = deadline - s_now_ms ();
+        if (left <= 0)
+            return shf_lasterr_fail (&self->err, SHF_ETIMEOUT,
+                                     "%zu reports still unanswered",
+                                     self->pending);
+        zmsg_t *msg = shf_wlink_recv (pipe, (int) left);
+        if (!msg && zmq_errno () != EAGAIN)
+            return shf_lasterr_fail (&self->err, SHF_EUNAVAIL,
+                                     "the worker's connection has ended");
+        msg = s_take (self, msg);
+        s_collect (self, &msg);
+    }
 }
 
 shf_err_t
