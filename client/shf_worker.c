@@ -199,9 +199,12 @@ s_take (shf_worker_t *self, zmsg_t *msg)
 }
 
 //  Reads a REPORTED answer (destroyed): the report's seq (0 for another
-//  message) and its outcome, with the error set when it failed.
+//  message) and its outcome, with the error set when it failed (and
+//  cleared when it succeeded, unless quiet_ok: the last refused async
+//  result stays readable).
 static shf_err_t
-s_reported (shf_worker_t *self, zmsg_t **answer_p, uint32_t *seq_p)
+s_reported (shf_worker_t *self, zmsg_t **answer_p, uint32_t *seq_p,
+            bool quiet_ok)
 {
     zmsg_t *answer = *answer_p;
     *seq_p = 0;
@@ -217,7 +220,9 @@ s_reported (shf_worker_t *self, zmsg_t **answer_p, uint32_t *seq_p)
     zmsg_destroy (answer_p);
     *seq_p = got_seq ? (uint32_t) strtoul (got_seq, NULL, 10) : 0;
     shf_err_t rc = (shf_err_t) atoi (status ? status : "0");
-    if (reply)
+    if (reply && quiet_ok && json_is_true (json_object_get (reply, "ok")))
+        rc = SHF_OK;  //  an accepted async result leaves the error alone
+    else if (reply)
         rc = shf_lasterr_reply (&self->err, reply, NULL);
     else if (rc != SHF_OK)
         shf_lasterr_fail (&self->err, rc, "%s", message ? message : "");
@@ -236,7 +241,7 @@ s_collect (shf_worker_t *self, zmsg_t **answer_p)
     if (!*answer_p)
         return;
     uint32_t seq;
-    shf_err_t rc = s_reported (self, answer_p, &seq);
+    shf_err_t rc = s_reported (self, answer_p, &seq, true);
     if (seq == 0 || self->pending == 0)
         return;
     self->pending--;
@@ -372,7 +377,7 @@ s_report (shf_worker_t *self, shf_task_t **task_p, json_t *msg, bool wait)
             continue;
         }
         uint32_t got;
-        shf_err_t rc = s_reported (self, &answer, &got);
+        shf_err_t rc = s_reported (self, &answer, &got, false);
         zhashx_delete (self->canceled, own_token);
         free (own_token);
         return rc;
