@@ -151,6 +151,7 @@ typedef struct {
     const char *queue;
     int threads;
     int concurrency;
+    bool blocking;  //  shf_worker_complete instead of _async
     atomic_bool stop;
     atomic_long tasks [BENCH_MAX_WORKERS];
     atomic_long errors;
@@ -186,8 +187,11 @@ bench_pool_thread (void *varg)
         shf_task_t *task = NULL;
         if (shf_worker_poll (worker, 100, &task) != SHF_OK)
             continue;
-        if (shf_worker_complete_async (worker, &task, "{\"ok\":true}")
-            == SHF_OK)
+        shf_err_t rc =
+            pool->blocking
+                ? shf_worker_complete (worker, &task, "{\"ok\":true}")
+                : shf_worker_complete_async (worker, &task, "{\"ok\":true}");
+        if (rc == SHF_OK)
             atomic_fetch_add (&pool->tasks [me], 1);
         else if (atomic_fetch_add (&pool->errors, 1) < 5)
             fprintf (stderr, "worker: complete failed: %s\n",
@@ -204,11 +208,14 @@ bench_pool_thread (void *varg)
     return NULL;
 }
 
+//  blocking: each result waits for its commit (as a worker that must know
+//  its result was recorded would); else results go without waiting.
 static inline void
 bench_pool_start (bench_pool_t *pool, const char *endpoint, const char *queue,
-                  int threads, int concurrency)
+                  int threads, int concurrency, bool blocking)
 {
     memset (pool, 0, sizeof *pool);
+    pool->blocking = blocking;
     snprintf (pool->endpoint, sizeof pool->endpoint, "%s", endpoint);
     pool->queue = queue;
     pool->threads = threads < BENCH_MAX_WORKERS ? threads : BENCH_MAX_WORKERS;

@@ -49,7 +49,7 @@ main (int argc, char **argv)
         return 1;
     const char *endpoint = shf_node_endpoint (node);
     bench_pool_t *pool = calloc (1, sizeof *pool);
-    bench_pool_start (pool, endpoint, "bench", workers, 16);
+    bench_pool_start (pool, endpoint, "bench", workers, 16, false);
     shf_client_t *client = bench_client (endpoint, s_def);
     if (!client)
         return 1;
