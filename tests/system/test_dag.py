@@ -195,6 +195,49 @@ def execute():
              "run, closed")
     finally:
         sock.close()
+    # a run that closes in its own start transition (its only step is
+    # skipped), and one that is still open when the wait runs out (in
+    # namespace "exec", so the listings checked later stay as they are)
+    for doc in ({"name": "instant", "steps": [
+                    {"id": "x", "activity": "never", "queue": "q_none",
+                     "when": "false"}]},
+                {"name": "waiter", "steps": [
+                    {"id": "w", "wait_signal": "go"}]}):
+        S.cli_ok(n.cli("--namespace", "exec", "def", "register",
+                       E.write_json(doc["name"] + ".json", doc)),
+                 "def register " + doc["name"])
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(n.endpoint)
+    try:
+        got = {}
+        for rid, name, timeout in ((3, "instant", 30000), (4, "waiter", 300)):
+            sock.send(mpack_min.pack({
+                "v": 1, "op": "wf_start", "id": rid, "ns": "exec",
+                "name": name, "wf_id": "exec-" + name, "wait": True,
+                "timeout_ms": timeout}))
+            if sock.poll(30000, zmq.POLLIN) == 0:
+                S.check(False, "wf_start with wait (%s) answers" % name)
+                return
+            got[name] = mpack_min.unpack(sock.recv())
+        S.eq((got["instant"].get("id"),
+              (got["instant"].get("body") or {}).get("status")),
+             (3, "completed"),
+             "a run closed by its start transition is answered at once")
+        S.eq((got["waiter"].get("id"),
+              (got["waiter"].get("body") or {}).get("status"),
+              (got["waiter"].get("body") or {}).get("workflow_id")),
+             (4, "running", "exec-waiter"),
+             "a wait that runs out answers status running")
+    finally:
+        sock.close()
+    S.cli_ok(n.cli("--namespace", "exec", "wf", "signal", "exec-waiter", "go"),
+             "signal exec-waiter")
+    out = S.cli_ok(n.cli("--namespace", "exec", "wf", "result", "exec-waiter",
+                         "--wait", timeout=30),
+                   "wf result exec-waiter --wait")
+    S.eq(isinstance(out, dict) and out.get("status"), "completed",
+         "exec-waiter completes once signalled")
     out = S.cli_ok(n.cli("wf", "history", "exec-1"), "wf history exec-1")
     kinds = [e.get("type") for e in events_of(out)]
     S.eq(kinds.count("WorkflowStarted"), 1, "exec-1 started once")
