@@ -82,6 +82,7 @@ typedef struct {
     int fds [S_SOCKETS];     //  ZMQ_FD of each socket, -1 if none
     bool dirty [S_SOCKETS];  //  may hold what its fd does not show
     bool skipped_poll;       //  the last pass read dirty sockets only
+    int64_t last_sweep;      //  when every socket was last read (ms)
     shf_hbman_t *hbman;
     zlistx_t *reports;  //  s_report_t *, waiting for their reply
     zlistx_t *unacked;  //  ids of hand-backs not yet answered
@@ -342,10 +343,13 @@ s_flush_outbox (self_t *self)
     zmsg_t *msg;
     while ((msg = zlistx_first (self->outbox))) {
         int rc = s_send_msg (zsock_resolve (self->pipe), &msg, false);
+        //  Even a send that finds the pipe full may take in the pipe's
+        //  pending commands, and with them the edge of a command waiting
+        //  for us: read the pipe again whatever the send did.
+        self->dirty [S_PIPE] = true;
         if (rc == 1)
             break;
         zlistx_detach (self->outbox, NULL);
-        self->dirty [S_PIPE] = true;
     }
 }
 
@@ -354,15 +358,18 @@ s_flush_outbox (self_t *self)
 static void
 s_tell (self_t *self, zmsg_t **msg_p)
 {
-    if (self->closed)
+    if (self->closed) {
         shf_wlink_discard (msg_p);
-    else if (zlistx_size (self->outbox) == 0
-             && s_send_msg (zsock_resolve (self->pipe), msg_p, false) != 1)
-        self->dirty [S_PIPE] = true;
-    else {
-        zlistx_add_end (self->outbox, *msg_p);
-        *msg_p = NULL;
+        return;
     }
+    if (zlistx_size (self->outbox) == 0) {
+        int rc = s_send_msg (zsock_resolve (self->pipe), msg_p, false);
+        self->dirty [S_PIPE] = true;  //  as in s_flush_outbox
+        if (rc != 1)
+            return;
+    }
+    zlistx_add_end (self->outbox, *msg_p);
+    *msg_p = NULL;
 }
 
 //  reply: the node's (stolen), or NULL.
@@ -556,6 +563,15 @@ s_grant (self_t *self)
 {
     int freed = self->freed;
     self->freed = 0;
+    //  The connection may have dropped since the pass began: a grant queued
+    //  now would reach the next connection on top of its full grant.
+    if (freed > 0 && self->fds [S_MONITOR] >= 0) {
+        struct pollfd fd = {self->fds [S_MONITOR], POLLIN, 0};
+        if (poll (&fd, 1, 0) > 0 || self->dirty [S_MONITOR]) {
+            shf_conn_check (self->conn);
+            self->dirty [S_MONITOR] = false;
+        }
+    }
     if (freed > 0 && !self->stopping && shf_conn_connected (self->conn)
         && shf_conn_ups (self->conn) == self->granted_ups)
         s_send_poll (self, freed);
@@ -748,8 +764,15 @@ s_wait (self_t *self)
         wait_ms = S_SILENCE_MS;
     //  A failed poll (EINTR) is a wake-up with nothing new.
     int n = poll (fds, (nfds_t) nfds, (int) wait_ms);
+    //  Every S_SILENCE_MS, busy or not, every socket is read once: should
+    //  an edge ever be missed, a command waits that long, not for the
+    //  next edge.
+    int64_t now = s_now ();
+    bool sweep = now - self->last_sweep >= S_SILENCE_MS;
+    if (sweep)
+        self->last_sweep = now;
     for (int i = 0; i < nfds; i++)
-        if ((n > 0 && fds [i].revents) || (n == 0 && wait_ms > 0))
+        if ((n > 0 && fds [i].revents) || sweep)
             self->dirty [which [i]] = true;
 }
 

@@ -29,6 +29,7 @@
 #include "shardflow.h"
 #include "shf_lasterr.h"
 #include "shf_conn.h"
+#include "shf_log.h"
 #include "shf_wlink.h"
 #include <assert.h>
 #include <czmq.h>
@@ -115,6 +116,11 @@ shf_worker_open (shf_worker_t **self_p, const char *server, const char *queue,
 }
 
 static zmsg_t *s_take (shf_worker_t *self, zmsg_t *msg);
+static void s_collect (shf_worker_t *self, zmsg_t **answer_p);
+
+//  How long destroying a worker waits for answers to results sent without
+//  waiting.
+#define S_DESTROY_FLUSH_MS 2000
 
 void
 shf_worker_destroy (shf_worker_t **self_p)
@@ -123,6 +129,14 @@ shf_worker_destroy (shf_worker_t **self_p)
     shf_worker_t *self = *self_p;
     if (!self)
         return;
+    //  Tasks still waiting here go back to the node now (not after the
+    //  liveness timeout), and results sent without waiting get their
+    //  answers: a result dropped with the socket would be redone.
+    shf_worker_stop (self);
+    if (self->pending > 0
+        && shf_worker_flush (self, S_DESTROY_FLUSH_MS) != SHF_OK)
+        shf_warn ("worker: %zu result(s) unanswered when destroyed",
+                  self->pending);
     shf_wlink_close (self->link);
     zsock_t *pipe = zactor_sock (self->link);
     zmsg_t *msg;

@@ -190,8 +190,10 @@ SHF_EXPORT shf_err_t shf_worker_open (shf_worker_t **self_p, const char *server,
                                       const char *queue,
                                       int concurrency) SHF_MUST_CHECK;
 
-//  Close the connection. Tasks not reported are left to the server's
-//  timeouts. NULL-safe.
+//  Stop (as shf_worker_stop: tasks received and not yet handed out go
+//  back to the server at once), wait up to 2 s for the answers to results
+//  sent without waiting, and close the connection. Tasks handed out and
+//  not reported are left to the server's timeouts. NULL-safe.
 SHF_EXPORT void shf_worker_destroy (shf_worker_t **self_p);
 
 //  Code and message of the last failure (as for the client). Borrowed.

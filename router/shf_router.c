@@ -760,16 +760,21 @@ shf_router (zsock_t *pipe, void *vargs)
 
     s_open_sources (self);
     int64_t last_housekeeping = shf_clock_mono_us ();
+    int64_t last_sweep = last_housekeeping;
     while (!self->terminated) {
         bool pending = false;
         for (uint32_t i = 0; i < self->n_sources; i++)
             pending = pending || self->sources [i].ready;
         //  A failed poll (an interruption) is a wake-up with nothing new.
-        //  200 ms of silence reads every source once: should an edge ever
-        //  be missed, a message waits that long, not forever.
+        //  Every 200 ms, busy or not, every source is read once: should an
+        //  edge ever be missed, a message waits that long, not forever.
         int n = poll (self->pollfds, self->n_sources, pending ? 0 : 200);
+        int64_t now_us = shf_clock_mono_us ();
+        bool sweep = now_us - last_sweep >= 200000;
+        if (sweep)
+            last_sweep = now_us;
         for (uint32_t i = 0; i < self->n_sources; i++)
-            if ((n > 0 && self->pollfds [i].revents) || (n == 0 && !pending))
+            if ((n > 0 && self->pollfds [i].revents) || sweep)
                 self->sources [i].ready = true;
         if (self->sources [SHF_ROUTER_PIPE].ready)
             s_drain (self, SHF_ROUTER_PIPE);
