@@ -4,13 +4,21 @@
 
     Starts what it needs itself: an embedded durable node in a temp dir
     and an in-process worker thread (the C SDK), so the worker side costs
-    little. Prints one key=value line: p50/p90/p99 in milliseconds.
+    little. Prints one key=value line: p50/p90/p99 in milliseconds, and
+    the floor measured on the spot, right before: the p50 of an LMDB
+    commit of one put with the default (synchronous) flags, and of a
+    ZeroMQ DEALER->ROUTER round trip over TCP loopback; the floor of a W3
+    run is 4 commits + 3 round trips (../shared/peers/README.md), and
+    ratio = p50 / floor. The machine's fsync latency drifts over the day,
+    so a floor measured in the same minute is the fair yardstick.
 
     bench_w3_latency [COUNT (default 200)]
 */
 #include "shardflow.h"
 #include "shf_clock.h"
 #include "shf_node.h"
+#include <czmq.h>
+#include <lmdb.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -52,6 +60,95 @@ s_cmp (const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+#define S_FLOOR_SAMPLES 200
+
+static double
+s_median (double *v, int n)
+{
+    qsort (v, (size_t) n, sizeof (double), s_cmp);
+    return n > 0 ? v [n / 2] : 0;
+}
+
+//  p50 ms of a synchronous LMDB commit of one 100-byte put (random key),
+//  in a fresh environment under dir.
+static double
+s_commit_p50 (const char *dir)
+{
+    char path [300];
+    snprintf (path, sizeof path, "%s/floor", dir);
+    if (zsys_dir_create ("%s", path) != 0)
+        return 0;
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi dbi;
+    double ms [S_FLOOR_SAMPLES];
+    int n = 0;
+    if (mdb_env_create (&env) || mdb_env_set_mapsize (env, 64 << 20)
+        || mdb_env_open (env, path, 0, 0600))
+        return 0;
+    char value [100];
+    memset (value, 'v', sizeof value);
+    for (int i = 0; i < S_FLOOR_SAMPLES; i++) {
+        uint64_t key = (uint64_t) random () * 2654435761u + (uint64_t) i;
+        MDB_val k = {sizeof key, &key}, v = {sizeof value, value};
+        int64_t t0 = shf_clock_mono_us ();
+        if (mdb_txn_begin (env, NULL, 0, &txn))
+            break;
+        if (mdb_dbi_open (txn, NULL, 0, &dbi) || mdb_put (txn, dbi, &k, &v, 0)
+            || mdb_txn_commit (txn))
+            break;
+        ms [n++] = (double) (shf_clock_mono_us () - t0) / 1000.0;
+    }
+    mdb_env_close (env);
+    return s_median (ms, n);
+}
+
+//  Echoes every message back to its sender until $TERM.
+static void
+s_echo (zsock_t *pipe, void *endpoint)
+{
+    zsock_t *router = zsock_new_router ("tcp://127.0.0.1:*");
+    char *bound = router ? zsock_last_endpoint (router) : NULL;
+    snprintf (endpoint, 256, "%s", bound ? bound : "");
+    zstr_free (&bound);
+    zsock_signal (pipe, 0);
+    zpoller_t *poller = zpoller_new (pipe, router, NULL);
+    while (router) {
+        void *which = zpoller_wait (poller, -1);
+        if (which != router)
+            break;
+        zmsg_t *msg = zmsg_recv (router);
+        zmsg_send (&msg, router);
+    }
+    zpoller_destroy (&poller);
+    zsock_destroy (&router);
+}
+
+//  p50 ms of a 64-byte DEALER -> ROUTER -> DEALER round trip on loopback.
+static double
+s_rtt_p50 (void)
+{
+    char endpoint [256] = "";
+    zactor_t *echo = zactor_new (s_echo, endpoint);
+    zsock_t *dealer = zsock_new_dealer (endpoint);
+    double ms [S_FLOOR_SAMPLES];
+    int n = 0;
+    char payload [64];
+    memset (payload, 'p', sizeof payload);
+    for (int i = 0; dealer && i < S_FLOOR_SAMPLES + 20; i++) {
+        int64_t t0 = shf_clock_mono_us ();
+        if (zmq_send (zsock_resolve (dealer), payload, sizeof payload, 0) < 0
+            || zmq_recv (zsock_resolve (dealer), payload, sizeof payload, 0)
+                   < 0)
+            break;
+        if (i >= 20)  //  the first ones include the connection
+            ms [n++] = (double) (shf_clock_mono_us () - t0) / 1000.0;
+    }
+    zsock_destroy (&dealer);
+    zactor_destroy (&echo);
+    return s_median (ms, n);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -70,6 +167,9 @@ main (int argc, char **argv)
         fprintf (stderr, "cannot start the node\n");
         return 1;
     }
+    double commit_ms = s_commit_p50 (dir);
+    double rtt_ms = s_rtt_p50 ();
+    double floor_ms = 4 * commit_ms + 3 * rtt_ms;
     char endpoint [256];
     snprintf (endpoint, sizeof endpoint, "%s", shf_node_endpoint (node));
     pthread_t thread;
@@ -105,12 +205,15 @@ main (int argc, char **argv)
     qsort (ms, (size_t) completed, sizeof (double), s_cmp);
     if (completed > 0)
         printf ("workload=w3_latency count=%d completed=%d p50_ms=%.2f "
-                "p90_ms=%.2f p99_ms=%.2f\n",
+                "p90_ms=%.2f p99_ms=%.2f commit_p50_ms=%.3f rtt_p50_ms=%.3f "
+                "floor_ms=%.2f ratio=%.2f\n",
                 count, completed, ms [completed / 2],
                 ms [(completed * 9) / 10],
                 ms [(completed * 99) / 100 < completed
                         ? (completed * 99) / 100
-                        : completed - 1]);
+                        : completed - 1],
+                commit_ms, rtt_ms, floor_ms,
+                floor_ms > 0 ? ms [completed / 2] / floor_ms : 0);
     free (ms);
     atomic_store (&s_stop, true);
     pthread_join (thread, NULL);
