@@ -189,8 +189,7 @@ main (int argc, char **argv)
         int64_t t0 = shf_clock_mono_us ();
         body = NULL;
         //  Start and await in one request (shf_client_execute).
-        if (shf_client_execute (client, "w3", 0, NULL, NULL, NULL, 30000,
-                                &body)
+        if (shf_client_execute (client, "w3", 0, NULL, NULL, NULL, 30000, &body)
             != SHF_OK) {
             fprintf (stderr, "execute failed: %s\n",
                      shf_client_errmsg (client));
@@ -207,11 +206,9 @@ main (int argc, char **argv)
         printf ("workload=w3_latency count=%d completed=%d p50_ms=%.2f "
                 "p90_ms=%.2f p99_ms=%.2f commit_p50_ms=%.3f rtt_p50_ms=%.3f "
                 "floor_ms=%.2f ratio=%.2f\n",
-                count, completed, ms [completed / 2],
-                ms [(completed * 9) / 10],
-                ms [(completed * 99) / 100 < completed
-                        ? (completed * 99) / 100
-                        : completed - 1],
+                count, completed, ms [completed / 2], ms [(completed * 9) / 10],
+                ms [(completed * 99) / 100 < completed ? (completed * 99) / 100
+                                                       : completed - 1],
                 commit_ms, rtt_ms, floor_ms,
                 floor_ms > 0 ? ms [completed / 2] / floor_ms : 0);
     free (ms);

@@ -429,8 +429,7 @@ s_complete (shf_worker_t *self, shf_task_t **task_p, const char *output,
             char message [256];
             snprintf (message, sizeof message, "output is not JSON: %s",
                       jerr.text);
-            shf_err_t rc =
-                s_fail (self, task_p, "BadOutput", message, wait);
+            shf_err_t rc = s_fail (self, task_p, "BadOutput", message, wait);
             if (rc != SHF_OK)
                 return rc;
             return shf_lasterr_fail (&self->err, SHF_EINVAL, "%s", message);

@@ -112,8 +112,7 @@ SHF_EXPORT shf_err_t shf_client_start (shf_client_t *self, const char *name,
 SHF_EXPORT shf_err_t shf_client_execute (shf_client_t *self, const char *name,
                                          int64_t version, const char *wf_id,
                                          const char *input,
-                                         const char *request_id,
-                                         int timeout_ms,
+                                         const char *request_id, int timeout_ms,
                                          json_t **body_p) SHF_MUST_CHECK;
 
 //  The outcome of the current run of wf_id. With wait, the server holds
@@ -249,19 +248,16 @@ SHF_EXPORT shf_err_t shf_worker_fail (shf_worker_t *self, shf_task_t **task_p,
 //  at once; the slot is free for a new task right away. The answer is
 //  collected by the later calls (poll, service, flush): a single thread
 //  can keep all its concurrency busy while results travel. A report the
-//  server refuses or never answers is counted (shf_worker_failures) and
-//  its error kept (shf_worker_errmsg); it is lost only in the sense that
-//  the server times the attempt out and retries it, as for a crashed
-//  worker.
-SHF_EXPORT shf_err_t shf_worker_complete_async (shf_worker_t *self,
-                                                shf_task_t **task_p,
-                                                const char *output)
-    SHF_MUST_CHECK;
+//  server refuses (its run closed or gone) or never answers is counted
+//  (shf_worker_failures) and its error kept (shf_worker_errcode,
+//  _errmsg); an attempt whose result never arrived is the server's to
+//  time out and retry, as for a crashed worker.
+SHF_EXPORT shf_err_t shf_worker_complete_async (
+    shf_worker_t *self, shf_task_t **task_p, const char *output) SHF_MUST_CHECK;
 SHF_EXPORT shf_err_t shf_worker_fail_async (shf_worker_t *self,
                                             shf_task_t **task_p,
                                             const char *type,
-                                            const char *message)
-    SHF_MUST_CHECK;
+                                            const char *message) SHF_MUST_CHECK;
 
 //  Reports sent without waiting whose answer has not arrived yet.
 SHF_EXPORT size_t shf_worker_pending (shf_worker_t *self);
@@ -272,8 +268,8 @@ SHF_EXPORT size_t shf_worker_failures (shf_worker_t *self);
 
 //  Wait (up to timeout_ms) until every report sent without waiting has
 //  its answer. SHF_OK, or SHF_ETIMEOUT with some still pending.
-SHF_EXPORT shf_err_t shf_worker_flush (shf_worker_t *self, int timeout_ms)
-    SHF_MUST_CHECK;
+SHF_EXPORT shf_err_t shf_worker_flush (shf_worker_t *self,
+                                       int timeout_ms) SHF_MUST_CHECK;
 
 //  Record heartbeat details (JSON text or NULL) for a running task.
 //  Never waits for the network: the background thread sends, once per

@@ -40,10 +40,9 @@ shf_err_t
 
 //  Encode an object with one more integer member, tag (replacing a member
 //  of that name), without copying the object: how messages get "v".
-shf_err_t
-    shf_mpack_encode_tagged (const json_t *object, const char *tag,
-                             int64_t tag_value, char **data_p,
-                             size_t *size_p) SHF_MUST_CHECK;
+shf_err_t shf_mpack_encode_tagged (const json_t *object, const char *tag,
+                                   int64_t tag_value, char **data_p,
+                                   size_t *size_p) SHF_MUST_CHECK;
 
 //  The number of bytes shf_mpack_encode would produce, counted without
 //  allocating (used to check payload limits). SHF_EINVAL as encode.

@@ -1324,7 +1324,8 @@ s_take (self_t *self, void *pipe)
         return false;
     size_t cmd_size = zmq_msg_size (&parts [0]);
     const char *cmd = zmq_msg_data (&parts [0]);
-#define S_IS(word) (cmd_size == strlen (word) && memcmp (cmd, word, cmd_size) == 0)
+#define S_IS(word)                                                             \
+    (cmd_size == strlen (word) && memcmp (cmd, word, cmd_size) == 0)
     if (S_IS ("$TERM"))
         self->terminated = true;
     else {

@@ -497,12 +497,11 @@ s_test_refused (shf_client_t *client, const char *endpoint)
     //  together: the refusal is counted and its error is still readable
     //  after the accepted answer.
     if (task && fresh) {
-        s_check (shf_worker_complete_async (worker, &task, "{\"late\":1}")
-                         == SHF_OK
-                     && shf_worker_complete_async (worker, &fresh,
-                                                   "{\"ok\":true}")
-                            == SHF_OK,
-                 "complete_async of the old run's task, then the new one's");
+        s_check (
+            shf_worker_complete_async (worker, &task, "{\"late\":1}") == SHF_OK
+                && shf_worker_complete_async (worker, &fresh, "{\"ok\":true}")
+                       == SHF_OK,
+            "complete_async of the old run's task, then the new one's");
         s_check (shf_worker_flush (worker, 10000) == SHF_OK
                      && shf_worker_pending (worker) == 0,
                  "flushed, nothing pending");
@@ -521,8 +520,7 @@ s_test_refused (shf_client_t *client, const char *endpoint)
     task = s_start_and_take (client, worker, "tw-refuse-3");
     s_check (task != NULL, "tw-refuse-3 started, its task taken");
     if (task)
-        s_check (shf_worker_complete (worker, &task, "{\"ok\":true}")
-                     == SHF_OK,
+        s_check (shf_worker_complete (worker, &task, "{\"ok\":true}") == SHF_OK,
                  "shf_worker_complete (blocking) == SHF_OK");
     outcome = s_outcome (client, "tw-refuse-3", s_now_ms () + 10000);
     s_check (outcome && strcmp (s_str (outcome, "status"), "completed") == 0,
