@@ -40,17 +40,11 @@ main (int argc, char **argv)
         fprintf (stderr, "usage: bench_fairness [COUNT [WORKERS [WINDOW]]]\n");
         return 2;
     }
-    char dir [64];
-    shf_node_t *node = bench_node_start (dir, sizeof dir, 8);
-    if (!node)
+    bench_env_t *env = bench_env_start (8, "fair", workers, 4, true, s_def);
+    if (!env)
         return 1;
-    const char *endpoint = shf_node_endpoint (node);
-    bench_pool_t *pool = calloc (1, sizeof *pool);
-    bench_pool_start (pool, endpoint, "fair", workers, 4, true);
-    shf_client_t *client = bench_client (endpoint, s_def);
-    if (!client)
-        return 1;
-    bench_run_t run = {.client = client,
+    bench_pool_t *pool = &env->pool;
+    bench_run_t run = {.client = env->client,
                        .label = "fairness",
                        .name = "one",
                        .id_prefix = "fa",
@@ -85,9 +79,6 @@ main (int argc, char **argv)
             count, workers, window, run.completed, secs, total, min, max, mean,
             stddev, mean > 0 ? (double) max / mean : 0.0, per);
     fflush (stdout);
-    free (pool);
-    shf_client_destroy (&client);
-    shf_node_destroy (&node);
-    bench_rm_rf (dir);
+    bench_env_stop (&env);
     return rc;
 }

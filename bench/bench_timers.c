@@ -69,16 +69,10 @@ main (int argc, char **argv)
         fprintf (stderr, "usage: bench_timers [COUNT [TIMERS [DELAY_MS]]]\n");
         return 2;
     }
-    char dir [64];
-    shf_node_t *node = bench_node_start (dir, sizeof dir, 8);
-    if (!node)
+    bench_env_t *env = bench_env_start (8, "bench", 8, 16, false, s_def_sleep3);
+    if (!env)
         return 1;
-    const char *endpoint = shf_node_endpoint (node);
-    bench_pool_t *pool = calloc (1, sizeof *pool);
-    bench_pool_start (pool, endpoint, "bench", 8, 16, false);
-    shf_client_t *client = bench_client (endpoint, s_def_sleep3);
-    if (!client)
-        return 1;
+    shf_client_t *client = env->client;
     char def_sleep1 [256];
     snprintf (def_sleep1, sizeof def_sleep1,
               "{\"name\":\"sleep1\",\"queue\":\"bench\",\"steps\":["
@@ -152,10 +146,6 @@ main (int argc, char **argv)
     free (t.due);
     free (t.fired);
     free (done);
-    bench_pool_stop (pool);
-    free (pool);
-    shf_client_destroy (&client);
-    shf_node_destroy (&node);
-    bench_rm_rf (dir);
+    bench_env_stop (&env);
     return rc;
 }

@@ -152,6 +152,7 @@ typedef struct {
     int threads;
     int concurrency;
     bool blocking;  //  shf_worker_complete instead of _async
+    bool joined;    //  stopped already
     atomic_bool stop;
     atomic_long tasks [BENCH_MAX_WORKERS];
     atomic_long errors;
@@ -229,12 +230,65 @@ bench_pool_start (bench_pool_t *pool, const char *endpoint, const char *queue,
     }
 }
 
+//  Idempotent: a benchmark may stop the workers before reading counts.
 static inline void
 bench_pool_stop (bench_pool_t *pool)
 {
+    if (pool->joined)
+        return;
     atomic_store (&pool->stop, true);
     for (int i = 0; i < pool->threads; i++)
         pthread_join (pool->tid [i], NULL);
+    pool->joined = true;
+}
+
+//  ---------------------------------------------------------------------
+//  What a benchmark starts with: a node in a temp dir, a pool of worker
+//  threads on one queue, and a client with a definition registered.
+
+typedef struct {
+    char dir [64];
+    shf_node_t *node;
+    bench_pool_t pool;
+    shf_client_t *client;
+} bench_env_t;
+
+//  NULL on failure (said on stderr). bench_pool_start's arguments.
+static inline bench_env_t *
+bench_env_start (int shards, const char *queue, int threads, int concurrency,
+                 bool blocking, const char *def)
+{
+    bench_env_t *env = calloc (1, sizeof *env);
+    assert (env);
+    env->node = bench_node_start (env->dir, sizeof env->dir, shards);
+    if (!env->node) {
+        free (env);
+        return NULL;
+    }
+    const char *endpoint = shf_node_endpoint (env->node);
+    bench_pool_start (&env->pool, endpoint, queue, threads, concurrency,
+                      blocking);
+    env->client = bench_client (endpoint, def);
+    if (!env->client) {
+        bench_pool_stop (&env->pool);
+        shf_node_destroy (&env->node);
+        bench_rm_rf (env->dir);
+        free (env);
+        return NULL;
+    }
+    return env;
+}
+
+static inline void
+bench_env_stop (bench_env_t **env_p)
+{
+    bench_env_t *env = *env_p;
+    bench_pool_stop (&env->pool);
+    shf_client_destroy (&env->client);
+    shf_node_destroy (&env->node);
+    bench_rm_rf (env->dir);
+    free (env);
+    *env_p = NULL;
 }
 
 //  ---------------------------------------------------------------------

@@ -14,16 +14,9 @@
 
     bench_w3_latency [COUNT (default 200)]
 */
-#include "shardflow.h"
-#include "shf_clock.h"
-#include "shf_node.h"
+#include "bench_util.h"
 #include <czmq.h>
 #include <lmdb.h>
-#include <pthread.h>
-#include <stdatomic.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 
 static const char *s_def =
     "{\"name\":\"w3\",\"queue\":\"bench\",\"steps\":["
@@ -31,42 +24,14 @@ static const char *s_def =
     "{\"id\":\"charge\",\"activity\":\"charge\"},"
     "{\"id\":\"ship\",\"activity\":\"ship\"}]}";
 
-static atomic_bool s_stop;
-
-static void *
-s_worker (void *arg)
-{
-    shf_worker_t *worker = NULL;
-    if (shf_worker_open (&worker, arg, "bench", 16) != SHF_OK) {
-        fprintf (stderr, "worker: cannot open\n");
-        return NULL;
-    }
-    while (!atomic_load (&s_stop)) {
-        shf_task_t *task = NULL;
-        if (shf_worker_poll (worker, 100, &task) != SHF_OK)
-            continue;
-        if (shf_worker_complete (worker, &task, "{\"ok\":true}") != SHF_OK)
-            fprintf (stderr, "worker: complete failed: %s\n",
-                     shf_worker_errmsg (worker));
-    }
-    shf_worker_destroy (&worker);
-    return NULL;
-}
-
-static int
-s_cmp (const void *a, const void *b)
-{
-    double x = *(const double *) a, y = *(const double *) b;
-    return x < y ? -1 : x > y;
-}
-
 #define S_FLOOR_SAMPLES 200
 
+//  The median of n unsorted values (sorted in place).
 static double
 s_median (double *v, int n)
 {
-    qsort (v, (size_t) n, sizeof (double), s_cmp);
-    return n > 0 ? v [n / 2] : 0;
+    qsort (v, (size_t) n, sizeof (double), bench_cmp_double);
+    return bench_pct (v, n, 50);
 }
 
 //  p50 ms of a synchronous LMDB commit of one 100-byte put (random key),
@@ -155,34 +120,16 @@ main (int argc, char **argv)
     int count = argc > 1 ? atoi (argv [1]) : 200;
     if (count < 1)
         count = 200;
-    char dir [] = "/tmp/shf-bench-XXXXXX";
-    if (!mkdtemp (dir))
+    //  One worker thread whose results wait for their commit: the run's
+    //  steps are sequential anyway.
+    bench_env_t *env = bench_env_start (8, "bench", 1, 16, true, s_def);
+    if (!env)
         return 1;
-    shf_node_config_t config = {.data_dir = dir,
-                                .shards = 8,
-                                .listen = "tcp://127.0.0.1:0",
-                                .durable = true};
-    shf_node_t *node = NULL;
-    if (shf_node_open (&node, &config) != SHF_OK) {
-        fprintf (stderr, "cannot start the node\n");
-        return 1;
-    }
-    double commit_ms = s_commit_p50 (dir);
+    shf_client_t *client = env->client;
+    double commit_ms = s_commit_p50 (env->dir);
     double rtt_ms = s_rtt_p50 ();
     double floor_ms = 4 * commit_ms + 3 * rtt_ms;
-    char endpoint [256];
-    snprintf (endpoint, sizeof endpoint, "%s", shf_node_endpoint (node));
-    pthread_t thread;
-    pthread_create (&thread, NULL, s_worker, endpoint);
-
-    shf_client_t *client = NULL;
     json_t *body = NULL;
-    if (shf_client_open (&client, endpoint, NULL) != SHF_OK
-        || shf_client_def_register (client, s_def, &body) != SHF_OK) {
-        fprintf (stderr, "cannot register the definition\n");
-        return 1;
-    }
-    json_decref (body);
     double *ms = calloc ((size_t) count, sizeof (double));
     int completed = 0;
     for (int i = 0; i < count; i++) {
@@ -201,24 +148,16 @@ main (int argc, char **argv)
             ms [completed++] = (double) (shf_clock_mono_us () - t0) / 1000.0;
         json_decref (body);
     }
-    qsort (ms, (size_t) completed, sizeof (double), s_cmp);
+    qsort (ms, (size_t) completed, sizeof (double), bench_cmp_double);
+    double p50 = bench_pct (ms, completed, 50);
     if (completed > 0)
         printf ("workload=w3_latency count=%d completed=%d p50_ms=%.2f "
                 "p90_ms=%.2f p99_ms=%.2f commit_p50_ms=%.3f rtt_p50_ms=%.3f "
                 "floor_ms=%.2f ratio=%.2f\n",
-                count, completed, ms [completed / 2], ms [(completed * 9) / 10],
-                ms [(completed * 99) / 100 < completed ? (completed * 99) / 100
-                                                       : completed - 1],
-                commit_ms, rtt_ms, floor_ms,
-                floor_ms > 0 ? ms [completed / 2] / floor_ms : 0);
+                count, completed, p50, bench_pct (ms, completed, 90),
+                bench_pct (ms, completed, 99), commit_ms, rtt_ms, floor_ms,
+                floor_ms > 0 ? p50 / floor_ms : 0);
     free (ms);
-    atomic_store (&s_stop, true);
-    pthread_join (thread, NULL);
-    shf_client_destroy (&client);
-    shf_node_destroy (&node);
-    char cmd [300];
-    snprintf (cmd, sizeof cmd, "rm -rf %s", dir);
-    if (system (cmd) != 0)
-        fprintf (stderr, "could not remove %s\n", dir);
+    bench_env_stop (&env);
     return completed == count ? 0 : 1;
 }

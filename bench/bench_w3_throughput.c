@@ -3,9 +3,9 @@
 
     Starts an embedded durable node (8 shards) and WORKERS in-process SDK
     worker threads (concurrency 16 each) that complete every task at once.
-    One client connection pipelines: each workflow is a wf_start and then
-    a wf_result with wait; as soon as one closes the next one starts, so
-    WINDOW workflows are always in flight. Throughput is completed
+    One client connection pipelines: each workflow is one wf_start with
+    wait (start and await in one request); as soon as one closes the next
+    one starts, so WINDOW workflows are always in flight. Throughput is completed
     workflows over the wall time from the first start sent to the last
     result received.
 
@@ -43,16 +43,12 @@ main (int argc, char **argv)
                          "[WORKERS [SHARDS]]]]\n");
         return 2;
     }
-    char dir [64];
-    shf_node_t *node = bench_node_start (dir, sizeof dir, shards);
-    if (!node)
+    bench_env_t *env =
+        bench_env_start (shards, "bench", workers, 16, false, s_def);
+    if (!env)
         return 1;
-    const char *endpoint = shf_node_endpoint (node);
-    bench_pool_t *pool = calloc (1, sizeof *pool);
-    bench_pool_start (pool, endpoint, "bench", workers, 16, false);
-    shf_client_t *client = bench_client (endpoint, s_def);
-    if (!client)
-        return 1;
+    bench_pool_t *pool = &env->pool;
+    shf_client_t *client = env->client;
     pthread_setname_np (pthread_self (), "bench-client");
 
     bench_run_t run = {.client = client,
@@ -82,10 +78,6 @@ main (int argc, char **argv)
             run.completed ? cpu * 1000.0 / run.completed : 0.0);
     fflush (stdout);
 
-    bench_pool_stop (pool);
-    free (pool);
-    shf_client_destroy (&client);
-    shf_node_destroy (&node);
-    bench_rm_rf (dir);
+    bench_env_stop (&env);
     return rc;
 }

@@ -335,22 +335,27 @@ shf_wlink_discard (zmsg_t **msg_p)
 //  ---------------------------------------------------------------------
 //  To the worker's thread
 
+//  One message to the worker's thread without waiting: 1 when the pipe is
+//  full (the message stays with the caller), else as s_send_msg.
+static int
+s_pipe_send (self_t *self, zmsg_t **msg_p)
+{
+    int rc = s_send_msg (zsock_resolve (self->pipe), msg_p, false);
+    //  Even a send that finds the pipe full may take in the pipe's pending
+    //  commands, and with them the edge of a command waiting for us: read
+    //  the pipe again whatever the send did.
+    self->dirty [S_PIPE] = true;
+    return rc;
+}
+
 //  Sent from the outbox in order until the pipe is full again. A full
 //  pipe signals our fd once the worker has read enough of it.
 static void
 s_flush_outbox (self_t *self)
 {
     zmsg_t *msg;
-    while ((msg = zlistx_first (self->outbox))) {
-        int rc = s_send_msg (zsock_resolve (self->pipe), &msg, false);
-        //  Even a send that finds the pipe full may take in the pipe's
-        //  pending commands, and with them the edge of a command waiting
-        //  for us: read the pipe again whatever the send did.
-        self->dirty [S_PIPE] = true;
-        if (rc == 1)
-            break;
+    while ((msg = zlistx_first (self->outbox)) && s_pipe_send (self, &msg) != 1)
         zlistx_detach (self->outbox, NULL);
-    }
 }
 
 //  After CLOSE the worker reads nothing but the CLOSED answer: anything
@@ -358,18 +363,12 @@ s_flush_outbox (self_t *self)
 static void
 s_tell (self_t *self, zmsg_t **msg_p)
 {
-    if (self->closed) {
+    if (self->closed)
         shf_wlink_discard (msg_p);
-        return;
+    else if (zlistx_size (self->outbox) > 0 || s_pipe_send (self, msg_p) == 1) {
+        zlistx_add_end (self->outbox, *msg_p);
+        *msg_p = NULL;
     }
-    if (zlistx_size (self->outbox) == 0) {
-        int rc = s_send_msg (zsock_resolve (self->pipe), msg_p, false);
-        self->dirty [S_PIPE] = true;  //  as in s_flush_outbox
-        if (rc != 1)
-            return;
-    }
-    zlistx_add_end (self->outbox, *msg_p);
-    *msg_p = NULL;
 }
 
 //  reply: the node's (stolen), or NULL.

@@ -263,6 +263,19 @@ s_heartbeat (shf_worker_t *worker, shf_task_t *task, const char *details,
 //  The flood: more tasks than the pipe holds (its high-water marks are
 //  1000 a side).
 
+//  A worker of the given concurrency on queue "q" of the fake node.
+static shf_worker_t *
+s_worker_on (zactor_t *fake, int concurrency)
+{
+    char *endpoint = zstr_recv (fake);
+    assert (endpoint);
+    shf_worker_t *worker = NULL;
+    shf_err_t rc = shf_worker_open (&worker, endpoint, "q", concurrency);
+    assert (rc == SHF_OK);
+    zstr_free (&endpoint);
+    return worker;
+}
+
 #define S_FLOOD 3000
 
 static void
@@ -270,12 +283,8 @@ s_flood_test (bool verbose)
 {
     zactor_t *fake = zactor_new (s_fake_node, NULL);
     assert (fake);
-    char *endpoint = zstr_recv (fake);
-    assert (endpoint);
-    shf_worker_t *worker = NULL;
-    shf_err_t rc = shf_worker_open (&worker, endpoint, "q", 8);
-    assert (rc == SHF_OK);
-    zstr_free (&endpoint);
+    shf_worker_t *worker = s_worker_on (fake, 8);
+    shf_err_t rc;
     json_t *log = json_array ();
     s_wait_log (fake, log, "poll", 8, 5000);
     json_decref (log);
@@ -396,12 +405,8 @@ s_storm_test (bool verbose)
     zactor_t *echo = zactor_new (s_echo, NULL);
     pthread_sigmask (SIG_SETMASK, &saved, NULL);
     assert (fake && echo);
-    char *endpoint = zstr_recv (fake);
-    assert (endpoint);
-    shf_worker_t *worker = NULL;
-    shf_err_t rc = shf_worker_open (&worker, endpoint, "q", 4);
-    assert (rc == SHF_OK);
-    zstr_free (&endpoint);
+    shf_worker_t *worker = s_worker_on (fake, 4);
+    shf_err_t rc;
     json_t *log = json_array ();
     s_wait_log (fake, log, "poll", 4, 5000);
     json_decref (log);
@@ -501,12 +506,8 @@ shf_wlink_test (bool verbose)
         printf ("\n");
     zactor_t *fake = zactor_new (s_fake_node, NULL);
     assert (fake);
-    char *endpoint = zstr_recv (fake);
-    assert (endpoint);
-    shf_worker_t *worker = NULL;
-    shf_err_t rc = shf_worker_open (&worker, endpoint, "q", 2);
-    assert (rc == SHF_OK);
-    zstr_free (&endpoint);
+    shf_worker_t *worker = s_worker_on (fake, 2);
+    shf_err_t rc;
 
     //  Credit for every slot once connected.
     json_t *log = json_array ();

@@ -488,7 +488,6 @@ size_t
 shf_worker_pending (shf_worker_t *self)
 {
     assert (self);
-    shf_worker_service (self);
     return self->pending;
 }
 
@@ -496,7 +495,6 @@ size_t
 shf_worker_failures (shf_worker_t *self)
 {
     assert (self);
-    shf_worker_service (self);
     return self->failures;
 }
 

@@ -259,7 +259,9 @@ SHF_EXPORT shf_err_t shf_worker_fail_async (shf_worker_t *self,
                                             const char *type,
                                             const char *message) SHF_MUST_CHECK;
 
-//  Reports sent without waiting whose answer has not arrived yet.
+//  Reports sent without waiting whose answer has not been collected yet
+//  (answers are collected by poll, service, flush and blocking reports;
+//  these two only read the counts).
 SHF_EXPORT size_t shf_worker_pending (shf_worker_t *self);
 
 //  Reports sent without waiting that the server refused or never

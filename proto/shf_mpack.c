@@ -411,31 +411,51 @@ fail:
     return rc;
 }
 
+static int s_pack (msgpack_packer *pk, const json_t *value, int depth);
+
+//  An object's members; with tag, one more integer member of that name
+//  last (replacing a member of the same name). 0, -1 (out of memory) or
+//  -2 (too deep).
+static int
+s_pack_object (msgpack_packer *pk, json_t *v, int depth, const char *tag,
+               int64_t tag_value)
+{
+    if (depth >= SHF_MPACK_MAX_DEPTH)
+        return -2;
+    size_t tag_len = tag ? strlen (tag) : 0;
+    bool extra = tag && !json_object_get (v, tag);
+    if (msgpack_pack_map (pk, json_object_size (v) + (extra ? 1 : 0)))
+        return -1;
+    const char *key;
+    size_t key_len;
+    json_t *member;
+    json_object_keylen_foreach (v, key, key_len, member)
+    {
+        if (tag && key_len == tag_len && memcmp (key, tag, tag_len) == 0)
+            continue;
+        if (msgpack_pack_str (pk, key_len)
+            || msgpack_pack_str_body (pk, key, key_len))
+            return -1;
+        int rc = s_pack (pk, member, depth + 1);
+        if (rc)
+            return rc;
+    }
+    if (tag
+        && (msgpack_pack_str (pk, tag_len)
+            || msgpack_pack_str_body (pk, tag, tag_len)
+            || msgpack_pack_int64 (pk, tag_value)))
+        return -1;
+    return 0;
+}
+
 //  The packer: msgpack-c picks the smallest encoding of each value.
 static int
 s_pack (msgpack_packer *pk, const json_t *value, int depth)
 {
     json_t *v = (json_t *) value;  //  jansson's iterators are not const
     switch (json_typeof (v)) {
-        case JSON_OBJECT: {
-            if (depth >= SHF_MPACK_MAX_DEPTH)
-                return -2;
-            if (msgpack_pack_map (pk, json_object_size (v)))
-                return -1;
-            const char *key;
-            size_t key_len;
-            json_t *member;
-            json_object_keylen_foreach (v, key, key_len, member)
-            {
-                if (msgpack_pack_str (pk, key_len)
-                    || msgpack_pack_str_body (pk, key, key_len))
-                    return -1;
-                int rc = s_pack (pk, member, depth + 1);
-                if (rc)
-                    return rc;
-            }
-            return 0;
-        }
+        case JSON_OBJECT:
+            return s_pack_object (pk, v, depth, NULL, 0);
         case JSON_ARRAY: {
             if (depth >= SHF_MPACK_MAX_DEPTH)
                 return -2;
@@ -491,37 +511,8 @@ s_encode (const json_t *value, const char *tag, int64_t tag_value,
     sbuf.alloc = S_ENCODE_INIT_SIZE;
     msgpack_packer pk;
     msgpack_packer_init (&pk, &sbuf, msgpack_sbuffer_write);
-    int rc;
-    if (tag) {
-        //  The object's members, the tag last (replacing a member of that
-        //  name), without copying the object.
-        json_t *v = (json_t *) value;
-        size_t tag_len = strlen (tag);
-        bool had = json_object_get (v, tag) != NULL;
-        rc = msgpack_pack_map (&pk, json_object_size (v) + (had ? 0 : 1));
-        const char *key;
-        size_t key_len;
-        json_t *member;
-        json_object_keylen_foreach (v, key, key_len, member)
-        {
-            if (rc)
-                break;
-            if (key_len == tag_len && memcmp (key, tag, tag_len) == 0)
-                continue;
-            rc = msgpack_pack_str (&pk, key_len)
-                         || msgpack_pack_str_body (&pk, key, key_len)
-                     ? -1
-                     : s_pack (&pk, member, 1);
-        }
-        if (!rc)
-            rc = msgpack_pack_str (&pk, tag_len)
-                         || msgpack_pack_str_body (&pk, tag, tag_len)
-                         || msgpack_pack_int64 (&pk, tag_value)
-                     ? -1
-                     : 0;
-    }
-    else
-        rc = s_pack (&pk, value, 0);
+    int rc = tag ? s_pack_object (&pk, (json_t *) value, 0, tag, tag_value)
+                 : s_pack (&pk, value, 0);
     if (rc) {
         msgpack_sbuffer_destroy (&sbuf);
         //  -1 is the sbuffer failing to grow: out of memory.

@@ -138,8 +138,9 @@ s_error (self_t *self, s_peer_t peer, uint64_t id, shf_err_t err,
     json_decref (reply);
 }
 
-//  Sends [cmd][...][pointer] to a shard; the pointer's json is taken and
-//  owned by the shard once the frame has left.
+//  Sends [cmd][extra][pointer] to a shard ([cmd][pointer] when extra is
+//  NULL); the pointer's json is taken and owned by the shard once the
+//  frame has left.
 static void
 s_to_shard_frames (self_t *self, uint32_t shard, const char *cmd,
                    const void *extra, size_t extra_size, json_t *msg)
@@ -147,7 +148,7 @@ s_to_shard_frames (self_t *self, uint32_t shard, const char *cmd,
     s_source_t *src = &self->sources [SHF_ROUTER_SHARD0 + shard];
     src->ready = true;  //  as in s_route
     if (zmq_send (src->handle, cmd, strlen (cmd), ZMQ_SNDMORE) < 0
-        || zmq_send (src->handle, extra, extra_size, ZMQ_SNDMORE) < 0
+        || (extra && zmq_send (src->handle, extra, extra_size, ZMQ_SNDMORE) < 0)
         || zmq_send (src->handle, &msg, sizeof (void *), 0) < 0)
         json_decref (msg);  //  only when the context is ending
 }
@@ -199,12 +200,8 @@ s_dispatch (void *arg, const char *worker, const json_t *task)
                    "run_id", json_object_get (task, "run_id"), "step",
                    json_object_get (task, "step"), "attempt",
                    json_object_get (task, "attempt"), "worker", worker);
-    uint32_t shard = shf_shardmap_locate (self->map, ns, wf_id);
-    s_source_t *src = &self->sources [SHF_ROUTER_SHARD0 + shard];
-    src->ready = true;  //  as in s_route
-    if (zmq_send (src->handle, "DISPATCHED", 10, ZMQ_SNDMORE) < 0
-        || zmq_send (src->handle, &note, sizeof (void *), 0) < 0)
-        json_decref (note);
+    s_to_shard_frames (self, shf_shardmap_locate (self->map, ns, wf_id),
+                       "DISPATCHED", NULL, 0, note);
     return true;
 }
 

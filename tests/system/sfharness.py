@@ -303,6 +303,18 @@ class Env:
     def write_json(self, name, obj):
         return self.write(name, jsonlib.dumps(obj, indent=2))
 
+    def mkdir(self, name):
+        """A fresh directory in the temp dir; returns its path."""
+        p = self.path(name)
+        os.mkdir(p)
+        return p
+
+    def register(self, node, defs):
+        """Register each definition document with node (exit 0 or fail)."""
+        for d in defs:
+            node.cli("def", "register", self.write_json(d["name"] + ".json",
+                                                        d), check=0)
+
     def script(self, name, body):
         """An executable bash script in the temp dir; returns its path."""
         return self.write(name, "#!/bin/bash\n" + body, 0o755)
@@ -345,6 +357,17 @@ class Node:
         self.proc = None
         self.starts = 0
         self.log = None
+
+    def raw_socket(self):
+        """A pyzmq DEALER connected to the node, for the raw wire (the
+        caller closes it); None without python3-zmq."""
+        zmq = import_zmq()
+        if zmq is None:
+            return None
+        sock = zmq.Context.instance().socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.connect(self.endpoint)
+        return sock
 
     def start(self, env=None, ready="cli", timeout=30):
         """Start `shardflow dev`. env replaces the extra environment of this

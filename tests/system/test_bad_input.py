@@ -96,6 +96,14 @@ def raw_cases():
          mpack_min.pack({"v": 1, "op": "wf_start", "id": 12, "ns": "default",
                          "name": "tiny", "wf_id": "a\x01b"}),
          ("bad_request",), 12),
+        ("wf_start with wait of the wrong type",
+         mpack_min.pack({"v": 1, "op": "wf_start", "id": 13, "ns": "default",
+                         "name": "tiny", "wait": "yes"}),
+         ("bad_request",), 13),
+        ("wf_start with a negative timeout_ms",
+         mpack_min.pack({"v": 1, "op": "wf_start", "id": 14, "ns": "default",
+                         "name": "tiny", "wait": True, "timeout_ms": -1}),
+         ("bad_request",), 14),
         ("empty frame", b"", ("bad_request",), 0),
     ]
 
@@ -107,11 +115,8 @@ def raw_wire():
                 "not run")
         return
     n = ctx["node"]
-    zctx = zmq.Context.instance()
     for title, frame, codes, want_id in raw_cases():
-        sock = zctx.socket(zmq.DEALER)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.connect(n.endpoint)
+        sock = n.raw_socket()
         try:
             sock.send(frame)
             if sock.poll(10000, zmq.POLLIN) == 0:
@@ -140,9 +145,7 @@ def raw_wire():
                 r.describe())
         state_unchanged(title)
     # a well-formed raw request works on the same kind of socket
-    sock = zctx.socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.connect(n.endpoint)
+    sock = n.raw_socket()
     try:
         sock.send(mpack_min.pack({"v": 1, "op": "wf_describe", "id": 42,
                                   "ns": "default", "wf_id": "t-1"}))

@@ -155,6 +155,18 @@ def run_dag():
             lines)
 
 
+def start_waiting(sock, rid, ns, name, wf_id, timeout_ms, **extra):
+    """One wf_start with wait on the raw wire: its decoded reply, or None
+    when none comes within 60 s."""
+    req = {"v": 1, "op": "wf_start", "id": rid, "ns": ns, "name": name,
+           "wf_id": wf_id, "wait": True, "timeout_ms": timeout_ms}
+    req.update(extra)
+    sock.send(mpack_min.pack(req))
+    if sock.poll(60000, zmq.POLLIN) == 0:
+        return None
+    return mpack_min.unpack(sock.recv())
+
+
 def execute():
     """wf_start with wait: one request starts the run and answers with its
     outcome; repeated with the same request_id it answers for the same run."""
@@ -162,21 +174,25 @@ def execute():
         S.check(False, "python3-zmq is installed - execute not tested")
         return
     n = ctx["node"]
-    sock = zmq.Context.instance().socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.connect(n.endpoint)
+    # a run that closes in its own start transition (its only step is
+    # skipped), and one that is still open when the wait runs out (in
+    # namespace "exec", so the listings checked later stay as they are)
+    for doc in ({"name": "instant", "steps": [
+                    {"id": "x", "activity": "never", "queue": "q_none",
+                     "when": "false"}]},
+                {"name": "waiter", "steps": [
+                    {"id": "w", "wait_signal": "go"}]}):
+        S.cli_ok(n.cli("--namespace", "exec", "def", "register",
+                       E.write_json(doc["name"] + ".json", doc)),
+                 "def register " + doc["name"])
+    sock = n.raw_socket()
     try:
-        replies = []
-        for rid in (1, 2):
-            sock.send(mpack_min.pack({
-                "v": 1, "op": "wf_start", "id": rid, "ns": "default",
-                "name": "dagtest", "wf_id": "exec-1", "input": INPUT,
-                "request_id": "rq-exec-1", "wait": True,
-                "timeout_ms": 30000}))
-            if sock.poll(60000, zmq.POLLIN) == 0:
-                S.check(False, "wf_start with wait answers within 60 s")
-                return
-            replies.append(mpack_min.unpack(sock.recv()))
+        replies = [start_waiting(sock, rid, "default", "dagtest", "exec-1",
+                                 30000, input=INPUT, request_id="rq-exec-1")
+                   for rid in (1, 2)]
+        if None in replies:
+            S.check(False, "wf_start with wait answers within 60 s")
+            return
         first, again = replies
         body = first.get("body") or {}
         S.check(first.get("ok") is True and first.get("id") == 1,
@@ -193,33 +209,13 @@ def execute():
              (2, body.get("run_id"), "completed"),
              "the same start again (same request_id) answers for the same "
              "run, closed")
-    finally:
-        sock.close()
-    # a run that closes in its own start transition (its only step is
-    # skipped), and one that is still open when the wait runs out (in
-    # namespace "exec", so the listings checked later stay as they are)
-    for doc in ({"name": "instant", "steps": [
-                    {"id": "x", "activity": "never", "queue": "q_none",
-                     "when": "false"}]},
-                {"name": "waiter", "steps": [
-                    {"id": "w", "wait_signal": "go"}]}):
-        S.cli_ok(n.cli("--namespace", "exec", "def", "register",
-                       E.write_json(doc["name"] + ".json", doc)),
-                 "def register " + doc["name"])
-    sock = zmq.Context.instance().socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.connect(n.endpoint)
-    try:
         got = {}
         for rid, name, timeout in ((3, "instant", 30000), (4, "waiter", 300)):
-            sock.send(mpack_min.pack({
-                "v": 1, "op": "wf_start", "id": rid, "ns": "exec",
-                "name": name, "wf_id": "exec-" + name, "wait": True,
-                "timeout_ms": timeout}))
-            if sock.poll(30000, zmq.POLLIN) == 0:
+            got[name] = start_waiting(sock, rid, "exec", name, "exec-" + name,
+                                      timeout)
+            if got[name] is None:
                 S.check(False, "wf_start with wait (%s) answers" % name)
                 return
-            got[name] = mpack_min.unpack(sock.recv())
         S.eq((got["instant"].get("id"),
               (got["instant"].get("body") or {}).get("status")),
              (3, "completed"),

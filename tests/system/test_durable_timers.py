@@ -64,9 +64,7 @@ esac
 
 
 def register(n):
-    for d in DEFS:
-        n.cli("def", "register", E.write_json(d["name"] + ".json", d),
-              check=0)
+    E.register(n, DEFS)
 
 
 def timer_due(d, step):
@@ -80,8 +78,7 @@ def setup():
     n = E.node()
     ctx["node"] = n
     register(n)
-    ctx["marks"] = E.path("marks")
-    os.mkdir(ctx["marks"])
+    ctx["marks"] = E.mkdir("marks")
     ctx["worker"] = E.worker(n, "q_dt", E.script("act.sh", WORKER
                                                  % ctx["marks"]),
                              extra=["--grace", "1s"])

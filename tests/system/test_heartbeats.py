@@ -92,11 +92,8 @@ def read(name):
 def setup():
     n = E.node()
     ctx["node"] = n
-    for d in DEFS:
-        n.cli("def", "register", E.write_json(d["name"] + ".json", d),
-              check=0)
-    ctx["marks"] = E.path("marks")
-    os.mkdir(ctx["marks"])
+    E.register(n, DEFS)
+    ctx["marks"] = E.mkdir("marks")
     ctx["pids"] = []
     script = E.script("act.sh", WORKER % ctx["marks"])
     ctx["worker"] = E.worker(n, "q_hb", script, concurrency=4,

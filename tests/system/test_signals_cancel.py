@@ -48,13 +48,10 @@ DEFS = [
 def setup():
     n = E.node()
     ctx["node"] = n
-    for d in DEFS:
-        n.cli("def", "register", E.write_json(d["name"] + ".json", d),
-              check=0)
+    E.register(n, DEFS)
     # a long activity: marks that it started, heartbeats on fd 3, and
     # records SIGTERM.
-    ctx["marks"] = E.path("marks")
-    os.mkdir(ctx["marks"])
+    ctx["marks"] = E.mkdir("marks")
     script = E.script("slow.sh", """
 m=%s
 trap 'touch "$m/termed.$SHARDFLOW_WORKFLOW_ID"; exit 143' TERM

@@ -99,11 +99,8 @@ esac
 def setup():
     n = E.node()
     ctx["node"] = n
-    for d in DEFS:
-        n.cli("def", "register", E.write_json(d["name"] + ".json", d),
-              check=0)
-    ctx["marks"] = E.path("marks")
-    os.mkdir(ctx["marks"])
+    E.register(n, DEFS)
+    ctx["marks"] = E.mkdir("marks")
     script = E.script("act.sh", WORKER % ctx["marks"])
     # many slots: attempts that timed out may keep sleeping for a while
     ctx["worker"] = E.worker(n, "q_to", script, concurrency=16,

@@ -91,11 +91,8 @@ def worker(name, queue="q_live", grace="1s", concurrency=2):
 def setup():
     n = E.node()
     ctx["node"] = n
-    for d in DEFS:
-        n.cli("def", "register", E.write_json(d["name"] + ".json", d),
-              check=0)
-    ctx["marks"] = E.path("marks")
-    os.mkdir(ctx["marks"])
+    E.register(n, DEFS)
+    ctx["marks"] = E.mkdir("marks")
     ctx["script"] = E.script("act.sh", WORKER % ctx["marks"])
     S.check(True, "node and definitions")
 
