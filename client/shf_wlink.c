@@ -6,14 +6,16 @@
     that must not wait for the application: credit and keepalives,
     the heartbeat batch that is due, reports whose reply is late.
 
-    Credit is additive on the wire: {"op":"poll","credit":N} grants N more
-    task slots. The actor keeps held = tasks handed to the worker and not
-    yet reported, and keeps the node's view equal to concurrency - held:
-    all free slots when a connection comes up (a restarted node, or a new
+    Credit on the wire: {"op":"poll","credit":N,"gen":G} grants N more
+    task slots; with "reset":true it says "N slots" instead. The actor
+    keeps held = tasks handed to the worker and not yet reported, and
+    keeps the node's view equal to concurrency - held: all free slots, as
+    a reset, when a connection comes up (a restarted node, or a new
     connection after a network failure, knows nothing of us), one more
-    after each report. While the connection is down nothing is granted,
-    so a grant queued in the socket cannot be counted twice after the
-    reconnect.
+    after each report. G counts our connections: a grant decided on one
+    connection but still queued in the socket when it dropped reaches the
+    next one ahead of its reset, and the node drops it for its G. While
+    the connection is down nothing is granted.
 
     The slots freed by the reports of one pass are granted in one poll at
     the end of the pass, under the same rule.
@@ -400,11 +402,16 @@ s_send (self_t *self, json_t *msg, uint64_t *id_p)
     return rc;
 }
 
+//  Every grant names the connection it was decided for (gen); the one
+//  that opens a connection (reset) sets the node's count rather than
+//  adding to it, so a grant that was still queued in the socket when the
+//  connection dropped is not counted on top of it (shf_matcher_poll).
 static void
-s_send_poll (self_t *self, int credit)
+s_send_poll (self_t *self, int credit, bool reset)
 {
-    json_t *msg = json_pack ("{s:s, s:s, s:i}", "op", "poll", "queue",
-                             self->queue, "credit", credit);
+    json_t *msg = json_pack ("{s:s, s:s, s:i, s:b, s:I}", "op", "poll", "queue",
+                             self->queue, "credit", credit, "reset", reset,
+                             "gen", (json_int_t) self->granted_ups);
     assert (msg);
     if (s_send (self, msg, NULL) != SHF_OK)
         shf_warn ("worker: cannot send a poll to the server");
@@ -418,7 +425,7 @@ static void
 s_send_keepalive (self_t *self)
 {
     if (!self->stopping) {
-        s_send_poll (self, 0);
+        s_send_poll (self, 0, false);
         return;
     }
     json_t *msg = json_pack ("{s:s, s:[]}", "op", "heartbeat", "items");
@@ -454,7 +461,7 @@ s_upkeep (self_t *self)
     if (!self->stopping && ups != self->granted_ups) {
         self->granted_ups = ups;
         int free_slots = self->concurrency - self->held;
-        s_send_poll (self, free_slots > 0 ? free_slots : 0);
+        s_send_poll (self, free_slots > 0 ? free_slots : 0, true);
     }
     else if (s_now () - self->last_keepalive >= SHF_WLINK_KEEPALIVE_MS)
         s_send_keepalive (self);
@@ -573,7 +580,7 @@ s_grant (self_t *self)
     }
     if (freed > 0 && !self->stopping && shf_conn_connected (self->conn)
         && shf_conn_ups (self->conn) == self->granted_ups)
-        s_send_poll (self, freed);
+        s_send_poll (self, freed, false);
 }
 
 //  ---------------------------------------------------------------------
@@ -778,6 +785,7 @@ s_wait (self_t *self)
 void
 shf_wlink (zsock_t *pipe, void *args)
 {
+    pthread_setname_np (pthread_self (), "shf-wlink");
     //  Signals are the application's: delivered here they would only
     //  interrupt our calls (and a worker forking commands gets SIGCHLD
     //  all the time).

@@ -287,6 +287,22 @@ s_flood_test (bool verbose)
     shf_err_t rc;
     json_t *log = json_array ();
     s_wait_log (fake, log, "poll", 8, 5000);
+    //  The grant that opens the connection sets the credit (reset) and
+    //  names the connection; later grants add to it under the same name.
+    int64_t gen = -1;
+    size_t i;
+    json_t *entry;
+    json_array_foreach (log, i, entry)
+    {
+        if (streq (s_op (entry), "poll")
+            && s_int (entry, "msg", "credit") == 8) {
+            json_t *msg = json_object_get (entry, "msg");
+            assert (json_is_true (json_object_get (msg, "reset")));
+            assert (json_is_integer (json_object_get (msg, "gen")));
+            gen = s_int (entry, "msg", "gen");
+        }
+    }
+    assert (gen >= 1);
     json_decref (log);
 
     //  The application reads nothing while the tasks arrive.
@@ -299,8 +315,6 @@ s_flood_test (bool verbose)
     zclock_sleep (2300);
     log = s_log (fake);
     int keepalives = 0;
-    size_t i;
-    json_t *entry;
     json_array_foreach (log, i, entry)
     {
         if (streq (s_op (entry), "poll") && s_int (entry, "msg", "credit") == 0
@@ -336,8 +350,12 @@ s_flood_test (bool verbose)
         json_t *more = s_log (fake);
         json_array_foreach (more, i, entry)
         {
-            if (streq (s_op (entry), "poll"))
+            if (streq (s_op (entry), "poll")) {
                 credit += (int) s_int (entry, "msg", "credit");
+                json_t *msg = json_object_get (entry, "msg");
+                assert (!json_is_true (json_object_get (msg, "reset")));
+                assert (s_int (entry, "msg", "gen") == gen);
+            }
         }
         json_decref (more);
         zclock_sleep (20);

@@ -7,6 +7,7 @@
 typedef struct {
     int64_t credit;
     int64_t last_seen;
+    int64_t gen;  //  of the last reset grant; -1 before one
 } s_poller_t;
 
 typedef struct {
@@ -151,16 +152,22 @@ shf_matcher_cancel (shf_matcher_t *self, const char *queue, const char *token)
 
 void
 shf_matcher_poll (shf_matcher_t *self, const char *worker, const char *queue,
-                  int64_t credit, int64_t now)
+                  int64_t credit, bool reset, int64_t gen, int64_t now)
 {
     s_queue_t *q = s_queue (self, queue);
     s_poller_t *p = zhashx_lookup (q->pollers, worker);
     if (!p) {
         p = calloc (1, sizeof *p);
         assert (p);
+        p->gen = -1;
         zhashx_insert (q->pollers, worker, p);
     }
-    p->credit += credit;
+    if (reset) {
+        p->credit = credit;
+        p->gen = gen;
+    }
+    else if (gen < 0 || gen == p->gen)
+        p->credit += credit;
     p->last_seen = now;
     s_dispatch (self, q);
 }
@@ -231,7 +238,7 @@ shf_matcher_test (bool verbose)
     //  Five idle workers with room for five each: one task each.
     const char *workers [] = {"w1", "w2", "w3", "w4", "w5"};
     for (int i = 0; i < 5; i++)
-        shf_matcher_poll (m, workers [i], "q", 5, 1000);
+        shf_matcher_poll (m, workers [i], "q", 5, false, -1, 1000);
     for (int i = 0; i < 5; i++) {
         char token [8];
         snprintf (token, sizeof token, "t%d", i);
@@ -255,10 +262,10 @@ shf_matcher_test (bool verbose)
     assert (shf_matcher_pending (m2, "q") == 2);
     shf_matcher_cancel (m2, "q", "b");
     assert (shf_matcher_pending (m2, "q") == 1);
-    shf_matcher_poll (m2, "w", "q", 1, 0);
+    shf_matcher_poll (m2, "w", "q", 1, false, -1, 0);
     assert (sent.count == 1 && shf_matcher_pending (m2, "q") == 0);
     //  A silent poller is forgotten and gets nothing.
-    shf_matcher_poll (m2, "w", "q", 3, 0);
+    shf_matcher_poll (m2, "w", "q", 3, false, -1, 0);
     shf_matcher_expire (m2, 10000, 3000);
     t = s_task ("c");
     shf_matcher_add_task (m2, &t);
@@ -267,14 +274,37 @@ shf_matcher_test (bool verbose)
     //  the next poller even though the gone one had more credit.
     sent.count = 0;
     shf_matcher_t *m3 = shf_matcher_new (s_record, &sent);
-    shf_matcher_poll (m3, "gone", "q", 9, 0);
-    shf_matcher_poll (m3, "here", "q", 1, 0);
+    shf_matcher_poll (m3, "gone", "q", 9, false, -1, 0);
+    shf_matcher_poll (m3, "here", "q", 1, false, -1, 0);
     t = s_task ("d");
     shf_matcher_add_task (m3, &t);
     assert (sent.count == 1 && strcmp (sent.got [0], "here") == 0);
     t = s_task ("e");
     shf_matcher_add_task (m3, &t);
     assert (sent.count == 1 && shf_matcher_pending (m3, "q") == 1);
+    //  Credit and connection generations: a reset sets the credit; a
+    //  grant of another generation (queued before a reconnect, delivered
+    //  on the new connection) is not added.
+    sent.count = 0;
+    shf_matcher_t *m4 = shf_matcher_new (s_record, &sent);
+    shf_matcher_poll (m4, "w", "q", 2, false, 3, 0);  //  stale, before reset
+    t = s_task ("f");
+    shf_matcher_add_task (m4, &t);
+    assert (sent.count == 0);
+    shf_matcher_poll (m4, "w", "q", 1, true, 4, 0);
+    assert (sent.count == 1);
+    shf_matcher_poll (m4, "w", "q", 5, false, 3, 0);  //  stale, after reset
+    t = s_task ("g");
+    shf_matcher_add_task (m4, &t);
+    assert (sent.count == 1 && shf_matcher_pending (m4, "q") == 1);
+    shf_matcher_poll (m4, "w", "q", 1, false, 4, 0);
+    assert (sent.count == 2 && shf_matcher_pending (m4, "q") == 0);
+    shf_matcher_poll (m4, "w", "q", 3, true, 5, 0);  //  reconnected: set
+    shf_matcher_poll (m4, "w", "q", 0, true, 5, 0);
+    t = s_task ("h");
+    shf_matcher_add_task (m4, &t);
+    assert (sent.count == 2 && shf_matcher_pending (m4, "q") == 1);
+    shf_matcher_destroy (&m4);
     shf_matcher_destroy (&m3);
     shf_matcher_destroy (&m2);
     shf_matcher_destroy (&m);

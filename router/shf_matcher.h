@@ -2,7 +2,8 @@
 
     Each task queue holds the ready tasks (in arrival order) and the
     workers polling it with their free credit. A worker adds credit with
-    POLL (additive: "N more slots"); each task goes to the poller with the
+    POLL (additive: "N more slots", or "N slots" when a connection
+    comes up, see shf_matcher_poll); each task goes to the poller with the
     most free credit, so five tasks over five idle workers go one each.
     Pollers silent for longer than the expiry are forgotten, so tasks are
     not pushed into a dead connection. Pure data structure: the router
@@ -35,9 +36,15 @@ void shf_matcher_cancel (shf_matcher_t *self, const char *queue,
                          const char *token);
 
 //  A worker (identity as text) grants credit on a queue at time now (ms);
-//  credit 0 is a keepalive.
+//  credit 0 is a keepalive. gen is the worker's count of its connections
+//  (-1 when it sends none: credit is then simply added). A reset grant
+//  sets the credit and the generation; other grants count only when
+//  their generation is the one of the last reset, so a grant queued in
+//  the worker's socket before a reconnect, and delivered on the new
+//  connection ahead of its reset, is not added to it.
 void shf_matcher_poll (shf_matcher_t *self, const char *worker,
-                       const char *queue, int64_t credit, int64_t now);
+                       const char *queue, int64_t credit, bool reset,
+                       int64_t gen, int64_t now);
 
 //  Forget pollers silent since before now - max_silence.
 void shf_matcher_expire (shf_matcher_t *self, int64_t now, int64_t max_silence);

@@ -407,7 +407,9 @@ s_frontend (self_t *self, zmq_msg_t *frames, int count)
             shf_matcher_poll (
                 self->matcher, worker,
                 json_string_value (json_object_get (msg, "queue")),
-                shf_msg_int (msg, "credit", 0), now_ms);
+                shf_msg_int (msg, "credit", 0),
+                shf_msg_bool (msg, "reset", false),
+                shf_msg_int (msg, "gen", -1), now_ms);
             break;
         case SHF_OP_COMPLETE:
         case SHF_OP_FAIL: {
@@ -749,6 +751,7 @@ shf_router (zsock_t *pipe, void *vargs)
     self->canceled = zhashx_new ();
     zhashx_set_destructor (self->canceled, s_free_box);
     self->workers = shf_workers_new ();
+    pthread_setname_np (pthread_self (), "shf-router");
     const char *hb_min = getenv ("SHF_HEARTBEAT_MIN_MS");
     self->heartbeat_min_ms = hb_min ? atoll (hb_min) : 100;
 

@@ -1769,6 +1769,10 @@ void
 shf_shard (zsock_t *pipe, void *vargs)
 {
     shf_shard_args_t *args = vargs;
+    char thread_name [16];
+    snprintf (thread_name, sizeof thread_name, "shf-shard-%u",
+              (unsigned) args->id);
+    pthread_setname_np (pthread_self (), thread_name);
     //  Signals belong to the process's main thread: one landing here would
     //  interrupt a socket call (CZMQ's zsock_events then reads garbage).
     sigset_t all;

@@ -6,6 +6,10 @@ The activity sleeps 2 s, so none finishes before all five tasks are out,
 then prints {"worker": "$WORKER_NAME"}. Five one-step workflows are started
 at once; their outputs must name five distinct workers.
 
+Stale credit: on the raw wire, a grant naming another connection
+generation than the last reset grant (one queued in a worker's socket
+before a reconnect) is not counted.
+
 Readiness is deterministic: each worker process must hold an established
 TCP connection to the node (it sends POLL right after connecting), and a
 warm-up proves every worker is polling: rounds of five concurrent 0.5 s
@@ -17,7 +21,10 @@ import sys
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from sfharness import Suite, wait_for, TestFailure  # noqa: E402
+import mpack_min  # noqa: E402
+from sfharness import Suite, wait_for, TestFailure, import_zmq  # noqa: E402
+
+zmq = import_zmq()
 
 S = Suite("test_fair_dispatch")
 E = S.new_env()
@@ -100,6 +107,63 @@ def fair():
          "(one each)")
 
 
+def _barrier(sock, rid):
+    """Tasks the node pushed to sock before its reply to request rid. The
+    router dispatches on a poll at once, and one DEALER's messages are
+    handled in order, so a task caused by a poll sent before the request
+    arrives before its reply."""
+    tasks = []
+    sock.send(mpack_min.pack({"v": 1, "op": "wf_describe", "id": rid,
+                              "ns": "default", "wf_id": "stale-0"}))
+    while True:
+        if sock.poll(30000, zmq.POLLIN) == 0:
+            raise TestFailure("no reply to request %d within 30 s" % rid)
+        msg = mpack_min.unpack(sock.recv())
+        if msg.get("op") == "task":
+            tasks.append(msg)
+        elif msg.get("id") == rid:
+            return tasks
+
+
+def stale_credit():
+    if zmq is None:
+        S.check(False, "python3-zmq is installed - stale credit not tested")
+        return
+    n = ctx["node"]
+    d = {"name": "stale", "queue": "q_stale",
+         "steps": [{"id": "one", "activity": "nobody"}]}
+    S.cli_ok(n.cli("def", "register", E.write_json("stale.json", d)),
+             "def register stale")
+    for i in range(3):
+        S.cli_ok(n.cli("wf", "start", "stale", "--id", "stale-%d" % i),
+                 "start stale-%d" % i)
+    sock = n.raw_socket()
+
+    def poll(credit, gen, reset=False):
+        msg = {"v": 1, "op": "poll", "queue": "q_stale", "credit": credit,
+               "gen": gen}
+        if reset:
+            msg["reset"] = True
+        sock.send(mpack_min.pack(msg))
+    try:
+        poll(5, 7)
+        S.eq(len(_barrier(sock, 1)), 0, "a grant of generation 7 before any "
+             "reset gets no task")
+        poll(1, 8, reset=True)
+        S.eq(len(_barrier(sock, 2)), 1, "the reset grant of generation 8 "
+             "(credit 1) gets one task")
+        poll(5, 7)
+        S.eq(len(_barrier(sock, 3)), 0, "a later grant of generation 7 is "
+             "not added")
+        poll(1, 8)
+        S.eq(len(_barrier(sock, 4)), 1, "a grant of generation 8 is added: "
+             "one more task")
+        sock.send(mpack_min.pack({"v": 1, "op": "poll", "queue": "q_stale",
+                                  "credit": 0, "stop": True}))
+    finally:
+        sock.close()
+
+
 def shutdown():
     for w in ctx["workers"]:
         w.proc.send_signal(15)
@@ -116,5 +180,6 @@ S.run([
     ("node, definition, five workers", setup, True),
     ("warm-up: every worker polls", warm_up),
     ("five tasks, five idle workers", fair),
+    ("stale credit of another connection", stale_credit),
     ("idle workers stop on SIGTERM", shutdown),
 ])
