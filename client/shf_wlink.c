@@ -39,11 +39,10 @@
 #include "shf_hbman.h"
 #include "shf_log.h"
 #include "shf_msg.h"
+#include "shf_thread.h"
 #include <errno.h>
 #include <inttypes.h>
 #include <poll.h>
-#include <pthread.h>
-#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -785,13 +784,7 @@ s_wait (self_t *self)
 void
 shf_wlink (zsock_t *pipe, void *args)
 {
-    pthread_setname_np (pthread_self (), "shf-wlink");
-    //  Signals are the application's: delivered here they would only
-    //  interrupt our calls (and a worker forking commands gets SIGCHLD
-    //  all the time).
-    sigset_t all;
-    sigfillset (&all);
-    pthread_sigmask (SIG_BLOCK, &all, NULL);
+    shf_thread_enter ("shf-wlink");
     self_t *self = s_self_new (pipe, args);
     zsock_signal (pipe, 0);
     while (!self->terminated) {

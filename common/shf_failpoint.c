@@ -1,11 +1,13 @@
 /*  shf_failpoint.c - parse SHF_FAILPOINTS once, count passes atomically.
 */
 #include "shf_failpoint.h"
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #define SHF_FP_MAX 16
@@ -13,6 +15,7 @@
 typedef struct {
     char name [64];
     bool do_exit;
+    long sleep_ms;  //  "sleep:MS": hold the calling thread, then go on
     bool sticky;
     long at;
     _Atomic long passes;
@@ -47,6 +50,8 @@ s_parse (void)
             p->sticky = strchr (at + 1, '+') != NULL;
         }
         p->do_exit = strcmp (action, "exit") == 0;
+        if (strncmp (action, "sleep:", 6) == 0)
+            p->sleep_ms = strtol (action + 6, NULL, 10);
         s_count++;
     }
     free (copy);
@@ -65,6 +70,16 @@ shf_failpoint (const char *name)
             if (p->do_exit) {
                 fprintf (stderr, "failpoint %s: exit\n", name);
                 _exit (137);
+            }
+            if (p->sleep_ms > 0) {
+                fprintf (stderr, "failpoint %s: sleep %ld ms\n", name,
+                         p->sleep_ms);
+                struct timespec ts = {p->sleep_ms / 1000,
+                                      (p->sleep_ms % 1000) * 1000000L};
+                while (nanosleep (&ts, &ts) != 0 && errno == EINTR)
+                    ;
+                fprintf (stderr, "failpoint %s: slept\n", name);
+                return false;
             }
             return true;
         }

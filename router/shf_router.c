@@ -13,11 +13,10 @@
 #include "shf_matcher.h"
 #include "shf_msg.h"
 #include "shf_shard.h"
+#include "shf_thread.h"
 #include "shf_workers.h"
 #include <sodium.h>
 #include <poll.h>
-#include <pthread.h>
-#include <signal.h>
 #include <string.h>
 
 #define SHF_POLLER_SILENCE_MS 3000
@@ -51,6 +50,7 @@ typedef struct {
 
 //  Where each source sits in sources. The loop serves the pipe, then the
 //  shards, then the frontend: replies and tasks free memory and credit.
+//  After the shards comes one more: the answers of the shards' readers.
 #define SHF_ROUTER_PIPE     0
 #define SHF_ROUTER_FRONTEND 1
 #define SHF_ROUTER_SHARD0   2
@@ -64,6 +64,10 @@ typedef struct {
     zactor_t **shards;
     shf_shard_args_t *shard_args;
     uint32_t n_shards;
+    //  PULL: every shard's reader pushes its answers here ("REPLY",
+    //  "GATHERED" as a shard sends them), so reads bypass the shards
+    zsock_t *readers;
+    char readers_endpoint [64];
     s_source_t *sources;     //  by SHF_ROUTER_PIPE etc., shard i at SHARD0 + i
     struct pollfd *pollfds;  //  each source's ZMQ_FD, same order
     uint32_t n_sources;
@@ -577,6 +581,14 @@ s_start (self_t *self)
     assert (self->shards && self->shard_args);
     char **dirs = calloc (args->shards, sizeof (char *));
     assert (dirs);
+    //  Bound before any shard starts its reader, which connects to it.
+    self->readers = zsock_new (ZMQ_PULL);
+    assert (self->readers);
+    zsock_set_rcvhwm (self->readers, 0);
+    snprintf (self->readers_endpoint, sizeof self->readers_endpoint,
+              "inproc://shf-readers-%p", (void *) self);
+    int brc = zsock_bind (self->readers, "%s", self->readers_endpoint);
+    assert (brc == 0);
     shf_err_t rc = SHF_OK;
     for (uint32_t i = 0; i < args->shards; i++) {
         dirs [i] = zsys_sprintf ("%s/shards/%04u", args->data_dir, i);
@@ -584,6 +596,7 @@ s_start (self_t *self)
         sa->id = i;
         sa->dir = dirs [i];
         sa->durable = args->durable;
+        sa->replies = self->readers_endpoint;
         memcpy (sa->token_key, args->token_key, SHF_TOKEN_KEY_BYTES);
         self->shards [i] = zactor_new (shf_shard, sa);
         if (sa->status != SHF_OK && rc == SHF_OK) {
@@ -705,7 +718,7 @@ s_drain (self_t *self, uint32_t index)
 static void
 s_open_sources (self_t *self)
 {
-    self->n_sources = SHF_ROUTER_SHARD0 + self->n_shards;
+    self->n_sources = SHF_ROUTER_SHARD0 + self->n_shards + 1;
     self->sources = calloc (self->n_sources, sizeof (s_source_t));
     self->pollfds = calloc (self->n_sources, sizeof (struct pollfd));
     assert (self->sources && self->pollfds);
@@ -715,6 +728,9 @@ s_open_sources (self_t *self)
     for (uint32_t i = 0; i < self->n_shards; i++)
         self->sources [SHF_ROUTER_SHARD0 + i].handle =
             zsock_resolve (self->shards [i]);
+    //  read like a shard pipe (s_from_shard); the router never sends on it
+    self->sources [SHF_ROUTER_SHARD0 + self->n_shards].handle =
+        self->readers ? zsock_resolve (self->readers) : NULL;
     for (uint32_t i = 0; i < self->n_sources; i++) {
         s_source_t *source = &self->sources [i];
         struct pollfd *pfd = &self->pollfds [i];
@@ -734,11 +750,7 @@ void
 shf_router (zsock_t *pipe, void *vargs)
 {
     self_t self_s;
-    //  Signals belong to the process's main thread: one landing here would
-    //  interrupt a socket call (and CZMQ's calls do not all retry).
-    sigset_t all;
-    sigfillset (&all);
-    pthread_sigmask (SIG_BLOCK, &all, NULL);
+    shf_thread_enter ("shf-router");
     self_t *self = &self_s;
     memset (self, 0, sizeof *self);
     self->pipe = pipe;
@@ -751,7 +763,6 @@ shf_router (zsock_t *pipe, void *vargs)
     self->canceled = zhashx_new ();
     zhashx_set_destructor (self->canceled, s_free_box);
     self->workers = shf_workers_new ();
-    pthread_setname_np (pthread_self (), "shf-router");
     const char *hb_min = getenv ("SHF_HEARTBEAT_MIN_MS");
     self->heartbeat_min_ms = hb_min ? atoll (hb_min) : 100;
 
@@ -794,6 +805,7 @@ shf_router (zsock_t *pipe, void *vargs)
     free (self->pollfds);
     for (uint32_t i = 0; i < self->n_shards; i++)
         zactor_destroy (&self->shards [i]);
+    zsock_destroy (&self->readers);  //  after the readers ended
     zsock_destroy (&self->frontend);
     free (self->shards);
     free (self->shard_args);

@@ -12,6 +12,11 @@
     commits at once; under load the pipe fills while the previous fsync
     runs, so the next batch is larger and the fsync is shared.
 
+    Reads (describe, history, lists, definitions) are not in the batch:
+    the shard hands them to its reader thread (shf_reader), which answers
+    from read-only transactions, once what was taken before them has
+    committed (s_flush_reads).
+
     If a commit fails the shard is fenced: the outbox is dropped (nothing of
     the failed batch leaves), every later request is answered unavailable,
     and recovery happens on restart from LMDB alone. A full map is not a
@@ -23,18 +28,20 @@
 #include "shf_alloc.h"
 #include "shf_cache.h"
 #include "shf_clock.h"
+#include "shf_defs.h"
 #include "shf_failpoint.h"
 #include "shf_fs.h"
 #include "shf_keys.h"
 #include "shf_log.h"
 #include "shf_msg.h"
+#include "shf_reader.h"
+#include "shf_reply.h"
 #include "shf_store.h"
+#include "shf_thread.h"
 #include "shf_workflow.h"
 #include <sodium.h>
 #include <errno.h>
 #include <inttypes.h>
-#include <pthread.h>
-#include <signal.h>
 #include <string.h>
 
 #define SHF_SHARD_BATCH 1024
@@ -93,7 +100,7 @@ typedef struct {
     bool terminated;
     shf_cache_t *cache;  //  exec key -> json_t state, LRU
     zhashx_t *dirty;     //  exec key -> state changed in the open txn
-    zhashx_t *defs;      //  "ns\x1fname\x1fversion" -> shf_def_t
+    shf_defs_t *defs;    //  compiled definitions (this thread's)
     zhashx_t *waiters;   //  exec key -> zlistx of s_waiter_t
     int64_t wait_min;    //  no waiter expires before this (mono ms)
     int64_t next_due;    //  earliest timer, or INT64_MAX
@@ -107,6 +114,10 @@ typedef struct {
     shf_wf_output_t wf_out;
     uint64_t n_commits;  //  for the debug line at exit: batch sizing
     uint64_t n_inputs;
+    zactor_t *reader;  //  answers describe, history and the read gathers
+    shf_reader_args_t reader_args;
+    s_in_t *reads;  //  reads taken while a batch was uncommitted
+    size_t n_reads, cap_reads;
 } self_t;
 
 static void s_waiter_destroy (void **item);
@@ -174,16 +185,6 @@ s_reply_error (self_t *self, zframe_t *identity, uint64_t id, shf_err_t err,
     o->body = shf_msg_reply_error (id, err, message);
 }
 
-static json_t *
-s_time_json (int64_t ms)
-{
-    if (ms <= 0)
-        return json_null ();
-    char buf [40];
-    shf_clock_format (ms, buf, sizeof buf);
-    return json_string (buf);
-}
-
 static const char *
 s_str (const json_t *obj, const char *field)
 {
@@ -191,119 +192,14 @@ s_str (const json_t *obj, const char *field)
 }
 
 //  --------------------------------------------------------------------
-//  Prefix scans (history, definitions, visibility)
-
-//  Called for each record under a prefix, in key order; takes the
-//  record. Returns false to stop the scan.
-typedef bool (s_scan_fn) (void *arg, json_t *record);
-
-static shf_err_t
-s_scan (self_t *self, shf_db_t db, const shf_key_t *prefix, s_scan_fn *fn,
-        void *arg)
-{
-    shf_cursor_t *cur;
-    shf_err_t rc = shf_cursor_open (self->txn, db, &cur);
-    if (rc)
-        return rc;
-    const void *k, *v;
-    size_t kl, vl;
-    rc = shf_cursor_seek (cur, prefix->data, prefix->size, &k, &kl, &v, &vl);
-    while (rc == SHF_OK && kl > prefix->size
-           && memcmp (k, prefix->data, prefix->size) == 0) {
-        json_t *record;
-        rc = shf_store_decode (db, v, vl, &record);
-        if (rc || !fn (arg, record))
-            break;
-        rc = shf_cursor_next (cur, &k, &kl, &v, &vl);
-    }
-    shf_cursor_close (&cur);
-    return rc == SHF_ENOTFOUND ? SHF_OK : rc;
-}
-
-//  --------------------------------------------------------------------
-//  Definitions: stored in every shard, compiled once and cached.
-
-static void
-s_def_prefix (shf_key_t *key, const char *ns, const char *name)
-{
-    shf_key_init (key);
-    shf_key_str (key, ns);
-    shf_key_str (key, name);
-}
-
-//  Finds the stored record of name@version (version 0: the newest).
-static shf_err_t
-s_def_record (self_t *self, const char *ns, const char *name, int64_t version,
-              json_t **record_p)
-{
-    shf_key_t key;
-    s_def_prefix (&key, ns, name);
-    size_t prefix = key.size;
-    if (version > 0) {
-        shf_key_u64 (&key, (uint64_t) version);
-        return shf_txn_get_json (self->txn, SHF_DB_DEFS, key.data, key.size,
-                                 record_p);
-    }
-    shf_key_u64 (&key, UINT64_MAX);
-    shf_cursor_t *cur;
-    shf_err_t rc = shf_cursor_open (self->txn, SHF_DB_DEFS, &cur);
-    if (rc)
-        return rc;
-    const void *k, *v;
-    size_t kl, vl;
-    rc = shf_cursor_seek (cur, key.data, key.size, &k, &kl, &v, &vl);
-    if (rc == SHF_OK)
-        rc = shf_cursor_prev (cur, &k, &kl, &v, &vl);
-    else if (rc == SHF_ENOTFOUND)
-        rc = shf_cursor_last (cur, &k, &kl, &v, &vl);
-    if (rc == SHF_OK && (kl != prefix + 8 || memcmp (k, key.data, prefix) != 0))
-        rc = SHF_ENOTFOUND;
-    if (rc == SHF_OK)
-        rc = shf_store_decode (SHF_DB_DEFS, v, vl, record_p);
-    shf_cursor_close (&cur);
-    return rc;
-}
+//  Definitions: stored in every shard, compiled once and cached (shf_defs;
+//  the reader has its own cache).
 
 static shf_err_t
 s_def_load (self_t *self, const char *ns, const char *name, int64_t version,
             const shf_def_t **def_p)
 {
-    char cache_key [600];
-    if (version > 0) {
-        snprintf (cache_key, sizeof cache_key, "%s\x1f%s\x1f%lld", ns, name,
-                  (long long) version);
-        shf_def_t *def = zhashx_lookup (self->defs, cache_key);
-        if (def) {
-            *def_p = def;
-            return SHF_OK;
-        }
-    }
-    json_t *record = NULL;
-    shf_err_t rc = s_def_record (self, ns, name, version, &record);
-    if (rc)
-        return rc;
-    int64_t found = json_integer_value (json_object_get (record, "version"));
-    snprintf (cache_key, sizeof cache_key, "%s\x1f%s\x1f%lld", ns, name,
-              (long long) found);
-    shf_def_t *def = zhashx_lookup (self->defs, cache_key);
-    if (!def) {
-        char *text = json_dumps (json_object_get (record, "doc"), JSON_COMPACT);
-        char err [512];
-        rc = shf_def_compile (text, strlen (text), &def, err, sizeof err);
-        free (text);
-        if (rc) {
-            shf_error ("shard %u: stored definition %s@%lld does not compile: "
-                       "%s",
-                       self->id, name, (long long) found, err);
-            json_decref (record);
-            return SHF_ECORRUPT;
-        }
-        shf_def_set_version (def, found);
-        zhashx_insert (self->defs, cache_key, def);
-    }
-    json_decref (record);
-    *def_p = def;
-    return SHF_OK;
+    return shf_defs_load (self->defs, self->txn, ns, name, version, def_p);
 }
 
 //  --------------------------------------------------------------------
@@ -747,57 +643,6 @@ s_wf_result (self_t *self, zframe_t *identity, uint64_t id, const json_t *msg)
 }
 
 static shf_err_t
-s_wf_describe (self_t *self, zframe_t *identity, uint64_t id, const json_t *msg)
-{
-    json_t *state;
-    bool replied;
-    shf_err_t rc = s_find_run (self, identity, id, msg, &state, &replied);
-    if (rc || replied)
-        return rc;
-    const shf_def_t *def;
-    rc = s_run_def (self, state, &def);
-    if (rc)
-        return rc;
-    json_t *body = shf_workflow_describe (def, state);
-    json_object_set_new (body, "shard", json_integer (self->id));
-    s_reply (self, identity, id, body);
-    return SHF_OK;
-}
-
-static bool
-s_history_event (void *events, json_t *event)
-{
-    json_t *t = json_object_get (event, "time");
-    if (json_is_integer (t))
-        json_object_set_new (event, "time",
-                             s_time_json (json_integer_value (t)));
-    json_array_append_new (events, event);
-    return true;
-}
-
-static shf_err_t
-s_wf_history (self_t *self, zframe_t *identity, uint64_t id, const json_t *msg)
-{
-    json_t *state;
-    bool replied;
-    shf_err_t rc = s_find_run (self, identity, id, msg, &state, &replied);
-    if (rc || replied)
-        return rc;
-    shf_key_t prefix;
-    shf_key_init (&prefix);
-    shf_key_run (&prefix, s_str (state, "ns"), shf_workflow_id (state),
-                 shf_workflow_run_id (state));
-    json_t *events = json_array ();
-    rc = s_scan (self, SHF_DB_HISTORY, &prefix, s_history_event, events);
-    if (rc) {
-        json_decref (events);
-        return rc;
-    }
-    s_reply (self, identity, id, json_pack ("{s:o}", "events", events));
-    return SHF_OK;
-}
-
-static shf_err_t
 s_wf_control (self_t *self, zframe_t *identity, uint64_t id, const json_t *msg,
               shf_op_t op)
 {
@@ -916,10 +761,6 @@ s_request (self_t *self, zframe_t *identity, json_t *msg)
             return s_wf_start (self, identity, id, msg);
         case SHF_OP_WF_RESULT:
             return s_wf_result (self, identity, id, msg);
-        case SHF_OP_WF_DESCRIBE:
-            return s_wf_describe (self, identity, id, msg);
-        case SHF_OP_WF_HISTORY:
-            return s_wf_history (self, identity, id, msg);
         case SHF_OP_WF_SIGNAL:
         case SHF_OP_WF_CANCEL:
         case SHF_OP_WF_TERMINATE:
@@ -965,7 +806,8 @@ s_dispatched (self_t *self, const json_t *msg)
 }
 
 //  --------------------------------------------------------------------
-//  Gathers: requests the router sends to every shard (or shard 0).
+//  Gathers: requests the router sends to every shard (or shard 0). Only
+//  def_register writes; the read-only ones go to the reader.
 
 static shf_err_t
 s_def_register (self_t *self, const json_t *msg, json_t **reply_p)
@@ -982,7 +824,7 @@ s_def_register (self_t *self, const json_t *msg, json_t **reply_p)
     const char *name = shf_def_name (def);
     int64_t version = shf_def_version (def);
     json_t *existing = NULL;
-    rc = s_def_record (self, ns, name, version, &existing);
+    rc = shf_defs_record (self->txn, ns, name, version, &existing);
     if (rc && rc != SHF_ENOTFOUND)
         goto done;
     if (rc == SHF_OK) {
@@ -1026,7 +868,7 @@ s_def_register (self_t *self, const json_t *msg, json_t **reply_p)
                        (json_int_t) version, "registered_at", (json_int_t) now,
                        "doc", shf_def_document (def));
         shf_key_t key;
-        s_def_prefix (&key, ns, name);
+        shf_defs_prefix (&key, ns, name);
         shf_key_u64 (&key, (uint64_t) version);
         rc = shf_txn_put_json (self->txn, SHF_DB_DEFS, key.data, key.size,
                                record);
@@ -1043,130 +885,15 @@ done:
     return rc;
 }
 
-static json_t *
-s_def_summary (const json_t *record, bool with_doc)
-{
-    json_t *out = json_pack (
-        "{s:O, s:O, s:o}", "name", json_object_get (record, "name"), "version",
-        json_object_get (record, "version"), "registered_at",
-        s_time_json (
-            json_integer_value (json_object_get (record, "registered_at"))));
-    if (with_doc)
-        json_object_set (out, "definition", json_object_get (record, "doc"));
-    return out;
-}
-
-static bool
-s_def_listed (void *defs, json_t *record)
-{
-    json_array_append_new (defs, s_def_summary (record, false));
-    json_decref (record);
-    return true;
-}
-
-static shf_err_t
-s_def_list (self_t *self, const json_t *msg, json_t **reply_p)
-{
-    shf_key_t prefix;
-    shf_key_init (&prefix);
-    shf_key_str (&prefix, s_str (msg, "ns"));
-    json_t *defs = json_array ();
-    shf_err_t rc = s_scan (self, SHF_DB_DEFS, &prefix, s_def_listed, defs);
-    if (rc) {
-        json_decref (defs);
-        return rc;
-    }
-    *reply_p = shf_msg_reply_ok (0, json_pack ("{s:o}", "definitions", defs));
-    return SHF_OK;
-}
-
-static shf_err_t
-s_def_show (self_t *self, const json_t *msg, json_t **reply_p)
-{
-    json_t *record = NULL;
-    shf_err_t rc = s_def_record (self, s_str (msg, "ns"), s_str (msg, "name"),
-                                 shf_msg_int (msg, "version", 0), &record);
-    if (rc == SHF_ENOTFOUND) {
-        char why [400];
-        snprintf (why, sizeof why, "no definition \"%s\"", s_str (msg, "name"));
-        *reply_p = shf_msg_reply_error (0, SHF_ENOTFOUND, why);
-        return SHF_OK;
-    }
-    if (rc)
-        return rc;
-    *reply_p = shf_msg_reply_ok (0, s_def_summary (record, true));
-    json_decref (record);
-    return SHF_OK;
-}
-
-//  A filtered list reads at most this many index entries per shard, so a
-//  filter that matches nothing cannot hold the shard's batch for long.
-#define SHF_SHARD_LIST_SCAN 10000
-
-typedef struct {
-    const char *status;  //  filters (NULL: any)
-    const char *name;
-    int64_t limit;
-    json_t *list;
-    int64_t scanned;
-} s_listing_t;
-
-static bool
-s_wf_listed (void *arg, json_t *entry)
-{
-    s_listing_t *l = arg;
-    if ((!l->status || strcmp (l->status, s_str (entry, "status")) == 0)
-        && (!l->name || strcmp (l->name, s_str (entry, "name")) == 0)) {
-        json_t *item = json_pack (
-            "{s:O, s:O, s:O, s:O, s:o, s:o}", "workflow_id",
-            json_object_get (entry, "workflow_id"), "run_id",
-            json_object_get (entry, "run_id"), "name",
-            json_object_get (entry, "name"), "status",
-            json_object_get (entry, "status"), "started_at",
-            s_time_json (
-                json_integer_value (json_object_get (entry, "started_at"))),
-            "closed_at",
-            s_time_json (
-                json_integer_value (json_object_get (entry, "closed_at"))));
-        json_array_append_new (l->list, item);
-    }
-    json_decref (entry);
-    return (int64_t) json_array_size (l->list) < l->limit
-           && ++l->scanned < SHF_SHARD_LIST_SCAN;
-}
-
-static shf_err_t
-s_wf_list (self_t *self, const json_t *msg, json_t **reply_p)
-{
-    s_listing_t listing = {s_str (msg, "status"), s_str (msg, "name"),
-                           shf_msg_int (msg, "limit", 100), json_array (), 0};
-    shf_key_t prefix;
-    shf_key_init (&prefix);
-    shf_key_str (&prefix, s_str (msg, "ns"));
-    shf_err_t rc = s_scan (self, SHF_DB_INDEX, &prefix, s_wf_listed, &listing);
-    if (rc) {
-        json_decref (listing.list);
-        return rc;
-    }
-    *reply_p =
-        shf_msg_reply_ok (0, json_pack ("{s:o}", "workflows", listing.list));
-    return SHF_OK;
-}
-
 static shf_err_t
 s_gather (self_t *self, uint32_t gather_id, json_t *msg)
 {
     const char *op = s_str (msg, "op");
     json_t *reply = NULL;
     shf_err_t rc;
+    //  def_list, def_show and wf_list are the reader's (s_take).
     if (strcmp (op, "def_register") == 0)
         rc = s_def_register (self, msg, &reply);
-    else if (strcmp (op, "def_list") == 0)
-        rc = s_def_list (self, msg, &reply);
-    else if (strcmp (op, "def_show") == 0)
-        rc = s_def_show (self, msg, &reply);
-    else if (strcmp (op, "wf_list") == 0)
-        rc = s_wf_list (self, msg, &reply);
     else
         rc = SHF_EINVAL;
     if (rc) {
@@ -1294,10 +1021,87 @@ s_out_clear (self_t *self)
     self->n_out = 0;
 }
 
+static void s_send_outbox (self_t *self);
+
+//  Whether the reader answers an input rather than the batch: one hash
+//  lookup ("op") and a few byte compares per message, next to the
+//  shard's own op lookup and an fsync per batch. A fenced shard keeps
+//  answering reads unavailable, as it did when they ran in the batch.
+static bool
+s_for_reader (const self_t *self, const s_in_t *in)
+{
+    return self->reader && !self->fenced && in->kind != 'D'
+           && shf_reader_serves (s_str (in->msg, "op"), in->kind == 'G');
+}
+
+//  Keeps a read (taken from in) until s_flush_reads hands it on.
+static void
+s_read_defer (self_t *self, s_in_t *in)
+{
+    if (self->n_reads == self->cap_reads) {
+        self->cap_reads = self->cap_reads ? self->cap_reads * 2 : 16;
+        self->reads = realloc (self->reads, self->cap_reads * sizeof (s_in_t));
+        assert (self->reads);
+    }
+    self->reads [self->n_reads++] = *in;
+    memset (in, 0, sizeof *in);
+}
+
+//  Hands the reads taken so far to the reader, which answers them from
+//  its own read-only transactions: a long scan no longer holds the batch.
+//  Called only when nothing taken before them is uncommitted (no open
+//  transaction, no input waiting), so a read sees every write that reached
+//  the shard before it, as when reads ran in the batch: a client that
+//  sends a start and, without waiting, a describe of it sees its run.
+//  Reads of an idle shard go at once.
+static void
+s_flush_reads (self_t *self)
+{
+    void *reader = zsock_resolve (self->reader);
+    for (size_t i = 0; i < self->n_reads; i++) {
+        s_in_t *in = &self->reads [i];
+        if (self->fenced) {
+            //  fenced after they were taken: answered as the batch was
+            if (in->kind == 'R')
+                s_reply_error (self, in->identity,
+                               (uint64_t) shf_msg_int (in->msg, "id", 0),
+                               SHF_EUNAVAIL,
+                               "shard is fenced after a storage failure");
+            else {
+                s_out_t *o = s_out_push (self, S_OUT_GATHERED);
+                o->gather_id = in->gather_id;
+                o->body = shf_msg_reply_error (0, SHF_EUNAVAIL,
+                                               shf_strerror (SHF_EIO));
+            }
+            json_decref (in->msg);
+        }
+        else {
+            if (in->kind == 'R') {
+                zmq_send (reader, "REQ", 3, ZMQ_SNDMORE);
+                zmq_send (reader, zframe_data (in->identity),
+                          zframe_size (in->identity), ZMQ_SNDMORE);
+            }
+            else {
+                zmq_send (reader, "GATHER", 6, ZMQ_SNDMORE);
+                zmq_send (reader, &in->gather_id, 4, ZMQ_SNDMORE);
+            }
+            //  ownership of the message passes to the reader
+            if (zmq_send (reader, &in->msg, sizeof (void *), 0) < 0)
+                json_decref (in->msg);  //  only when the context is ending
+        }
+        in->msg = NULL;
+        zframe_destroy (&in->identity);
+    }
+    self->n_reads = 0;
+    if (self->fenced)
+        s_send_outbox (self);
+}
+
 //  Reads one pipe message into the batch without waiting: false when none
-//  is queued or on $TERM. Raw zmq_msg_t parts, not CZMQ's zmsg: this runs
-//  for every message a shard handles, and a failed non-blocking read is
-//  the only extra syscall per wake-up.
+//  is queued or on $TERM; a read for the reader is set aside instead. Raw
+//  zmq_msg_t parts, not CZMQ's zmsg: this runs for every message a shard
+//  handles, and a failed non-blocking read is the only extra syscall per
+//  wake-up.
 #define S_PARTS_MAX 4
 static bool
 s_take (self_t *self, void *pipe)
@@ -1354,7 +1158,9 @@ s_take (self_t *self, void *pipe)
         if (in->kind && next < n
             && zmq_msg_size (&parts [next]) == sizeof (void *))
             memcpy (&in->msg, zmq_msg_data (&parts [next]), sizeof (void *));
-        if (in->kind && in->msg)
+        if (in->kind && in->msg && s_for_reader (self, in))
+            s_read_defer (self, in);
+        else if (in->kind && in->msg)
             self->n_in++;
         else {
             zframe_destroy (&in->identity);
@@ -1399,39 +1205,12 @@ s_run_batch (self_t *self, size_t from)
     return rc;
 }
 
-static void
-s_free_data (void *data, void *hint)
-{
-    (void) hint;
-    free (data);
-}
-
 //  Encodes a reply and hands it to the router with its identity (taken).
 static void
 s_send_reply (self_t *self, zframe_t **identity_p, const json_t *reply)
 {
-    char *data;
-    size_t size;
-    if (shf_msg_encode (reply, &data, &size) != SHF_OK) {
-        //  Never leave a client waiting: say why there is no answer.
-        json_t *error = shf_msg_reply_error (
-            (uint64_t) shf_msg_int (reply, "id", 0), SHF_ETOOLARGE,
-            "the answer is larger than the frame limit");
-        shf_err_t rc = shf_msg_encode (error, &data, &size);
-        json_decref (error);
-        if (rc != SHF_OK) {
-            zframe_destroy (identity_p);
-            return;
-        }
-    }
-    void *pipe = zsock_resolve (self->pipe);
-    zmq_send (pipe, "REPLY", 5, ZMQ_SNDMORE);
-    zmq_send (pipe, zframe_data (*identity_p), zframe_size (*identity_p),
-              ZMQ_SNDMORE);
-    zmq_msg_t body;  //  handed over, not copied
-    zmq_msg_init_data (&body, data, size, s_free_data, NULL);
-    if (zmq_msg_send (&body, pipe, 0) < 0)
-        zmq_msg_close (&body);
+    shf_reply_send (zsock_resolve (self->pipe), zframe_data (*identity_p),
+                    zframe_size (*identity_p), reply);
     zframe_destroy (identity_p);
 }
 
@@ -1697,14 +1476,6 @@ s_list_destroy (void **item)
     *item = NULL;
 }
 
-static void
-s_def_destroy (void **item)
-{
-    shf_def_t *def = *item;
-    shf_def_destroy (&def);
-    *item = NULL;
-}
-
 //  Rebuilds what the shard keeps in memory from LMDB alone: the epoch,
 //  the next timer due and the pending tasks (handed to the matcher).
 static shf_err_t
@@ -1769,15 +1540,7 @@ void
 shf_shard (zsock_t *pipe, void *vargs)
 {
     shf_shard_args_t *args = vargs;
-    char thread_name [16];
-    snprintf (thread_name, sizeof thread_name, "shf-shard-%u",
-              (unsigned) args->id);
-    pthread_setname_np (pthread_self (), thread_name);
-    //  Signals belong to the process's main thread: one landing here would
-    //  interrupt a socket call (CZMQ's zsock_events then reads garbage).
-    sigset_t all;
-    sigfillset (&all);
-    pthread_sigmask (SIG_BLOCK, &all, NULL);
+    shf_thread_enter ("shf-shard-%u", (unsigned) args->id);
     self_t self_s;
     self_t *self = &self_s;
     memset (self, 0, sizeof *self);
@@ -1787,8 +1550,7 @@ shf_shard (zsock_t *pipe, void *vargs)
     self->cache = shf_cache_new (SHF_SHARD_CACHE_MAX);
     self->dirty = zhashx_new ();
     zhashx_set_destructor (self->dirty, s_json_destroy);
-    self->defs = zhashx_new ();
-    zhashx_set_destructor (self->defs, s_def_destroy);
+    self->defs = shf_defs_new (self->id, 0);
     self->waiters = zhashx_new ();
     zhashx_set_destructor (self->waiters, s_list_destroy);
     shf_wf_output_init (&self->wf_out);
@@ -1797,6 +1559,13 @@ shf_shard (zsock_t *pipe, void *vargs)
     args->status = shf_store_open (&self->store, args->dir, 0, args->durable);
     if (args->status == SHF_OK)
         args->status = s_recover (self);
+    if (args->status == SHF_OK) {
+        //  Started on the recovered store, stopped before it closes.
+        assert (args->replies);
+        self->reader_args =
+            (shf_reader_args_t){self->id, self->store, args->replies};
+        self->reader = zactor_new (shf_reader, &self->reader_args);
+    }
     zsock_signal (pipe, 0);
     if (args->status != SHF_OK) {
         s_out_clear (self);
@@ -1847,20 +1616,27 @@ shf_shard (zsock_t *pipe, void *vargs)
             s_process (self, false);
         if (next_wait != INT64_MAX)
             s_expire_waiters (self);
+        if (self->n_reads && !self->txn && self->n_in == 0)
+            s_flush_reads (self);
     }
     if (self->txn)
         s_process (self, true);  //  commit what lingered
+    if (self->n_reads)
+        s_flush_reads (self);
+    //  Answers what it was given, then ends: no reader outlives the store.
+    zactor_destroy (&self->reader);
     shf_debug ("shard %u: %" PRIu64 " commits, %" PRIu64 " inputs", self->id,
                self->n_commits, self->n_inputs);
     s_in_clear (self);
     s_out_clear (self);
     free (self->in);
     free (self->out);
+    free (self->reads);
     shf_wf_output_reset (&self->wf_out);
     json_decref (self->wf_out.events);  //  reset re-initialises it
     shf_cache_destroy (&self->cache);
     zhashx_destroy (&self->dirty);
-    zhashx_destroy (&self->defs);
+    shf_defs_destroy (&self->defs);
     zhashx_destroy (&self->waiters);
     shf_store_destroy (&self->store);
 }

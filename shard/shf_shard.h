@@ -16,6 +16,11 @@
       "TASK"       ptr json_t *task message (ownership passes)
       "CANCEL"     string queue, string token: drop/cancel that task
       "GATHERED"   uint32 gather id, ptr json_t *reply (ownership passes)
+    The read-only requests (wf_describe, wf_history) and gathers (wf_list,
+    def_list, def_show) are answered by the shard's reader (shf_reader.h)
+    instead, on its own thread and from read-only transactions: the shard
+    forwards them once everything taken before them has committed, and
+    the reader sends "REPLY" / "GATHERED" to args->replies.
 */
 #ifndef SHF_SHARD_H_INCLUDED
 #define SHF_SHARD_H_INCLUDED
@@ -30,7 +35,9 @@ typedef struct {
     const char *dir;  //  DATA/shards/NNNN
     bool durable;
     uint8_t token_key [SHF_TOKEN_KEY_BYTES];
-    shf_err_t status;  //  out: set before ready
+    const char *replies;  //  inproc endpoint the router pulls the answers
+                          //  of the shard's reader from (shf_reader.h)
+    shf_err_t status;     //  out: set before ready
 } shf_shard_args_t;
 
 //  The actor function (zactor_new (shf_shard, &args)). Signals ready once

@@ -1,0 +1,641 @@
+/*  shf_reader.c - a shard's reader: describe, history, lists and
+    definitions from read-only transactions (see shf_reader.h).
+
+    One message, one transaction: begin, read, abort, then send. A read
+    never writes and never fences anything: a storage error is that
+    request's answer. Definitions are compiled into the reader's own small
+    cache (shf_defs), since the shard's cache belongs to the shard's thread.
+*/
+#include "shf_reader.h"
+#include "shf_clock.h"
+#include "shf_defs.h"
+#include "shf_failpoint.h"
+#include "shf_keys.h"
+#include "shf_log.h"
+#include "shf_msg.h"
+#include "shf_reply.h"
+#include "shf_thread.h"
+#include "shf_workflow.h"
+#include <string.h>
+
+//  Definitions a reader keeps compiled (describe needs the run's one).
+#define SHF_READER_DEFS_MAX 256
+//  A filtered list reads at most this many index entries per shard, so a
+//  filter that matches nothing answers soon.
+#define SHF_READER_LIST_SCAN 10000
+
+typedef struct {
+    zsock_t *pipe;
+    shf_reader_args_t *args;
+    zsock_t *replies;  //  PUSH to the router
+    shf_defs_t *defs;
+    shf_txn_t *txn;  //  the read transaction of the message being served
+} self_t;
+
+bool
+shf_reader_serves (const char *op, bool gather)
+{
+    if (!op)
+        return false;
+    if (gather)
+        return strcmp (op, "wf_list") == 0 || strcmp (op, "def_list") == 0
+               || strcmp (op, "def_show") == 0;
+    //  Requests are the hot path (wf_start, complete, fail, hb): most
+    //  leave at the first or fourth byte.
+    return op [0] == 'w' && op [1] == 'f' && op [2] == '_'
+           && (strcmp (op + 3, "describe") == 0
+               || strcmp (op + 3, "history") == 0);
+}
+
+//  --------------------------------------------------------------------
+//  Small helpers
+
+static json_t *
+s_time_json (int64_t ms)
+{
+    if (ms <= 0)
+        return json_null ();
+    char buf [40];
+    shf_clock_format (ms, buf, sizeof buf);
+    return json_string (buf);
+}
+
+static const char *
+s_str (const json_t *obj, const char *field)
+{
+    return json_string_value (json_object_get (obj, field));
+}
+
+//  Called for each record under a prefix, in key order; takes the
+//  record. Returns false to stop the scan.
+typedef bool (s_scan_fn) (void *arg, json_t *record);
+
+static shf_err_t
+s_scan (self_t *self, shf_db_t db, const shf_key_t *prefix, s_scan_fn *fn,
+        void *arg)
+{
+    shf_cursor_t *cur;
+    shf_err_t rc = shf_cursor_open (self->txn, db, &cur);
+    if (rc)
+        return rc;
+    const void *k, *v;
+    size_t kl, vl;
+    rc = shf_cursor_seek (cur, prefix->data, prefix->size, &k, &kl, &v, &vl);
+    while (rc == SHF_OK && kl > prefix->size
+           && memcmp (k, prefix->data, prefix->size) == 0) {
+        json_t *record;
+        rc = shf_store_decode (db, v, vl, &record);
+        if (rc || !fn (arg, record))
+            break;
+        rc = shf_cursor_next (cur, &k, &kl, &v, &vl);
+    }
+    shf_cursor_close (&cur);
+    return rc == SHF_ENOTFOUND ? SHF_OK : rc;
+}
+
+//  --------------------------------------------------------------------
+//  Requests: each builds its whole reply (*reply_p) or returns a storage
+//  error.
+
+//  Loads the current run a request names; *reply_p is set to not_found
+//  when there is none.
+static shf_err_t
+s_find_run (self_t *self, uint64_t id, const json_t *msg, json_t **state_p,
+            json_t **reply_p)
+{
+    const char *ns = s_str (msg, "ns");
+    const char *wf_id = s_str (msg, "wf_id");
+    shf_key_t key;
+    shf_key_exec (&key, ns, wf_id);
+    shf_err_t rc = key.overflow
+                       ? SHF_ENOTFOUND
+                       : shf_txn_get_json (self->txn, SHF_DB_EXEC, key.data,
+                                           key.size, state_p);
+    if (rc == SHF_ENOTFOUND) {
+        char why [400];
+        snprintf (why, sizeof why, "no workflow \"%s\" in namespace \"%s\"",
+                  wf_id, ns);
+        *reply_p = shf_msg_reply_error (id, SHF_ENOTFOUND, why);
+        return SHF_OK;
+    }
+    return rc;
+}
+
+static shf_err_t
+s_wf_describe (self_t *self, uint64_t id, const json_t *msg, json_t **reply_p)
+{
+    json_t *state = NULL;
+    shf_err_t rc = s_find_run (self, id, msg, &state, reply_p);
+    if (rc || *reply_p)
+        return rc;
+    const shf_def_t *def;
+    rc = shf_defs_load (self->defs, self->txn, s_str (state, "ns"),
+                        shf_workflow_def_name (state),
+                        shf_workflow_def_version (state), &def);
+    if (rc == SHF_OK) {
+        json_t *body = shf_workflow_describe (def, state);
+        json_object_set_new (body, "shard", json_integer (self->args->id));
+        *reply_p = shf_msg_reply_ok (id, body);
+    }
+    json_decref (state);
+    return rc;
+}
+
+static bool
+s_history_event (void *events, json_t *event)
+{
+    json_t *t = json_object_get (event, "time");
+    if (json_is_integer (t))
+        json_object_set_new (event, "time",
+                             s_time_json (json_integer_value (t)));
+    json_array_append_new (events, event);
+    return true;
+}
+
+static shf_err_t
+s_wf_history (self_t *self, uint64_t id, const json_t *msg, json_t **reply_p)
+{
+    json_t *state = NULL;
+    shf_err_t rc = s_find_run (self, id, msg, &state, reply_p);
+    if (rc || *reply_p)
+        return rc;
+    shf_key_t prefix;
+    shf_key_init (&prefix);
+    shf_key_run (&prefix, s_str (state, "ns"), shf_workflow_id (state),
+                 shf_workflow_run_id (state));
+    json_decref (state);
+    json_t *events = json_array ();
+    rc = s_scan (self, SHF_DB_HISTORY, &prefix, s_history_event, events);
+    //  Tests hold the snapshot open here: the shard must go on committing.
+    shf_failpoint ("reader.history");
+    if (rc) {
+        json_decref (events);
+        return rc;
+    }
+    *reply_p = shf_msg_reply_ok (id, json_pack ("{s:o}", "events", events));
+    return SHF_OK;
+}
+
+//  --------------------------------------------------------------------
+//  Gathers: one shard's part of a cluster-wide answer (id 0: the router
+//  sets the request's).
+
+static json_t *
+s_def_summary (const json_t *record, bool with_doc)
+{
+    json_t *out = json_pack (
+        "{s:O, s:O, s:o}", "name", json_object_get (record, "name"), "version",
+        json_object_get (record, "version"), "registered_at",
+        s_time_json (
+            json_integer_value (json_object_get (record, "registered_at"))));
+    if (with_doc)
+        json_object_set (out, "definition", json_object_get (record, "doc"));
+    return out;
+}
+
+static bool
+s_def_listed (void *defs, json_t *record)
+{
+    json_array_append_new (defs, s_def_summary (record, false));
+    json_decref (record);
+    return true;
+}
+
+static shf_err_t
+s_def_list (self_t *self, const json_t *msg, json_t **reply_p)
+{
+    shf_key_t prefix;
+    shf_key_init (&prefix);
+    shf_key_str (&prefix, s_str (msg, "ns"));
+    json_t *defs = json_array ();
+    shf_err_t rc = s_scan (self, SHF_DB_DEFS, &prefix, s_def_listed, defs);
+    if (rc) {
+        json_decref (defs);
+        return rc;
+    }
+    *reply_p = shf_msg_reply_ok (0, json_pack ("{s:o}", "definitions", defs));
+    return SHF_OK;
+}
+
+static shf_err_t
+s_def_show (self_t *self, const json_t *msg, json_t **reply_p)
+{
+    json_t *record = NULL;
+    shf_err_t rc =
+        shf_defs_record (self->txn, s_str (msg, "ns"), s_str (msg, "name"),
+                         shf_msg_int (msg, "version", 0), &record);
+    if (rc == SHF_ENOTFOUND) {
+        char why [400];
+        snprintf (why, sizeof why, "no definition \"%s\"", s_str (msg, "name"));
+        *reply_p = shf_msg_reply_error (0, SHF_ENOTFOUND, why);
+        return SHF_OK;
+    }
+    if (rc)
+        return rc;
+    *reply_p = shf_msg_reply_ok (0, s_def_summary (record, true));
+    json_decref (record);
+    return SHF_OK;
+}
+
+typedef struct {
+    const char *status;  //  filters (NULL: any)
+    const char *name;
+    int64_t limit;
+    json_t *list;
+    int64_t scanned;
+} s_listing_t;
+
+static bool
+s_wf_listed (void *arg, json_t *entry)
+{
+    s_listing_t *l = arg;
+    if ((!l->status || strcmp (l->status, s_str (entry, "status")) == 0)
+        && (!l->name || strcmp (l->name, s_str (entry, "name")) == 0)) {
+        json_t *item = json_pack (
+            "{s:O, s:O, s:O, s:O, s:o, s:o}", "workflow_id",
+            json_object_get (entry, "workflow_id"), "run_id",
+            json_object_get (entry, "run_id"), "name",
+            json_object_get (entry, "name"), "status",
+            json_object_get (entry, "status"), "started_at",
+            s_time_json (
+                json_integer_value (json_object_get (entry, "started_at"))),
+            "closed_at",
+            s_time_json (
+                json_integer_value (json_object_get (entry, "closed_at"))));
+        json_array_append_new (l->list, item);
+    }
+    json_decref (entry);
+    return (int64_t) json_array_size (l->list) < l->limit
+           && ++l->scanned < SHF_READER_LIST_SCAN;
+}
+
+static shf_err_t
+s_wf_list (self_t *self, const json_t *msg, json_t **reply_p)
+{
+    s_listing_t listing = {s_str (msg, "status"), s_str (msg, "name"),
+                           shf_msg_int (msg, "limit", 100), json_array (), 0};
+    shf_key_t prefix;
+    shf_key_init (&prefix);
+    shf_key_str (&prefix, s_str (msg, "ns"));
+    shf_err_t rc = s_scan (self, SHF_DB_INDEX, &prefix, s_wf_listed, &listing);
+    if (rc) {
+        json_decref (listing.list);
+        return rc;
+    }
+    *reply_p =
+        shf_msg_reply_ok (0, json_pack ("{s:o}", "workflows", listing.list));
+    return SHF_OK;
+}
+
+//  --------------------------------------------------------------------
+//  Serving one message
+
+//  Runs one read in its own read-only transaction, ended before the
+//  answer is sent. Returns the reply (the caller's); a storage error
+//  becomes an error reply with the request's id.
+static json_t *
+s_serve (self_t *self, uint64_t id, const char *op, bool gather,
+         const json_t *msg)
+{
+    json_t *reply = NULL;
+    shf_err_t rc = shf_store_begin (self->args->store, false, &self->txn);
+    if (rc == SHF_OK) {
+        if (!gather && strcmp (op, "wf_describe") == 0)
+            rc = s_wf_describe (self, id, msg, &reply);
+        else if (!gather && strcmp (op, "wf_history") == 0)
+            rc = s_wf_history (self, id, msg, &reply);
+        else if (gather && strcmp (op, "wf_list") == 0)
+            rc = s_wf_list (self, msg, &reply);
+        else if (gather && strcmp (op, "def_list") == 0)
+            rc = s_def_list (self, msg, &reply);
+        else if (gather && strcmp (op, "def_show") == 0)
+            rc = s_def_show (self, msg, &reply);
+        else
+            rc = SHF_EINVAL;  //  the shard forwards only what we serve
+        shf_txn_abort (&self->txn);
+    }
+    if (rc) {
+        shf_warn ("shard %u: %s failed: %s", self->args->id, op,
+                  shf_strerror (rc));
+        json_decref (reply);
+        reply = shf_msg_reply_error (id, rc, shf_strerror (rc));
+    }
+    return reply;
+}
+
+//  Encodes reply and sends it to the router for the peer identity names.
+static void
+s_send_reply (self_t *self, const void *identity, size_t identity_size,
+              const json_t *reply)
+{
+    shf_reply_send (zsock_resolve (self->replies), identity, identity_size,
+                    reply);
+}
+
+//  One message from the shard: [cmd][identity | gather id][pointer].
+static void
+s_handle (self_t *self, zmsg_t *msg)
+{
+    zframe_t *cmd = zmsg_first (msg);
+    zframe_t *extra = zmsg_next (msg);
+    zframe_t *ptr = zmsg_next (msg);
+    json_t *request = NULL;
+    if (ptr && zframe_size (ptr) == sizeof (void *))
+        memcpy (&request, zframe_data (ptr), sizeof (void *));
+    if (!request)
+        return;
+    bool gather = zframe_streq (cmd, "GATHER");
+    const char *op = s_str (request, "op");
+    if (gather && zframe_size (extra) == 4) {
+        json_t *reply = s_serve (self, 0, op, true, request);
+        void *socket = zsock_resolve (self->replies);
+        zmq_send (socket, "GATHERED", 8, ZMQ_SNDMORE);
+        zmq_send (socket, zframe_data (extra), 4, ZMQ_SNDMORE);
+        if (zmq_send (socket, &reply, sizeof (void *), 0) < 0)
+            json_decref (reply);  //  only when the context is ending
+    }
+    else if (zframe_streq (cmd, "REQ") && zframe_size (extra) > 0) {
+        uint64_t id = (uint64_t) shf_msg_int (request, "id", 0);
+        json_t *reply = s_serve (self, id, op, false, request);
+        s_send_reply (self, zframe_data (extra), zframe_size (extra), reply);
+        json_decref (reply);
+    }
+    json_decref (request);
+}
+
+void
+shf_reader (zsock_t *pipe, void *vargs)
+{
+    shf_reader_args_t *args = vargs;
+    shf_thread_enter ("shf-read-%u", (unsigned) args->id);
+    self_t self_s;
+    self_t *self = &self_s;
+    memset (self, 0, sizeof *self);
+    self->pipe = pipe;
+    self->args = args;
+    self->defs = shf_defs_new (args->id, SHF_READER_DEFS_MAX);
+    self->replies = zsock_new (ZMQ_PUSH);
+    assert (self->replies);
+    //  Answers carry pointers whose loss would leak: never drop.
+    zsock_set_sndhwm (self->replies, 0);
+    int rc = zsock_connect (self->replies, "%s", args->endpoint);
+    assert (rc == 0);
+    zsock_signal (pipe, 0);
+
+    while (true) {
+        zmsg_t *msg = zmsg_recv (pipe);
+        if (!msg)
+            break;  //  the context is ending
+        bool term = zframe_streq (zmsg_first (msg), "$TERM");
+        if (!term)
+            s_handle (self, msg);
+        zmsg_destroy (&msg);
+        if (term)
+            break;
+    }
+    zsock_destroy (&self->replies);
+    shf_defs_destroy (&self->defs);
+}
+
+//  --------------------------------------------------------------------
+//  Self-test: a store with one definition and one run, a reader, and the
+//  answers it sends where the router would read them.
+
+static json_t *
+s_test_ask (zsock_t *shard, zsock_t *router, const char *cmd, json_t *request)
+{
+    uint32_t gid = 7;
+    if (streq (cmd, "REQ"))
+        zsock_send (shard, "sbp", cmd, "peer", (size_t) 4, request);
+    else
+        zsock_send (shard, "sbp", cmd, &gid, sizeof gid, request);
+    zmsg_t *msg = zmsg_recv (router);
+    assert (msg);
+    char *kind = zmsg_popstr (msg);
+    zframe_t *extra = zmsg_pop (msg);
+    zframe_t *last = zmsg_pop (msg);
+    json_t *reply = NULL;
+    if (streq (cmd, "REQ")) {
+        assert (streq (kind, "REPLY"));
+        assert (zframe_streq (extra, "peer"));
+        shf_op_t op;
+        uint64_t id;
+        shf_err_t rc = shf_msg_decode (zframe_data (last), zframe_size (last),
+                                       &reply, &op, &id, NULL, 0);
+        assert (rc == SHF_OK && op == SHF_OP_REPLY && id == 5);
+    }
+    else {
+        assert (streq (kind, "GATHERED"));
+        assert (zframe_size (extra) == 4
+                && memcmp (zframe_data (extra), &gid, 4) == 0);
+        assert (zframe_size (last) == sizeof (void *));
+        memcpy (&reply, zframe_data (last), sizeof (void *));
+    }
+    zstr_free (&kind);
+    zframe_destroy (&extra);
+    zframe_destroy (&last);
+    zmsg_destroy (&msg);
+    assert (reply);
+    return reply;
+}
+
+static const char *
+s_test_error (const json_t *reply)
+{
+    return s_str (json_object_get (reply, "error"), "code");
+}
+
+void
+shf_reader_test (bool verbose)
+{
+    if (verbose)
+        printf (" * shf_reader: ");
+    char tmp [] = "/tmp/shf_reader_test.XXXXXX";
+    char *made = mkdtemp (tmp);
+    assert (made);
+    shf_store_t *store = NULL;
+    shf_err_t rc = shf_store_open (&store, tmp, 0, false);
+    assert (rc == SHF_OK);
+
+    //  One definition and one run started from it, as the shard stores
+    //  them (state, history, index entry).
+    const char *doc = "{\"name\": \"greet\", \"version\": 2, \"queue\": \"q\","
+                      " \"steps\": [{\"id\": \"a\", \"activity\": \"hi\"}]}";
+    shf_def_t *def = NULL;
+    rc = shf_def_compile (doc, strlen (doc), &def, NULL, 0);
+    assert (rc == SHF_OK);
+    shf_txn_t *txn = NULL;
+    rc = shf_store_begin (store, true, &txn);
+    assert (rc == SHF_OK);
+    shf_key_t key;
+    shf_defs_prefix (&key, "default", "greet");
+    shf_key_u64 (&key, 2);
+    json_t *record = json_pack (
+        "{s:s, s:i, s:I, s:O}", "name", "greet", "version", 2, "registered_at",
+        (json_int_t) 1700000000000, "doc", shf_def_document (def));
+    rc = shf_txn_put_json (txn, SHF_DB_DEFS, key.data, key.size, record);
+    assert (rc == SHF_OK);
+    json_decref (record);
+    json_t *state = json_object ();
+    shf_wf_output_t out;
+    shf_wf_output_init (&out);
+    shf_wf_input_t input = {.kind = SHF_WF_START,
+                            .now = 1700000001000,
+                            .namespace_ = "default",
+                            .workflow_id = "w1",
+                            .run_id = "r1",
+                            .payload = NULL};
+    rc = shf_workflow_apply (def, state, &input, &out);
+    assert (rc == SHF_OK);
+    size_t n_events = json_array_size (out.events);
+    assert (n_events > 0);
+    size_t i;
+    json_t *event;
+    json_array_foreach (out.events, i, event)
+    {
+        shf_key_init (&key);
+        shf_key_run (&key, "default", "w1", "r1");
+        shf_key_u64 (&key, (uint64_t) json_integer_value (
+                               json_object_get (event, "id")));
+        rc = shf_txn_put_json (txn, SHF_DB_HISTORY, key.data, key.size, event);
+        assert (rc == SHF_OK);
+    }
+    shf_key_exec (&key, "default", "w1");
+    rc = shf_txn_put_json (txn, SHF_DB_EXEC, key.data, key.size, state);
+    assert (rc == SHF_OK);
+    shf_key_init (&key);
+    shf_key_str (&key, "default");
+    shf_key_u64 (&key, (uint64_t) (INT64_MAX - 1700000001000));
+    shf_key_str (&key, "w1");
+    shf_key_raw (&key, "r1");
+    json_t *entry = json_pack (
+        "{s:s, s:s, s:s, s:i, s:s, s:I, s:I}", "workflow_id", "w1", "run_id",
+        "r1", "name", "greet", "version", 2, "status", "running", "started_at",
+        (json_int_t) 1700000001000, "closed_at", (json_int_t) 0);
+    rc = shf_txn_put_json (txn, SHF_DB_INDEX, key.data, key.size, entry);
+    assert (rc == SHF_OK);
+    json_decref (entry);
+    rc = shf_txn_commit (&txn);
+    assert (rc == SHF_OK);
+    shf_wf_output_reset (&out);
+    json_decref (out.events);
+    json_decref (state);
+    shf_def_destroy (&def);
+
+    //  The router's end, then the reader, as a shard starts it
+    char endpoint [64];
+    snprintf (endpoint, sizeof endpoint, "inproc://shf-reader-test-%p",
+              (void *) &endpoint);
+    zsock_t *router = zsock_new (ZMQ_PULL);
+    assert (router);
+    int brc = zsock_bind (router, "%s", endpoint);
+    assert (brc == 0);
+    shf_reader_args_t args = {3, store, endpoint};
+    zactor_t *reader = zactor_new (shf_reader, &args);
+    assert (reader);
+
+    //  Which messages are the reader's
+    assert (shf_reader_serves ("wf_describe", false));
+    assert (shf_reader_serves ("wf_history", false));
+    assert (!shf_reader_serves ("wf_start", false));
+    assert (!shf_reader_serves ("wf_result", false));
+    assert (!shf_reader_serves ("hb", false));
+    assert (!shf_reader_serves ("wf_list", false));
+    assert (shf_reader_serves ("wf_list", true));
+    assert (shf_reader_serves ("def_list", true));
+    assert (shf_reader_serves ("def_show", true));
+    assert (!shf_reader_serves ("def_register", true));
+    assert (!shf_reader_serves (NULL, false));
+
+    //  describe: the run, its step and the shard's id
+    json_t *reply =
+        s_test_ask (zactor_sock (reader), router, "REQ",
+                    json_pack ("{s:s, s:i, s:s, s:s}", "op", "wf_describe",
+                               "id", 5, "ns", "default", "wf_id", "w1"));
+    json_t *body = json_object_get (reply, "body");
+    assert (json_is_true (json_object_get (reply, "ok")));
+    assert (streq (s_str (body, "workflow_id"), "w1"));
+    assert (streq (s_str (body, "run_id"), "r1"));
+    assert (streq (s_str (body, "status"), "running"));
+    assert (json_integer_value (json_object_get (body, "shard")) == 3);
+    json_decref (reply);
+
+    //  history: every stored event, times as RFC 3339 text
+    reply = s_test_ask (zactor_sock (reader), router, "REQ",
+                        json_pack ("{s:s, s:i, s:s, s:s}", "op", "wf_history",
+                                   "id", 5, "ns", "default", "wf_id", "w1"));
+    json_t *events =
+        json_object_get (json_object_get (reply, "body"), "events");
+    assert (json_array_size (events) == n_events);
+    assert (
+        streq (s_str (json_array_get (events, 0), "type"), "WorkflowStarted"));
+    assert (
+        json_is_string (json_object_get (json_array_get (events, 0), "time")));
+    json_decref (reply);
+
+    //  unknown runs: not_found, as the shard answered
+    const char *ops [] = {"wf_describe", "wf_history"};
+    for (int o = 0; o < 2; o++) {
+        reply =
+            s_test_ask (zactor_sock (reader), router, "REQ",
+                        json_pack ("{s:s, s:i, s:s, s:s}", "op", ops [o], "id",
+                                   5, "ns", "default", "wf_id", "nobody"));
+        assert (json_is_false (json_object_get (reply, "ok")));
+        assert (streq (s_test_error (reply), "not_found"));
+        json_decref (reply);
+    }
+
+    //  gathers
+    reply = s_test_ask (zactor_sock (reader), router, "GATHER",
+                        json_pack ("{s:s, s:s, s:i}", "op", "wf_list", "ns",
+                                   "default", "limit", 10));
+    json_t *list =
+        json_object_get (json_object_get (reply, "body"), "workflows");
+    assert (json_array_size (list) == 1);
+    assert (streq (s_str (json_array_get (list, 0), "workflow_id"), "w1"));
+    assert (
+        json_is_null (json_object_get (json_array_get (list, 0), "closed_at")));
+    json_decref (reply);
+    reply = s_test_ask (zactor_sock (reader), router, "GATHER",
+                        json_pack ("{s:s, s:s, s:s}", "op", "wf_list", "ns",
+                                   "default", "status", "completed"));
+    list = json_object_get (json_object_get (reply, "body"), "workflows");
+    assert (json_array_size (list) == 0);
+    json_decref (reply);
+    reply = s_test_ask (
+        zactor_sock (reader), router, "GATHER",
+        json_pack ("{s:s, s:s}", "op", "def_list", "ns", "default"));
+    list = json_object_get (json_object_get (reply, "body"), "definitions");
+    assert (json_array_size (list) == 1);
+    assert (json_integer_value (
+                json_object_get (json_array_get (list, 0), "version"))
+            == 2);
+    json_decref (reply);
+    reply = s_test_ask (zactor_sock (reader), router, "GATHER",
+                        json_pack ("{s:s, s:s, s:s}", "op", "def_show", "ns",
+                                   "default", "name", "greet"));
+    body = json_object_get (reply, "body");
+    assert (streq (s_str (body, "name"), "greet"));
+    assert (json_is_object (json_object_get (body, "definition")));
+    json_decref (reply);
+    reply = s_test_ask (zactor_sock (reader), router, "GATHER",
+                        json_pack ("{s:s, s:s, s:s}", "op", "def_show", "ns",
+                                   "default", "name", "absent"));
+    assert (streq (s_test_error (reply), "not_found"));
+    json_decref (reply);
+
+    //  No read transaction outlives its message: the map can grow.
+    rc = shf_store_grow (store);
+    assert (rc == SHF_OK);
+
+    zactor_destroy (&reader);
+    zsock_destroy (&router);
+    shf_store_destroy (&store);
+    zdir_t *dir = zdir_new (tmp, NULL);
+    if (dir) {
+        zdir_remove (dir, true);
+        zdir_destroy (&dir);
+    }
+    if (verbose)
+        printf ("OK\n");
+}

@@ -1,0 +1,21 @@
+/*  shf_reply.h - a shard-side answer on its way to the router.
+
+    The shard and its reader answer a client the same way: the frames
+    "REPLY", the client's identity, the encoded reply, which the router
+    forwards as they are. An answer too large for a frame becomes an
+    error saying so, so a client is never left waiting.
+
+    Thread rule: stateless; the caller's socket.
+*/
+#ifndef SHF_REPLY_H_INCLUDED
+#define SHF_REPLY_H_INCLUDED
+#include <jansson.h>
+#include <stddef.h>
+
+//  Encodes reply and sends it on socket (a raw libzmq socket) for the
+//  client of that identity; the encoded bytes are handed over, not copied.
+void
+    shf_reply_send (void *socket, const void *identity, size_t identity_size,
+                    const json_t *reply);
+
+#endif
