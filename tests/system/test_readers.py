@@ -106,7 +106,10 @@ def held_read():
 
     def history():
         t = time.monotonic()
-        held["r"] = n.cli("wf", "history", "rd-0", timeout=60)
+        # the CLI gives up on an answer after 5 s by default: this one is
+        # held for HOLD_MS on purpose
+        held["r"] = n.cli("wf", "history", "rd-0", timeout=60,
+                          env={"SHARDFLOW_TIMEOUT_MS": "30000"})
         held["secs"] = time.monotonic() - t
 
     reader = threading.Thread(target=history)
