@@ -420,9 +420,58 @@ shf_client_describe (shf_client_t *self, const char *wf_id, json_t **body_p)
 }
 
 shf_err_t
+shf_client_history_page (shf_client_t *self, const char *wf_id, int page_size,
+                         const char *page_token, json_t **body_p)
+{
+    if (s_need (self, wf_id, "a workflow ID"))
+        return SHF_EINVAL;
+    json_t *msg = s_request ("wf_history");
+    if (s_put_str (self, msg, "wf_id", wf_id) != SHF_OK
+        || (page_token
+            && s_put_str (self, msg, "page_token", page_token) != SHF_OK))
+        return s_drop (msg);
+    if (page_size > 0)
+        json_object_set_new (msg, "page_size", json_integer (page_size));
+    return s_call_owned (self, msg, body_p);
+}
+
+//  Every page, one after the other: the node answers at most a page per
+//  request, so a long history never needs one huge frame.
+shf_err_t
 shf_client_history (shf_client_t *self, const char *wf_id, json_t **body_p)
 {
-    return s_wf_op (self, "wf_history", wf_id, body_p);
+    json_t *page = NULL;
+    shf_err_t rc = shf_client_history_page (self, wf_id, 0, NULL, &page);
+    while (rc == SHF_OK) {
+        const char *next =
+            json_string_value (json_object_get (page, "next_page_token"));
+        if (!next)
+            break;
+        char token [SHF_MSG_MAX_NAME + 32];
+        snprintf (token, sizeof token, "%s", next);
+        json_t *more = NULL;
+        rc = shf_client_history_page (self, wf_id, 0, token, &more);
+        if (rc == SHF_OK) {
+            json_t *events = json_object_get (more, "events");
+            json_t *after = json_object_get (more, "next_page_token");
+            json_array_extend (json_object_get (page, "events"), events);
+            //  A page without events that points on would never end.
+            if (after && json_array_size (events) > 0)
+                json_object_set (page, "next_page_token", after);
+            else
+                json_object_del (page, "next_page_token");
+        }
+        json_decref (more);
+    }
+    if (rc != SHF_OK) {
+        json_decref (page);
+        page = NULL;
+    }
+    if (body_p)
+        *body_p = page;
+    else
+        json_decref (page);
+    return rc;
 }
 
 shf_err_t

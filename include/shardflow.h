@@ -127,9 +127,19 @@ SHF_EXPORT shf_err_t shf_client_result (shf_client_t *self, const char *wf_id,
 SHF_EXPORT shf_err_t shf_client_describe (shf_client_t *self, const char *wf_id,
                                           json_t **body_p) SHF_MUST_CHECK;
 
-//  Body {"events":[...]}. SHF_ENOTFOUND.
+//  Body {"events":[...]}: the whole history of the current run, read a
+//  page at a time. SHF_ENOTFOUND.
 SHF_EXPORT shf_err_t shf_client_history (shf_client_t *self, const char *wf_id,
                                          json_t **body_p) SHF_MUST_CHECK;
+
+//  One page: at most page_size events (0: the server's 1,000; it also
+//  stops at about 1 MiB), from the start of the current run, or from
+//  page_token (NULL for the first page). Body {"events":[...],
+//  "next_page_token": T} where T is absent on the last page.
+SHF_EXPORT shf_err_t shf_client_history_page (shf_client_t *self,
+                                              const char *wf_id, int page_size,
+                                              const char *page_token,
+                                              json_t **body_p) SHF_MUST_CHECK;
 
 //  Newest first. status and name filter (NULL: any); limit 0: server
 //  default. Body {"workflows":[...]}.

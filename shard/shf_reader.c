@@ -16,6 +16,7 @@
 #include "shf_reply.h"
 #include "shf_thread.h"
 #include "shf_workflow.h"
+#include <inttypes.h>
 #include <string.h>
 
 //  Definitions a reader keeps compiled (describe needs the run's one).
@@ -23,6 +24,11 @@
 //  A filtered list reads at most this many index entries per shard, so a
 //  filter that matches nothing answers soon.
 #define SHF_READER_LIST_SCAN 10000
+//  A history page: this many events unless the request asks for fewer,
+//  and no more stored bytes than this, so an answer fits its frame and a
+//  long history is read in short transactions.
+#define SHF_READER_HISTORY_PAGE  1000
+#define SHF_READER_HISTORY_BYTES (1024 * 1024)
 
 typedef struct {
     zsock_t *pipe;
@@ -141,38 +147,119 @@ s_wf_describe (self_t *self, uint64_t id, const json_t *msg, json_t **reply_p)
     return rc;
 }
 
+//  A page token names the run and the first event id of the next page:
+//  "RUN_ID.EVENT_ID". Opaque to clients; checked here, since a client
+//  sends it back.
 static bool
-s_history_event (void *events, json_t *event)
+s_page_token_parse (const char *token, char *run_id, size_t run_id_size,
+                    uint64_t *event_id_p)
 {
-    json_t *t = json_object_get (event, "time");
-    if (json_is_integer (t))
-        json_object_set_new (event, "time",
-                             s_time_json (json_integer_value (t)));
-    json_array_append_new (events, event);
+    const char *dot = strrchr (token, '.');
+    if (!dot || dot == token || (size_t) (dot - token) >= run_id_size)
+        return false;
+    memcpy (run_id, token, (size_t) (dot - token));
+    run_id [dot - token] = 0;
+    if (!shf_msg_valid_name (run_id) || dot [1] < '1' || dot [1] > '9')
+        return false;
+    uint64_t v = 0;
+    for (const char *c = dot + 1; *c; c++) {
+        if (*c < '0' || *c > '9' || v > (UINT64_MAX - 9) / 10)
+            return false;
+        v = v * 10 + (uint64_t) (*c - '0');
+    }
+    *event_id_p = v;
     return true;
 }
 
+//  One page of a run's history: events from first_id on, at most max of
+//  them and about SHF_READER_HISTORY_BYTES; *next_id_p is the first id
+//  not returned when more follow, else 0.
+static shf_err_t
+s_history_page (self_t *self, const shf_key_t *run, uint64_t first_id,
+                int64_t max, json_t *events, uint64_t *next_id_p)
+{
+    *next_id_p = 0;
+    shf_key_t from = *run;
+    shf_key_u64 (&from, first_id);
+    if (from.overflow)
+        return SHF_ETOOLARGE;
+    shf_cursor_t *cur;
+    shf_err_t rc = shf_cursor_open (self->txn, SHF_DB_HISTORY, &cur);
+    if (rc)
+        return rc;
+    const void *k, *v;
+    size_t kl, vl, bytes = 0;
+    rc = shf_cursor_seek (cur, from.data, from.size, &k, &kl, &v, &vl);
+    while (rc == SHF_OK && kl == run->size + 8
+           && memcmp (k, run->data, run->size) == 0) {
+        if ((int64_t) json_array_size (events) >= max
+            || (bytes > 0 && bytes + vl > SHF_READER_HISTORY_BYTES)) {
+            *next_id_p = shf_key_get_u64 ((const char *) k + run->size);
+            break;
+        }
+        json_t *event;
+        rc = shf_store_decode (SHF_DB_HISTORY, v, vl, &event);
+        if (rc)
+            break;
+        json_t *t = json_object_get (event, "time");
+        if (json_is_integer (t))
+            json_object_set_new (event, "time",
+                                 s_time_json (json_integer_value (t)));
+        json_array_append_new (events, event);
+        bytes += vl;
+        rc = shf_cursor_next (cur, &k, &kl, &v, &vl);
+    }
+    shf_cursor_close (&cur);
+    return rc == SHF_ENOTFOUND ? SHF_OK : rc;
+}
+
+//  The current run's history from its start, or from a page token.
 static shf_err_t
 s_wf_history (self_t *self, uint64_t id, const json_t *msg, json_t **reply_p)
 {
-    json_t *state = NULL;
-    shf_err_t rc = s_find_run (self, id, msg, &state, reply_p);
-    if (rc || *reply_p)
-        return rc;
-    shf_key_t prefix;
-    shf_key_init (&prefix);
-    shf_key_run (&prefix, s_str (state, "ns"), shf_workflow_id (state),
-                 shf_workflow_run_id (state));
-    json_decref (state);
+    const char *ns = s_str (msg, "ns");
+    const char *wf_id = s_str (msg, "wf_id");
+    const char *token = s_str (msg, "page_token");
+    char run_id [SHF_MSG_MAX_NAME + 1];
+    uint64_t first_id = 1;
+    if (token) {
+        if (!s_page_token_parse (token, run_id, sizeof run_id, &first_id)) {
+            *reply_p = shf_msg_reply_error (id, SHF_EINVAL,
+                                            "\"page_token\" is not one this "
+                                            "server gave");
+            return SHF_OK;
+        }
+    }
+    else {
+        json_t *state = NULL;
+        shf_err_t rc = s_find_run (self, id, msg, &state, reply_p);
+        if (rc || *reply_p)
+            return rc;
+        snprintf (run_id, sizeof run_id, "%s", shf_workflow_run_id (state));
+        json_decref (state);
+    }
+    shf_key_t run;
+    shf_key_init (&run);
+    shf_key_run (&run, ns, wf_id, run_id);
     json_t *events = json_array ();
-    rc = s_scan (self, SHF_DB_HISTORY, &prefix, s_history_event, events);
+    uint64_t next_id;
+    shf_err_t rc =
+        s_history_page (self, &run, first_id,
+                        shf_msg_int (msg, "page_size", SHF_READER_HISTORY_PAGE),
+                        events, &next_id);
     //  Tests hold the snapshot open here: the shard must go on committing.
     shf_failpoint ("reader.history");
     if (rc) {
         json_decref (events);
         return rc;
     }
-    *reply_p = shf_msg_reply_ok (id, json_pack ("{s:o}", "events", events));
+    json_t *body = json_pack ("{s:o}", "events", events);
+    if (next_id) {
+        char next [SHF_MSG_MAX_NAME + 24];
+        snprintf (next, sizeof next, "%s.%" PRIu64, run_id, next_id);
+        json_object_set_new (body, "next_page_token", json_string (next));
+    }
+    *reply_p = shf_msg_reply_ok (id, body);
     return SHF_OK;
 }
 
@@ -572,6 +659,37 @@ shf_reader_test (bool verbose)
     assert (
         json_is_string (json_object_get (json_array_get (events, 0), "time")));
     json_decref (reply);
+
+    //  history pages: page_size 1, then the tokens to the end
+    char token [SHF_MSG_MAX_NAME + 24] = "";
+    size_t paged = 0;
+    for (int page = 0; page < 10; page++) {
+        json_t *ask =
+            json_pack ("{s:s, s:i, s:s, s:s, s:i}", "op", "wf_history", "id", 5,
+                       "ns", "default", "wf_id", "w1", "page_size", 1);
+        if (*token)
+            json_object_set_new (ask, "page_token", json_string (token));
+        reply = s_test_ask (zactor_sock (reader), router, "REQ", ask);
+        body = json_object_get (reply, "body");
+        assert (json_array_size (json_object_get (body, "events")) == 1);
+        paged++;
+        const char *next = s_str (body, "next_page_token");
+        snprintf (token, sizeof token, "%s", next ? next : "");
+        json_decref (reply);
+        if (!next)
+            break;
+    }
+    assert (paged == n_events);
+    //  page tokens: only "RUN_ID.EVENT_ID" with an id from 1
+    char run [64];
+    uint64_t first;
+    assert (s_page_token_parse ("r1.7", run, sizeof run, &first));
+    assert (streq (run, "r1") && first == 7);
+    const char *bad [] = {
+        "r1",    "r1.",   ".7",    "r1.0", "r1.07",
+        "r1.7x", "r1.-7", "r1. 7", "",     "r1.99999999999999999999"};
+    for (size_t b = 0; b < sizeof bad / sizeof bad [0]; b++)
+        assert (!s_page_token_parse (bad [b], run, sizeof run, &first));
 
     //  unknown runs: not_found, as the shard answered
     const char *ops [] = {"wf_describe", "wf_history"};

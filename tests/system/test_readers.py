@@ -8,8 +8,9 @@ same shard. The failpoint reader.history=sleep:MS holds the first history
 read's snapshot open; meanwhile workflows start and complete on that shard,
 and must all be done before the held read answers - which it then does,
 correctly. Also: the answers' shapes, not_found for unknown ids, a start and
-a read sent back to back without waiting (the read sees the start), and
-reads after kill -9 and a restart.
+a read sent back to back without waiting (the read sees the start), long
+histories read a page at a time (by count and by bytes), and reads after
+kill -9 and a restart.
 """
 import os
 import sys
@@ -20,7 +21,7 @@ sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import mpack_min  # noqa: E402
 from sfharness import (Suite, RFC3339_MS, events_of, event_types,  # noqa: E402
-                       import_zmq, wait_for)
+                       import_zmq, wait_for, TestFailure)
 
 zmq = import_zmq()
 
@@ -221,6 +222,108 @@ def back_to_back():
             "each read sees the start", bad[:1])
 
 
+SIG_DEF = {"name": "sig", "queue": "q_none",
+           "steps": [{"id": "w", "wait_signal": "go"}]}
+N_SIGNALS = 2500
+LONG_WFS = ("long-count", "long-bytes")
+
+
+def _raw_call(sock, msgs):
+    """Sends every request at once; returns the replies by id."""
+    for m in msgs:
+        sock.send(mpack_min.pack(m))
+    replies = {}
+    while len(replies) < len(msgs):
+        if sock.poll(30000, zmq.POLLIN) == 0:
+            raise TestFailure("%d of %d replies within 30 s"
+                              % (len(replies), len(msgs)))
+        m = mpack_min.unpack(sock.recv())
+        replies[m.get("id")] = m
+    return replies
+
+
+def _pages(sock, wf_id, page_size=None):
+    """Every page of wf_id's history on the raw wire."""
+    pages, token, rid = [], None, 9000000
+    while True:
+        rid += 1
+        req = {"v": 1, "op": "wf_history", "id": rid, "ns": "default",
+               "wf_id": wf_id}
+        if page_size:
+            req["page_size"] = page_size
+        if token:
+            req["page_token"] = token
+        r = _raw_call(sock, [req])[rid]
+        if not r.get("ok"):
+            raise TestFailure("history page refused: %r" % (r,))
+        pages.append(r["body"]["events"])
+        token = r["body"].get("next_page_token")
+        if not token or len(pages) > 100:
+            return pages
+
+
+def long_history():
+    """Histories are answered a page at a time: at most page_size events
+    (1,000 by default) and about 1 MiB, so a long history neither holds a
+    read transaction long nor outgrows a frame; the CLI (the SDK) follows
+    the pages."""
+    if zmq is None:
+        S.check(False, "python3-zmq is installed - paging not tested")
+        return
+    n = ctx["node"]
+    E.register(n, [SIG_DEF])
+    for wf in LONG_WFS:
+        S.cli_ok(n.cli("wf", "start", "sig", "--id", wf), "start " + wf)
+    sock = n.raw_socket()
+    try:
+        sigs = [{"v": 1, "op": "wf_signal", "id": 1000 + i, "ns": "default",
+                 "wf_id": "long-count", "signal": "noise", "input": i}
+                for i in range(N_SIGNALS)]
+        replies = _raw_call(sock, sigs)
+        S.check(all(r.get("ok") for r in replies.values()),
+                "%d signals recorded" % N_SIGNALS)
+        pages = _pages(sock, "long-count", page_size=1000)
+        ids = [e.get("id") for p in pages for e in p]
+        S.eq([len(p) for p in pages][:-1], [1000] * (len(pages) - 1),
+             "every page but the last has page_size (1000) events")
+        S.check(len(ids) >= N_SIGNALS + 1
+                and ids == list(range(1, len(ids) + 1)),
+                "the pages hold events 1..%d in order, none twice or "
+                "missing" % len(ids), ids[:5])
+        out = S.cli_ok(n.cli("wf", "history", "long-count"),
+                       "wf history long-count")
+        S.eq([e.get("id") for e in events_of(out)], ids,
+             "wf history (the SDK follows the pages) prints them all")
+        # three signals of 700 KB: 2.1 MB of history, more than a frame
+        big = "x" * (700 * 1024)
+        replies = _raw_call(sock, [
+            {"v": 1, "op": "wf_signal", "id": 2000 + i, "ns": "default",
+             "wf_id": "long-bytes", "signal": "noise", "input": big}
+            for i in range(3)])
+        S.check(all(r.get("ok") for r in replies.values()),
+                "three 700 KB signals recorded")
+        pages = _pages(sock, "long-bytes")
+        S.check(len(pages) >= 3 and all(
+            sum(1 for e in p if e.get("type") == "SignalReceived") <= 1
+            for p in pages), "pages stop at about 1 MiB: one big signal "
+            "per page (%d pages)" % len(pages), [len(p) for p in pages])
+        out = S.cli_ok(n.cli("wf", "history", "long-bytes", timeout=60),
+                       "wf history long-bytes (2.1 MB)")
+        S.eq(sum(1 for e in events_of(out) if e.get("type")
+                 == "SignalReceived" and e.get("input") == big), 3,
+             "its whole history, all three signals")
+        bad = _raw_call(sock, [
+            {"v": 1, "op": "wf_history", "id": 3001, "ns": "default",
+             "wf_id": "long-count", "page_token": "not-a-token"},
+            {"v": 1, "op": "wf_history", "id": 3002, "ns": "default",
+             "wf_id": "long-count", "page_size": 0}])
+        S.eq([(bad[i].get("ok"), (bad[i].get("error") or {}).get("code"))
+              for i in (3001, 3002)], [(False, "bad_request")] * 2,
+             "a bad page_token or page_size is a bad_request")
+    finally:
+        sock.close()
+
+
 def restart():
     n = ctx["node"]
     before = S.cli_ok(n.cli("wf", "history", "rd-w1"), "history before kill")
@@ -234,7 +337,7 @@ def restart():
     out = S.cli_ok(n.cli("wf", "list", "--limit", "100"),
                    "wf list after restart")
     S.eq(len(out.get("workflows", [])) if isinstance(out, dict) else out,
-         1 + N_WRITES + 20, "every workflow is listed")
+         1 + N_WRITES + 20 + len(LONG_WFS), "every workflow is listed")
     S.cli_ok(n.cli("def", "show", "rd"), "def show after restart")
     not_found(n)
     # the node still writes, and reads see it
@@ -252,5 +355,6 @@ S.run([
     ("describe, list, definitions: shapes and not_found", shapes),
     ("a held history read does not block the writer", held_read),
     ("start and reads back to back: the reads see the start", back_to_back),
+    ("long histories are read a page at a time", long_history),
     ("kill -9 and restart: reads still answer", restart),
 ])
