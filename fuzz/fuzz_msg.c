@@ -3,19 +3,41 @@
 
     Any input must be refused (SHF_EINVAL or SHF_ETOOLARGE, with a message)
     or decoded into a valid message of a known op that encodes again and
-    decodes back to the same op, id and value.
+    decodes back to the same op, id and value. The same bytes, as text,
+    are also a wf_history page token a client sends back: parsed, it must
+    format back to exactly that text.
     Corpus: fuzz/corpus/msg/ (replayed by ctest).
 */
 #include "shf_msg.h"
 #include <assert.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 int LLVMFuzzerTestOneInput (const uint8_t *data, size_t size);
+
+static void
+s_page_token (const uint8_t *data, size_t size)
+{
+    if (size >= SHF_MSG_PAGE_TOKEN_MAX)
+        return;  //  the field's limit: longer never reaches the parser
+    char text [SHF_MSG_PAGE_TOKEN_MAX];
+    memcpy (text, data, size);
+    text [size] = 0;
+    char run_id [SHF_MSG_MAX_NAME + 1];
+    uint64_t event_id;
+    if (!shf_msg_page_token_parse (text, run_id, sizeof run_id, &event_id))
+        return;
+    assert (event_id >= 1 && shf_msg_valid_name (run_id));
+    char again [SHF_MSG_PAGE_TOKEN_MAX];
+    shf_msg_page_token_format (again, sizeof again, run_id, event_id);
+    assert (strcmp (again, text) == 0);
+}
 
 int
 LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
 {
+    s_page_token (data, size);
     json_t *msg = NULL;
     shf_op_t op;
     uint64_t id;

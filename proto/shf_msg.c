@@ -17,6 +17,7 @@
 #include "shf_token.h"
 #include <assert.h>
 #include <stdarg.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -629,6 +630,34 @@ s_valid (shf_op_t op, bool all)
     return msg;
 }
 
+bool
+shf_msg_page_token_parse (const char *token, char *run_id, size_t run_id_size,
+                          uint64_t *event_id_p)
+{
+    const char *dot = strrchr (token, '.');
+    if (!dot || dot == token || (size_t) (dot - token) >= run_id_size)
+        return false;
+    memcpy (run_id, token, (size_t) (dot - token));
+    run_id [dot - token] = 0;
+    if (!shf_msg_valid_name (run_id) || dot [1] < '1' || dot [1] > '9')
+        return false;
+    uint64_t v = 0;
+    for (const char *c = dot + 1; *c; c++) {
+        if (*c < '0' || *c > '9' || v > (UINT64_MAX - 9) / 10)
+            return false;
+        v = v * 10 + (uint64_t) (*c - '0');
+    }
+    *event_id_p = v;
+    return true;
+}
+
+void
+shf_msg_page_token_format (char *buf, size_t size, const char *run_id,
+                           uint64_t event_id)
+{
+    snprintf (buf, size, "%s.%" PRIu64, run_id, event_id);
+}
+
 void
 shf_msg_test (bool verbose)
 {
@@ -951,5 +980,19 @@ shf_msg_test (bool verbose)
     assert (shf_msg_op_name (SHF_OP_INVALID) == NULL);
     assert (shf_msg_op_name (SHF_OP_COUNT) == NULL);
 
+    //  page tokens: only "RUN_ID.EVENT_ID" with an id from 1
+    char run [64];
+    uint64_t first;
+    assert (shf_msg_page_token_parse ("r1.7", run, sizeof run, &first));
+    assert (strcmp (run, "r1") == 0 && first == 7);
+    const char *bad [] = {
+        "r1",    "r1.",   ".7",    "r1.0", "r1.07",
+        "r1.7x", "r1.-7", "r1. 7", "",     "r1.99999999999999999999"};
+    for (size_t b = 0; b < sizeof bad / sizeof bad [0]; b++)
+        assert (!shf_msg_page_token_parse (bad [b], run, sizeof run, &first));
+
+    char formatted [SHF_MSG_PAGE_TOKEN_MAX];
+    shf_msg_page_token_format (formatted, sizeof formatted, "r1", 7);
+    assert (strcmp (formatted, "r1.7") == 0);
     printf ("OK\n");
 }

@@ -119,6 +119,21 @@ bool
 bool
     shf_msg_valid_name (const char *s);
 
+//  wf_history page tokens, "RUN_ID.EVENT_ID": the run the pages are of
+//  and the first event of the next page. Opaque to clients, who send them
+//  back, so parsing checks everything: run_id a valid name that fits
+//  run_id_size, event id a decimal from 1 without leading zeros.
+#define SHF_MSG_PAGE_TOKEN_MAX (SHF_MSG_MAX_NAME + 24)
+bool
+    shf_msg_page_token_parse (const char *token, char *run_id,
+                              size_t run_id_size, uint64_t *event_id_p);
+
+//  Writes the token of (run_id, event_id) into buf (at least
+//  SHF_MSG_PAGE_TOKEN_MAX bytes).
+void
+    shf_msg_page_token_format (char *buf, size_t size, const char *run_id,
+                               uint64_t event_id);
+
 void
     shf_msg_test (bool verbose);
 

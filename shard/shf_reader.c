@@ -16,7 +16,6 @@
 #include "shf_reply.h"
 #include "shf_thread.h"
 #include "shf_workflow.h"
-#include <inttypes.h>
 #include <string.h>
 
 //  Definitions a reader keeps compiled (describe needs the run's one).
@@ -147,30 +146,6 @@ s_wf_describe (self_t *self, uint64_t id, const json_t *msg, json_t **reply_p)
     return rc;
 }
 
-//  A page token names the run and the first event id of the next page:
-//  "RUN_ID.EVENT_ID". Opaque to clients; checked here, since a client
-//  sends it back.
-static bool
-s_page_token_parse (const char *token, char *run_id, size_t run_id_size,
-                    uint64_t *event_id_p)
-{
-    const char *dot = strrchr (token, '.');
-    if (!dot || dot == token || (size_t) (dot - token) >= run_id_size)
-        return false;
-    memcpy (run_id, token, (size_t) (dot - token));
-    run_id [dot - token] = 0;
-    if (!shf_msg_valid_name (run_id) || dot [1] < '1' || dot [1] > '9')
-        return false;
-    uint64_t v = 0;
-    for (const char *c = dot + 1; *c; c++) {
-        if (*c < '0' || *c > '9' || v > (UINT64_MAX - 9) / 10)
-            return false;
-        v = v * 10 + (uint64_t) (*c - '0');
-    }
-    *event_id_p = v;
-    return true;
-}
-
 //  One page of a run's history: events from first_id on, at most max of
 //  them and about SHF_READER_HISTORY_BYTES; *next_id_p is the first id
 //  not returned when more follow, else 0.
@@ -223,7 +198,8 @@ s_wf_history (self_t *self, uint64_t id, const json_t *msg, json_t **reply_p)
     char run_id [SHF_MSG_MAX_NAME + 1];
     uint64_t first_id = 1;
     if (token) {
-        if (!s_page_token_parse (token, run_id, sizeof run_id, &first_id)) {
+        if (!shf_msg_page_token_parse (token, run_id, sizeof run_id,
+                                       &first_id)) {
             *reply_p = shf_msg_reply_error (id, SHF_EINVAL,
                                             "\"page_token\" is not one this "
                                             "server gave");
@@ -255,8 +231,8 @@ s_wf_history (self_t *self, uint64_t id, const json_t *msg, json_t **reply_p)
     }
     json_t *body = json_pack ("{s:o}", "events", events);
     if (next_id) {
-        char next [SHF_MSG_MAX_NAME + 24];
-        snprintf (next, sizeof next, "%s.%" PRIu64, run_id, next_id);
+        char next [SHF_MSG_PAGE_TOKEN_MAX];
+        shf_msg_page_token_format (next, sizeof next, run_id, next_id);
         json_object_set_new (body, "next_page_token", json_string (next));
     }
     *reply_p = shf_msg_reply_ok (id, body);
@@ -661,7 +637,7 @@ shf_reader_test (bool verbose)
     json_decref (reply);
 
     //  history pages: page_size 1, then the tokens to the end
-    char token [SHF_MSG_MAX_NAME + 24] = "";
+    char token [SHF_MSG_PAGE_TOKEN_MAX] = "";
     size_t paged = 0;
     for (int page = 0; page < 10; page++) {
         json_t *ask =
@@ -680,17 +656,6 @@ shf_reader_test (bool verbose)
             break;
     }
     assert (paged == n_events);
-    //  page tokens: only "RUN_ID.EVENT_ID" with an id from 1
-    char run [64];
-    uint64_t first;
-    assert (s_page_token_parse ("r1.7", run, sizeof run, &first));
-    assert (streq (run, "r1") && first == 7);
-    const char *bad [] = {
-        "r1",    "r1.",   ".7",    "r1.0", "r1.07",
-        "r1.7x", "r1.-7", "r1. 7", "",     "r1.99999999999999999999"};
-    for (size_t b = 0; b < sizeof bad / sizeof bad [0]; b++)
-        assert (!s_page_token_parse (bad [b], run, sizeof run, &first));
-
     //  unknown runs: not_found, as the shard answered
     const char *ops [] = {"wf_describe", "wf_history"};
     for (int o = 0; o < 2; o++) {
