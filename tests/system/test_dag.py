@@ -8,6 +8,7 @@ describe`, `wf history`, `wf list` (fields, newest first), human output;
 `def register` (no-op for an identical document, version_exists for a
 different one), `def list`, `def show`.
 """
+import json
 import os
 import sys
 
@@ -420,6 +421,16 @@ def versions():
     out = S.cli_ok(n.cli("wf", "describe", WF_ID), "describe the old run")
     S.eq(out.get("version") if isinstance(out, dict) else out, 1,
          "the finished run stays pinned to version 1")
+    # a start without a version takes the newest (the shard found version
+    # 1 newest before and keeps it compiled)
+    out = S.cli_ok(n.cli("wf", "start", "dagtest", "--id", "dag-v2",
+                         "--input", json.dumps(INPUT), "--wait", timeout=60),
+                   "start dagtest without a version")
+    S.eq(out.get("output") if isinstance(out, dict) else out, {"v": 2},
+         "it runs version 2 (its output)")
+    out = S.cli_ok(n.cli("wf", "describe", "dag-v2"), "describe dag-v2")
+    S.eq(out.get("version") if isinstance(out, dict) else out, 2,
+         "and describe says version 2")
 
 
 def human():
