@@ -442,27 +442,27 @@ shf_client_history (shf_client_t *self, const char *wf_id, json_t **body_p)
 {
     json_t *page = NULL;
     shf_err_t rc = shf_client_history_page (self, wf_id, 0, NULL, &page);
-    while (rc == SHF_OK) {
-        const char *next =
-            json_string_value (json_object_get (page, "next_page_token"));
-        if (!next)
+    //  The next page continues from the token of the one before, which
+    //  also holds the pages' events; a page without events that points on
+    //  would never end.
+    json_t *last = json_incref (page);
+    while (rc == SHF_OK
+           && json_array_size (json_object_get (last, "events")) > 0) {
+        const char *token =
+            json_string_value (json_object_get (last, "next_page_token"));
+        if (!token)
             break;
-        char token [SHF_MSG_MAX_NAME + 32];
-        snprintf (token, sizeof token, "%s", next);
         json_t *more = NULL;
         rc = shf_client_history_page (self, wf_id, 0, token, &more);
-        if (rc == SHF_OK) {
-            json_t *events = json_object_get (more, "events");
-            json_t *after = json_object_get (more, "next_page_token");
-            json_array_extend (json_object_get (page, "events"), events);
-            //  A page without events that points on would never end.
-            if (after && json_array_size (events) > 0)
-                json_object_set (page, "next_page_token", after);
-            else
-                json_object_del (page, "next_page_token");
-        }
-        json_decref (more);
+        if (rc == SHF_OK)
+            json_array_extend (json_object_get (page, "events"),
+                               json_object_get (more, "events"));
+        json_decref (last);
+        last = more;
     }
+    json_decref (last);
+    if (page)
+        json_object_del (page, "next_page_token");
     if (rc != SHF_OK) {
         json_decref (page);
         page = NULL;

@@ -560,6 +560,16 @@ s_report (self_t *self, uint32_t seq, json_t *msg)
     self->freed++;
 }
 
+//  The connection's newest state, when the monitor may have news of it.
+static void
+s_read_monitor (self_t *self)
+{
+    if (self->dirty [S_MONITOR]) {
+        shf_conn_check (self->conn);
+        self->dirty [S_MONITOR] = false;
+    }
+}
+
 //  The slots freed by this pass's reports, in one poll (see the banner).
 //  Dropped while the connection is down or before the upkeep has granted
 //  a new connection its credit: that grant counts these slots.
@@ -572,10 +582,9 @@ s_grant (self_t *self)
     //  now would reach the next connection on top of its full grant.
     if (freed > 0 && self->fds [S_MONITOR] >= 0) {
         struct pollfd fd = {self->fds [S_MONITOR], POLLIN, 0};
-        if (poll (&fd, 1, 0) > 0 || self->dirty [S_MONITOR]) {
-            shf_conn_check (self->conn);
-            self->dirty [S_MONITOR] = false;
-        }
+        if (poll (&fd, 1, 0) > 0)
+            self->dirty [S_MONITOR] = true;
+        s_read_monitor (self);
     }
     if (freed > 0 && !self->stopping && shf_conn_connected (self->conn)
         && shf_conn_ups (self->conn) == self->granted_ups)
@@ -795,10 +804,7 @@ shf_wlink (zsock_t *pipe, void *args)
         s_wait (self);
         //  The connection's state first, so credit is decided on the
         //  newest one.
-        if (self->dirty [S_MONITOR]) {
-            shf_conn_check (self->conn);
-            self->dirty [S_MONITOR] = false;
-        }
+        s_read_monitor (self);
         //  The application's commands next: a task that arrives together
         //  with a STOP must meet the stop (and be handed back here).
         //  Bounded, so a flood of heartbeats cannot starve the upkeep.
@@ -872,30 +878,33 @@ shf_wlink_report (zactor_t *link, uint32_t seq, json_t **msg_p)
     shf_wlink_send (link, &msg);
 }
 
+//  A command of one word, with one argument or none.
+static void
+s_command (zactor_t *link, const char *word, const char *arg)
+{
+    assert (link);
+    zmsg_t *msg = zmsg_new ();
+    zmsg_addstr (msg, word);
+    if (arg)
+        zmsg_addstr (msg, arg);
+    shf_wlink_send (link, &msg);
+}
+
 void
 shf_wlink_hand_back (zactor_t *link, const char *token)
 {
-    assert (link && token);
-    zmsg_t *msg = zmsg_new ();
-    zmsg_addstr (msg, "HANDBACK");
-    zmsg_addstr (msg, token);
-    shf_wlink_send (link, &msg);
+    assert (token);
+    s_command (link, "HANDBACK", token);
 }
 
 void
 shf_wlink_stop (zactor_t *link)
 {
-    assert (link);
-    zmsg_t *msg = zmsg_new ();
-    zmsg_addstr (msg, "STOP");
-    shf_wlink_send (link, &msg);
+    s_command (link, "STOP", NULL);
 }
 
 void
 shf_wlink_close (zactor_t *link)
 {
-    assert (link);
-    zmsg_t *msg = zmsg_new ();
-    zmsg_addstr (msg, "CLOSE");
-    shf_wlink_send (link, &msg);
+    s_command (link, "CLOSE", NULL);
 }

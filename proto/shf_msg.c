@@ -106,7 +106,7 @@ static const s_opdef_t s_ops [SHF_OP_COUNT] = {
                             F_WF_ID,
                             {"page_size", S_INT, false, 1, S_MAX_LIMIT},
                             {"page_token", S_STR, false, 1,
-                             SHF_MSG_MAX_NAME + 24}}},
+                             SHF_MSG_PAGE_TOKEN_MAX - 1}}},
     [SHF_OP_WF_LIST] = {"wf_list",
                         {F_NS,
                          {"status", S_STATUS, false, 0, 0},

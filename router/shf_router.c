@@ -8,6 +8,7 @@
 */
 #include "shf_router.h"
 #include "shf_clock.h"
+#include "shf_frames.h"
 #include "shf_fs.h"
 #include "shf_log.h"
 #include "shf_matcher.h"
@@ -90,14 +91,6 @@ s_free_data (void *data, void *hint)
 {
     (void) hint;
     free (data);
-}
-
-static bool
-s_frame_is (zmq_msg_t *frame, const char *word)
-{
-    size_t len = strlen (word);
-    return zmq_msg_size (frame) == len
-           && memcmp (zmq_msg_data (frame), word, len) == 0;
 }
 
 //  Sends [identity][body] on the frontend; body (malloc'd, size bytes) is
@@ -474,20 +467,11 @@ s_frontend (self_t *self, zmq_msg_t *frames, int count)
 //  --------------------------------------------------------------------
 //  Shard pipes
 
-static void *
-s_frame_ptr (zmq_msg_t *frame)
-{
-    void *ptr = NULL;
-    if (zmq_msg_size (frame) == sizeof (void *))
-        memcpy (&ptr, zmq_msg_data (frame), sizeof (void *));
-    return ptr;
-}
-
 //  frames: the first three of the message, count of them in it.
 static void
 s_from_shard (self_t *self, zmq_msg_t *frames, int count)
 {
-    if (s_frame_is (&frames [0], "REPLY") && count == 3) {
+    if (shf_frames_is (&frames [0], "REPLY") && count == 3) {
         //  [identity][encoded reply]: forwarded as is, the reply's bytes
         //  handed over rather than copied. A peer that is gone drops it.
         void *frontend = self->sources [SHF_ROUTER_FRONTEND].handle;
@@ -495,12 +479,12 @@ s_from_shard (self_t *self, zmq_msg_t *frames, int count)
         if (zmq_msg_send (&frames [1], frontend, ZMQ_SNDMORE) >= 0)
             zmq_msg_send (&frames [2], frontend, 0);
     }
-    else if (s_frame_is (&frames [0], "TASK") && count == 2) {
-        json_t *task = s_frame_ptr (&frames [1]);
+    else if (shf_frames_is (&frames [0], "TASK") && count == 2) {
+        json_t *task = shf_frames_ptr (&frames [1]);
         if (task)
             shf_matcher_add_task (self->matcher, &task);
     }
-    else if (s_frame_is (&frames [0], "CANCEL") && count == 3) {
+    else if (shf_frames_is (&frames [0], "CANCEL") && count == 3) {
         char *queue =
             strndup (zmq_msg_data (&frames [1]), zmq_msg_size (&frames [1]));
         char *token =
@@ -514,11 +498,11 @@ s_from_shard (self_t *self, zmq_msg_t *frames, int count)
         free (queue);
         free (token);
     }
-    else if (s_frame_is (&frames [0], "GATHERED") && count == 3) {
+    else if (shf_frames_is (&frames [0], "GATHERED") && count == 3) {
         uint32_t gid = 0;
         if (zmq_msg_size (&frames [1]) == 4)
             memcpy (&gid, zmq_msg_data (&frames [1]), 4);
-        json_t *reply = s_frame_ptr (&frames [2]);
+        json_t *reply = shf_frames_ptr (&frames [2]);
         if (reply)
             s_gathered (self, gid, reply);
     }
@@ -659,31 +643,6 @@ s_start (self_t *self)
 #define SHF_ROUTER_BURST      256
 #define SHF_ROUTER_MAX_FRAMES 3  //  the longest message the router reads
 
-//  Receives one message: its first frame if one is waiting (-1 when none
-//  is), then the rest, which ZeroMQ delivers together with the first.
-//  Frames past max are read and dropped. Returns how many frames the
-//  message had; the caller closes min (that, max) of them.
-static int
-s_recv (void *socket, zmq_msg_t *frames, int max)
-{
-    int count = 0;
-    while (true) {
-        zmq_msg_t extra;
-        zmq_msg_t *frame = count < max ? &frames [count] : &extra;
-        zmq_msg_init (frame);
-        if (zmq_msg_recv (frame, socket, count ? 0 : ZMQ_DONTWAIT) < 0) {
-            zmq_msg_close (frame);
-            return count ? count : -1;
-        }
-        count++;
-        bool more = zmq_msg_more (frame);
-        if (frame == &extra)
-            zmq_msg_close (frame);
-        if (!more)
-            return count;
-    }
-}
-
 //  Handles up to a burst of messages from one source.
 static void
 s_drain (self_t *self, uint32_t index)
@@ -691,7 +650,8 @@ s_drain (self_t *self, uint32_t index)
     s_source_t *source = &self->sources [index];
     for (int burst = 0; burst < SHF_ROUTER_BURST; burst++) {
         zmq_msg_t frames [SHF_ROUTER_MAX_FRAMES];
-        int count = s_recv (source->handle, frames, SHF_ROUTER_MAX_FRAMES);
+        int count =
+            shf_frames_recv (source->handle, frames, SHF_ROUTER_MAX_FRAMES);
         if (count < 0) {
             //  EAGAIN, or the context is ending: the fd tells what's next.
             source->ready = false;
@@ -700,15 +660,14 @@ s_drain (self_t *self, uint32_t index)
             return;
         }
         if (index == SHF_ROUTER_PIPE) {
-            if (s_frame_is (&frames [0], "$TERM"))
+            if (shf_frames_is (&frames [0], "$TERM"))
                 self->terminated = true;
         }
         else if (index == SHF_ROUTER_FRONTEND)
             s_frontend (self, frames, count);
         else
             s_from_shard (self, frames, count);
-        for (int i = 0; i < count && i < SHF_ROUTER_MAX_FRAMES; i++)
-            zmq_msg_close (&frames [i]);
+        shf_frames_close (frames, count, SHF_ROUTER_MAX_FRAMES);
         if (self->terminated)
             return;
     }

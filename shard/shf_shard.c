@@ -30,6 +30,7 @@
 #include "shf_clock.h"
 #include "shf_defs.h"
 #include "shf_failpoint.h"
+#include "shf_frames.h"
 #include "shf_fs.h"
 #include "shf_keys.h"
 #include "shf_log.h"
@@ -205,16 +206,22 @@ s_def_load (self_t *self, const char *ns, const char *name, int64_t version,
 //  --------------------------------------------------------------------
 //  Run state: cache in front of the exec db.
 
+//  A run's state held in memory (borrowed), or NULL. One changed in the
+//  open transaction but not yet written is the newest, even if the cache
+//  has let go of it.
+static json_t *
+s_state_in_memory (self_t *self, const char *exec_name)
+{
+    json_t *state = zhashx_lookup (self->dirty, exec_name);
+    return state ? state : shf_cache_lookup (self->cache, exec_name);
+}
+
 static shf_err_t
 s_state_load (self_t *self, const char *ns, const char *wf_id, json_t **state_p)
 {
     char name [600];
     s_exec_name (name, sizeof name, ns, wf_id);
-    //  A state changed in the open transaction but not yet written is the
-    //  newest, even if the cache has let go of it.
-    json_t *state = zhashx_lookup (self->dirty, name);
-    if (!state)
-        state = shf_cache_lookup (self->cache, name);
+    json_t *state = s_state_in_memory (self, name);
     if (state) {
         *state_p = state;
         return SHF_OK;
@@ -1098,39 +1105,19 @@ s_flush_reads (self_t *self)
 }
 
 //  Reads one pipe message into the batch without waiting: false when none
-//  is queued or on $TERM; a read for the reader is set aside instead. Raw
-//  zmq_msg_t parts, not CZMQ's zmsg: this runs for every message a shard
-//  handles, and a failed non-blocking read is the only extra syscall per
-//  wake-up.
+//  is queued or on $TERM; a read for the reader is set aside instead.
 #define S_PARTS_MAX 4
 static bool
 s_take (self_t *self, void *pipe)
 {
     zmq_msg_t parts [S_PARTS_MAX];
-    size_t n = 0;
-    bool more = true;
-    while (more) {
-        zmq_msg_t part;
-        zmq_msg_init (&part);
-        if (zmq_msg_recv (&part, pipe, n ? 0 : ZMQ_DONTWAIT) < 0) {
-            zmq_msg_close (&part);
-            if (n == 0 && zmq_errno () != EAGAIN)
-                self->terminated = true;  //  the context is ending
-            break;
-        }
-        more = zmq_msg_more (&part);
-        if (n < S_PARTS_MAX)
-            parts [n++] = part;
-        else
-            zmq_msg_close (&part);
-    }
-    if (n == 0)
+    int n = shf_frames_recv (pipe, parts, S_PARTS_MAX);
+    if (n < 0) {
+        if (zmq_errno () != EAGAIN)
+            self->terminated = true;  //  the context is ending
         return false;
-    size_t cmd_size = zmq_msg_size (&parts [0]);
-    const char *cmd = zmq_msg_data (&parts [0]);
-#define S_IS(word)                                                             \
-    (cmd_size == strlen (word) && memcmp (cmd, word, cmd_size) == 0)
-    if (S_IS ("$TERM"))
+    }
+    if (shf_frames_is (&parts [0], "$TERM"))
         self->terminated = true;
     else {
         if (self->n_in == self->cap_in) {
@@ -1140,24 +1127,23 @@ s_take (self_t *self, void *pipe)
         }
         s_in_t *in = &self->in [self->n_in];
         memset (in, 0, sizeof *in);
-        size_t next = 1;
-        if (S_IS ("REQ") && n == 3) {
+        int next = 1;
+        if (shf_frames_is (&parts [0], "REQ") && n == 3) {
             in->kind = 'R';
             in->identity = zframe_new (zmq_msg_data (&parts [1]),
                                        zmq_msg_size (&parts [1]));
             next = 2;
         }
-        else if (S_IS ("GATHER") && n == 3) {
+        else if (shf_frames_is (&parts [0], "GATHER") && n == 3) {
             in->kind = 'G';
             if (zmq_msg_size (&parts [1]) == 4)
                 memcpy (&in->gather_id, zmq_msg_data (&parts [1]), 4);
             next = 2;
         }
-        else if (S_IS ("DISPATCHED") && n == 2)
+        else if (shf_frames_is (&parts [0], "DISPATCHED") && n == 2)
             in->kind = 'D';
-        if (in->kind && next < n
-            && zmq_msg_size (&parts [next]) == sizeof (void *))
-            memcpy (&in->msg, zmq_msg_data (&parts [next]), sizeof (void *));
+        if (in->kind && next < n)
+            in->msg = shf_frames_ptr (&parts [next]);
         if (in->kind && in->msg && s_for_reader (self, in))
             s_read_defer (self, in);
         else if (in->kind && in->msg)
@@ -1167,9 +1153,7 @@ s_take (self_t *self, void *pipe)
             json_decref (in->msg);
         }
     }
-#undef S_IS
-    for (size_t i = 0; i < n; i++)
-        zmq_msg_close (&parts [i]);
+    shf_frames_close (parts, n, S_PARTS_MAX);
     return !self->terminated;
 }
 
@@ -1426,9 +1410,7 @@ s_expire_waiters (self_t *self)
         while (w) {
             void *handle = zlistx_cursor (list);
             if (w->deadline <= now) {
-                json_t *state = zhashx_lookup (self->dirty, name);
-                if (!state)
-                    state = shf_cache_lookup (self->cache, name);
+                json_t *state = s_state_in_memory (self, name);
                 const char *wf_id = strchr (name, '\x1f');
                 json_t *body =
                     state
