@@ -146,6 +146,17 @@ def stale_credit():
             msg["reset"] = True
         sock.send(mpack_min.pack(msg))
     try:
+        for bad, what in (({"gen": -1}, "a negative gen"),
+                          ({"reset": "yes"}, "a reset that is not a bool")):
+            msg = {"v": 1, "op": "poll", "queue": "q_stale", "credit": 1}
+            msg.update(bad)
+            sock.send(mpack_min.pack(msg))
+            if sock.poll(30000, zmq.POLLIN) == 0:
+                raise TestFailure("no answer to a bad poll within 30 s")
+            r = mpack_min.unpack(sock.recv())
+            S.eq((r.get("ok"), (r.get("error") or {}).get("code")),
+                 (False, "bad_request"), "a poll with %s is a bad_request"
+                 % what)
         poll(5, 7)
         S.eq(len(_barrier(sock, 1)), 0, "a grant of generation 7 before any "
              "reset gets no task")
