@@ -173,11 +173,14 @@ shf_msg_op_name (shf_op_t op)
     return s_ops [op].name;
 }
 
-static shf_op_t
-s_op_lookup (const char *name)
+shf_op_t
+shf_msg_op_lookup (const char *name, size_t len)
 {
+    //  By length, not strcmp: an op string is not NUL-terminated inside a
+    //  frame, and "poll\0x" must not pass for "poll".
     for (int op = SHF_OP_INVALID + 1; op < SHF_OP_COUNT; op++)
-        if (strcmp (s_ops [op].name, name) == 0)
+        if (strlen (s_ops [op].name) == len
+            && memcmp (s_ops [op].name, name, len) == 0)
             return (shf_op_t) op;
     return SHF_OP_INVALID;
 }
@@ -415,7 +418,8 @@ s_validate (const json_t *msg, shf_op_t *op_p, uint64_t *id_p, char *err,
     if (!json_is_string (opv))
         return s_fail (SHF_EINVAL, err, errlen,
                        "field \"op\" must be a string");
-    shf_op_t op = s_op_lookup (json_string_value (opv));
+    shf_op_t op =
+        shf_msg_op_lookup (json_string_value (opv), json_string_length (opv));
     if (op == SHF_OP_INVALID)
         return s_fail (SHF_EINVAL, err, errlen, "unknown op \"%.64s\"",
                        json_string_value (opv));
@@ -671,7 +675,8 @@ shf_msg_test (bool verbose)
     for (int o = SHF_OP_INVALID + 1; o < SHF_OP_COUNT; o++) {
         shf_op_t op = (shf_op_t) o;
         assert (shf_msg_op_name (op));
-        assert (s_op_lookup (shf_msg_op_name (op)) == op);
+        const char *op_name = shf_msg_op_name (op);
+        assert (shf_msg_op_lookup (op_name, strlen (op_name)) == op);
         for (int all = 0; all < 2; all++) {
             json_t *msg = s_valid (op, all);
             json_object_set_new (msg, "future_field", json_string ("ignored"));
@@ -742,6 +747,10 @@ shf_msg_test (bool verbose)
     assert (id == 4);
     msg = json_pack ("{s:i}", "op", 3);
     s_expect (msg, SHF_EINVAL, "field \"op\" must be a string", verbose);
+    //  An op is its whole string: "poll" and a NUL are no op.
+    msg = json_pack ("{s:s%, s:s, s:i}", "op", "poll\0x", (size_t) 6, "queue",
+                     "q", "credit", 1);
+    s_expect (msg, SHF_EINVAL, "unknown op \"poll\"", verbose);
     msg = json_pack ("{s:i}", "id", -1);
     s_expect (msg, SHF_EINVAL, "\"id\" must be an unsigned integer", verbose);
     msg = json_pack ("{s:s}", "id", "x");

@@ -84,6 +84,10 @@ typedef enum {
 const char *
     shf_msg_op_name (shf_op_t op);
 
+//  The op named by name[0..len) (not NUL-terminated: it may point into a
+//  frame); SHF_OP_INVALID when no op has exactly that name.
+shf_op_t shf_msg_op_lookup (const char *name, size_t len);
+
 //  Decode and validate one frame. On success *msg_p (the caller's) is the
 //  message object, *op_p its op, and *id_p its id (0 when absent). On
 //  failure returns SHF_ETOOLARGE or SHF_EINVAL with a message that says

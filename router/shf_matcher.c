@@ -10,8 +10,15 @@ typedef struct {
     int64_t gen;  //  of the last reset grant; -1 before one
 } s_poller_t;
 
+//  A queued task and the token it is known by.
 typedef struct {
-    zlistx_t *tasks;    //  json_t *, FIFO
+    void *task;
+    shf_matcher_free_fn *free_task;
+    char token [];
+} s_entry_t;
+
+typedef struct {
+    zlistx_t *tasks;    //  s_entry_t *, FIFO
     zhashx_t *tokens;   //  token -> handle in tasks
     zhashx_t *pollers;  //  worker -> s_poller_t
 } s_queue_t;
@@ -19,13 +26,18 @@ typedef struct {
 struct shf_matcher {
     zhashx_t *queues;  //  name -> s_queue_t
     shf_matcher_send_fn *send;
+    shf_matcher_free_fn *free_task;
     void *arg;
 };
 
 static void
-s_task_free (void **item)
+s_entry_free (void **item)
 {
-    json_decref (*item);
+    s_entry_t *entry = *item;
+    if (entry) {
+        entry->free_task (entry->task);
+        free (entry);
+    }
     *item = NULL;
 }
 
@@ -50,13 +62,15 @@ s_poller_free (void **item)
 }
 
 shf_matcher_t *
-shf_matcher_new (shf_matcher_send_fn *send, void *arg)
+shf_matcher_new (shf_matcher_send_fn *send, shf_matcher_free_fn *free_task,
+                 void *arg)
 {
     shf_matcher_t *self = calloc (1, sizeof *self);
     assert (self);
     self->queues = zhashx_new ();
     zhashx_set_destructor (self->queues, s_queue_free);
     self->send = send;
+    self->free_task = free_task;
     self->arg = arg;
     return self;
 }
@@ -79,7 +93,7 @@ s_queue (shf_matcher_t *self, const char *name)
         q = calloc (1, sizeof *q);
         assert (q);
         q->tasks = zlistx_new ();
-        zlistx_set_destructor (q->tasks, s_task_free);
+        zlistx_set_destructor (q->tasks, s_entry_free);
         q->tokens = zhashx_new ();
         q->pollers = zhashx_new ();
         zhashx_set_destructor (q->pollers, s_poller_free);
@@ -103,36 +117,34 @@ s_dispatch (shf_matcher_t *self, s_queue_t *q)
             }
         if (!best)
             return;
-        json_t *task = zlistx_first (q->tasks);
+        s_entry_t *entry = zlistx_first (q->tasks);
         //  best_name stays valid: the send callback does not touch us.
-        if (!self->send (self->arg, best_name, task)) {
+        if (!self->send (self->arg, best_name, entry->task)) {
             zhashx_delete (q->pollers, best_name);
             continue;
         }
         best->credit--;
-        zhashx_delete (q->tokens,
-                       json_string_value (json_object_get (task, "token")));
+        zhashx_delete (q->tokens, entry->token);
         zlistx_delete (q->tasks, zlistx_cursor (q->tasks));
     }
 }
 
 void
-shf_matcher_add_task (shf_matcher_t *self, json_t **task_p)
+shf_matcher_add_task (shf_matcher_t *self, const char *queue, const char *token,
+                      void *task)
 {
-    json_t *task = *task_p;
-    *task_p = NULL;
-    const char *queue = json_string_value (json_object_get (task, "queue"));
-    const char *token = json_string_value (json_object_get (task, "token"));
-    if (!queue || !token) {
-        json_decref (task);
-        return;
-    }
     s_queue_t *q = s_queue (self, queue);
     if (zhashx_lookup (q->tokens, token)) {
-        json_decref (task);
+        self->free_task (task);
         return;
     }
-    void *handle = zlistx_add_end (q->tasks, task);
+    size_t size = strlen (token) + 1;
+    s_entry_t *entry = malloc (sizeof *entry + size);
+    assert (entry);
+    entry->task = task;
+    entry->free_task = self->free_task;
+    memcpy (entry->token, token, size);
+    void *handle = zlistx_add_end (q->tasks, entry);
     zhashx_insert (q->tokens, token, handle);
     s_dispatch (self, q);
 }
@@ -212,7 +224,7 @@ typedef struct {
 } s_sent_t;
 
 static bool
-s_record (void *arg, const char *worker, const json_t *task)
+s_record (void *arg, const char *worker, void *task)
 {
     s_sent_t *sent = arg;
     (void) task;
@@ -223,10 +235,13 @@ s_record (void *arg, const char *worker, const json_t *task)
     return true;
 }
 
-static json_t *
-s_task (const char *token)
+//  Test tasks are their tokens, strdup'd: the matcher frees each once.
+static void
+s_add (shf_matcher_t *m, const char *token)
 {
-    return json_pack ("{s:s, s:s}", "queue", "q", "token", token);
+    char *task = strdup (token);
+    assert (task);
+    shf_matcher_add_task (m, "q", token, task);
 }
 
 void
@@ -234,7 +249,7 @@ shf_matcher_test (bool verbose)
 {
     (void) verbose;
     s_sent_t sent = {0};
-    shf_matcher_t *m = shf_matcher_new (s_record, &sent);
+    shf_matcher_t *m = shf_matcher_new (s_record, free, &sent);
     //  Five idle workers with room for five each: one task each.
     const char *workers [] = {"w1", "w2", "w3", "w4", "w5"};
     for (int i = 0; i < 5; i++)
@@ -242,8 +257,7 @@ shf_matcher_test (bool verbose)
     for (int i = 0; i < 5; i++) {
         char token [8];
         snprintf (token, sizeof token, "t%d", i);
-        json_t *t = s_task (token);
-        shf_matcher_add_task (m, &t);
+        s_add (m, token);
     }
     assert (sent.count == 5);
     for (int i = 0; i < 5; i++)
@@ -252,13 +266,10 @@ shf_matcher_test (bool verbose)
 
     //  Tasks wait for credit; a duplicate token is dropped; cancel works.
     sent.count = 0;
-    shf_matcher_t *m2 = shf_matcher_new (s_record, &sent);
-    json_t *t = s_task ("a");
-    shf_matcher_add_task (m2, &t);
-    t = s_task ("a");
-    shf_matcher_add_task (m2, &t);
-    t = s_task ("b");
-    shf_matcher_add_task (m2, &t);
+    shf_matcher_t *m2 = shf_matcher_new (s_record, free, &sent);
+    s_add (m2, "a");
+    s_add (m2, "a");
+    s_add (m2, "b");
     assert (shf_matcher_pending (m2, "q") == 2);
     shf_matcher_cancel (m2, "q", "b");
     assert (shf_matcher_pending (m2, "q") == 1);
@@ -267,42 +278,36 @@ shf_matcher_test (bool verbose)
     //  A silent poller is forgotten and gets nothing.
     shf_matcher_poll (m2, "w", "q", 3, false, -1, 0);
     shf_matcher_expire (m2, 10000, 3000);
-    t = s_task ("c");
-    shf_matcher_add_task (m2, &t);
+    s_add (m2, "c");
     assert (sent.count == 1 && shf_matcher_pending (m2, "q") == 1);
     //  A worker whose connection is gone is forgotten; the task goes to
     //  the next poller even though the gone one had more credit.
     sent.count = 0;
-    shf_matcher_t *m3 = shf_matcher_new (s_record, &sent);
+    shf_matcher_t *m3 = shf_matcher_new (s_record, free, &sent);
     shf_matcher_poll (m3, "gone", "q", 9, false, -1, 0);
     shf_matcher_poll (m3, "here", "q", 1, false, -1, 0);
-    t = s_task ("d");
-    shf_matcher_add_task (m3, &t);
+    s_add (m3, "d");
     assert (sent.count == 1 && strcmp (sent.got [0], "here") == 0);
-    t = s_task ("e");
-    shf_matcher_add_task (m3, &t);
+    s_add (m3, "e");
     assert (sent.count == 1 && shf_matcher_pending (m3, "q") == 1);
     //  Credit and connection generations: a reset sets the credit; a
     //  grant of another generation (queued before a reconnect, delivered
     //  on the new connection) is not added.
     sent.count = 0;
-    shf_matcher_t *m4 = shf_matcher_new (s_record, &sent);
+    shf_matcher_t *m4 = shf_matcher_new (s_record, free, &sent);
     shf_matcher_poll (m4, "w", "q", 2, false, 3, 0);  //  stale, before reset
-    t = s_task ("f");
-    shf_matcher_add_task (m4, &t);
+    s_add (m4, "f");
     assert (sent.count == 0);
     shf_matcher_poll (m4, "w", "q", 1, true, 4, 0);
     assert (sent.count == 1);
     shf_matcher_poll (m4, "w", "q", 5, false, 3, 0);  //  stale, after reset
-    t = s_task ("g");
-    shf_matcher_add_task (m4, &t);
+    s_add (m4, "g");
     assert (sent.count == 1 && shf_matcher_pending (m4, "q") == 1);
     shf_matcher_poll (m4, "w", "q", 1, false, 4, 0);
     assert (sent.count == 2 && shf_matcher_pending (m4, "q") == 0);
     shf_matcher_poll (m4, "w", "q", 3, true, 5, 0);  //  reconnected: set
     shf_matcher_poll (m4, "w", "q", 0, true, 5, 0);
-    t = s_task ("h");
-    shf_matcher_add_task (m4, &t);
+    s_add (m4, "h");
     assert (sent.count == 2 && shf_matcher_pending (m4, "q") == 1);
     shf_matcher_destroy (&m4);
     shf_matcher_destroy (&m3);

@@ -13,8 +13,8 @@
 */
 #ifndef SHF_MATCHER_H_INCLUDED
 #define SHF_MATCHER_H_INCLUDED
-#include <jansson.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 typedef struct shf_matcher shf_matcher_t;
@@ -22,14 +22,18 @@ typedef struct shf_matcher shf_matcher_t;
 //  Called for each match; task is borrowed (freed after a delivery).
 //  Returns false when the worker is gone: the matcher forgets it and
 //  offers the task to the next poller.
-typedef bool (shf_matcher_send_fn) (void *arg, const char *worker,
-                                    const json_t *task);
+typedef bool (shf_matcher_send_fn) (void *arg, const char *worker, void *task);
+//  Frees a task the matcher holds (delivered, cancelled, duplicate).
+typedef void (shf_matcher_free_fn) (void *task);
 
-shf_matcher_t *shf_matcher_new (shf_matcher_send_fn *send, void *arg);
+//  Tasks are opaque to the matcher: it knows each by its queue and token.
+shf_matcher_t *shf_matcher_new (shf_matcher_send_fn *send,
+                                shf_matcher_free_fn *free_task, void *arg);
 void shf_matcher_destroy (shf_matcher_t **self_p);
 
 //  Queue a task (taken); a task whose token is already queued is dropped.
-void shf_matcher_add_task (shf_matcher_t *self, json_t **task_p);
+void shf_matcher_add_task (shf_matcher_t *self, const char *queue,
+                           const char *token, void *task);
 
 //  Drop a queued task if it is still waiting for a worker.
 void shf_matcher_cancel (shf_matcher_t *self, const char *queue,

@@ -8,6 +8,7 @@
 */
 #include "shf_router.h"
 #include "shf_clock.h"
+#include "shf_envelope.h"
 #include "shf_frames.h"
 #include "shf_fs.h"
 #include "shf_log.h"
@@ -150,13 +151,60 @@ s_to_shard_frames (self_t *self, uint32_t shard, const char *cmd,
         json_decref (msg);  //  only when the context is ending
 }
 
-//  Sends a request to a shard; msg is taken. peer NULL: no one to answer.
+//  Sends a request the router made to a shard; msg and note are taken.
+//  peer NULL: no one to answer.
 static void
-s_to_shard (self_t *self, uint32_t shard, const char *cmd, const s_peer_t *peer,
-            json_t *msg)
+s_to_shard (self_t *self, uint32_t shard, const s_peer_t *peer, json_t *msg,
+            shf_shard_note_t *note)
 {
-    s_to_shard_frames (self, shard, cmd, peer ? peer->data : "",
-                       peer ? peer->size : 0, msg);
+    s_source_t *src = &self->sources [SHF_ROUTER_SHARD0 + shard];
+    src->ready = true;  //  as in s_route
+    int more = note ? ZMQ_SNDMORE : 0;
+    if (zmq_send (src->handle, "REQ", 3, ZMQ_SNDMORE) < 0
+        || zmq_send (src->handle, peer ? peer->data : "", peer ? peer->size : 0,
+                     ZMQ_SNDMORE)
+               < 0
+        || zmq_send (src->handle, &msg, sizeof (void *), more) < 0
+        || (note && zmq_send (src->handle, &note, sizeof (void *), 0) < 0)) {
+        json_decref (msg);  //  only when the context is ending
+        free (note);
+    }
+}
+
+//  Hands a request's frame to a shard as the client sent it (the shard
+//  decodes it); note (may be NULL) is taken.
+static void
+s_to_shard_raw (self_t *self, uint32_t shard, s_peer_t peer, zmq_msg_t *body,
+                shf_shard_note_t *note)
+{
+    s_source_t *src = &self->sources [SHF_ROUTER_SHARD0 + shard];
+    src->ready = true;  //  as in s_route
+    if (zmq_send (src->handle, "RAW", 3, ZMQ_SNDMORE) < 0
+        || zmq_send (src->handle, peer.data, peer.size, ZMQ_SNDMORE) < 0
+        || zmq_msg_send (body, src->handle, note ? ZMQ_SNDMORE : 0) < 0
+        || (note && zmq_send (src->handle, &note, sizeof (void *), 0) < 0))
+        free (note);  //  only when the context is ending
+}
+
+static shf_shard_note_t *
+s_note_new (void)
+{
+    shf_shard_note_t *note = malloc (sizeof *note);
+    assert (note);
+    note->has_token = false;
+    note->worker [0] = 0;
+    note->wf_id [0] = 0;
+    return note;
+}
+
+static shf_shard_note_t *
+s_token_note (const shf_token_t *token, const char *worker)
+{
+    shf_shard_note_t *note = s_note_new ();
+    note->has_token = true;
+    note->token = *token;
+    snprintf (note->worker, sizeof note->worker, "%s", worker);
+    return note;
 }
 
 static void s_worker_lost (void *arg, const char *worker, const char *text);
@@ -165,40 +213,32 @@ static void s_worker_lost (void *arg, const char *worker, const char *text);
 //  whose connection is gone is lost at once (the tasks it held fail as
 //  WorkerLost) and the task goes to another poller.
 static bool
-s_dispatch (void *arg, const char *worker, const json_t *task)
+s_dispatch (void *arg, const char *worker, void *task_)
 {
     self_t *self = arg;
+    shf_shard_task_t *task = task_;
     unsigned char raw [256];
     size_t raw_len;
     if (sodium_hex2bin (raw, sizeof raw, worker, strlen (worker), NULL,
                         &raw_len, NULL)
         != 0)
         return false;
-    char *data;
-    size_t size;
-    if (shf_msg_encode (task, &data, &size) != SHF_OK) {
-        //  Shards bound what they render, so this is a bug: say so rather
-        //  than record an ActivityStarted for a task nobody got.
-        shf_error ("router: task %s cannot be encoded; not dispatched",
-                   json_string_value (json_object_get (task, "token")));
-        return true;  //  the task is dropped; the worker is fine
-    }
-    if (!s_route (self, (s_peer_t){raw, raw_len}, data, size)) {
+    //  A copy goes: the task may yet be offered to another poller.
+    char *body = malloc (task->wire_size);
+    assert (body);
+    memcpy (body, task->wire, task->wire_size);
+    if (!s_route (self, (s_peer_t){raw, raw_len}, body, task->wire_size)) {
         shf_workers_lose (self->workers, worker, s_worker_lost, self);
         return false;
     }
-    shf_workers_track (self->workers, worker,
-                       json_string_value (json_object_get (task, "token")),
+    shf_workers_track (self->workers, worker, task->token,
                        shf_clock_mono_us () / 1000);
-    const char *ns = json_string_value (json_object_get (task, "ns"));
-    const char *wf_id = json_string_value (json_object_get (task, "wf_id"));
-    json_t *note =
-        json_pack ("{s:s, s:s, s:O, s:O, s:O, s:s}", "ns", ns, "wf_id", wf_id,
-                   "run_id", json_object_get (task, "run_id"), "step",
-                   json_object_get (task, "step"), "attempt",
-                   json_object_get (task, "attempt"), "worker", worker);
-    s_to_shard_frames (self, shf_shardmap_locate (self->map, ns, wf_id),
-                       "DISPATCHED", NULL, 0, note);
+    shf_shard_note_t *note = s_token_note (&task->where, worker);
+    s_source_t *src = &self->sources [SHF_ROUTER_SHARD0 + task->where.shard];
+    src->ready = true;  //  as in s_route
+    if (zmq_send (src->handle, "DISPATCHED", 10, ZMQ_SNDMORE) < 0
+        || zmq_send (src->handle, &note, sizeof (void *), 0) < 0)
+        free (note);  //  only when the context is ending
     return true;
 }
 
@@ -320,12 +360,80 @@ s_open_token (self_t *self, const s_peer_t *peer, uint64_t id, const char *text,
     return true;
 }
 
-static json_t *
-s_token_json (const shf_token_t *token)
+//  A string of the envelope as C text (dflt when absent). False when it
+//  does not fit or holds a NUL: the full decode then says what is wrong.
+static bool
+s_envelope_text (shf_envelope_str_t str, const char *dflt, char *buf,
+                 size_t size)
 {
-    return json_pack ("{s:s, s:s, s:s, s:s, s:i}", "ns", token->ns, "wf_id",
-                      token->wf_id, "run_id", token->run_id, "step",
-                      token->step, "attempt", (int) token->attempt);
+    if (!str.ptr) {
+        if (!dflt)
+            return false;
+        snprintf (buf, size, "%s", dflt);
+        return true;
+    }
+    if (str.len == 0 || str.len >= size || memchr (str.ptr, 0, str.len))
+        return false;
+    memcpy (buf, str.ptr, str.len);
+    buf [str.len] = 0;
+    return true;
+}
+
+//  The requests a shard decodes itself: wf_* on one workflow, complete and
+//  fail. The router reads the envelope and hands the frame on untouched.
+//  False when the envelope does not route (malformed, a routing field
+//  missing or unusable): the full decode then answers.
+static bool
+s_frontend_raw (self_t *self, s_peer_t peer, zmq_msg_t *body,
+                const char *worker)
+{
+    shf_envelope_t env;
+    if (shf_envelope_read (zmq_msg_data (body), zmq_msg_size (body), &env)
+        != SHF_OK)
+        return false;
+    if (env.op == SHF_OP_COMPLETE || env.op == SHF_OP_FAIL) {
+        char text [SHF_TOKEN_MAX_TEXT];
+        if (!s_envelope_text (env.token, NULL, text, sizeof text))
+            return false;
+        shf_token_t token;
+        if (s_open_token (self, &peer, env.id, text, &token)) {
+            shf_workers_release (self->workers, text);
+            s_to_shard_raw (self, token.shard, peer, body,
+                            s_token_note (&token, worker));
+        }
+        return true;
+    }
+    if (env.op < SHF_OP_WF_START || env.op > SHF_OP_WF_TERMINATE
+        || env.op == SHF_OP_WF_LIST)
+        return false;
+    char ns [SHF_MSG_MAX_NAME + 1];
+    char wf_id [SHF_MSG_MAX_NAME + 1];
+    if (!s_envelope_text (env.ns, "default", ns, sizeof ns))
+        return false;
+    shf_shard_note_t *note = NULL;
+    if (env.wf_id.ptr) {
+        if (!s_envelope_text (env.wf_id, NULL, wf_id, sizeof wf_id))
+            return false;
+    }
+    else if (env.op == SHF_OP_WF_START) {
+        //  SPEC: derived from the request id, else random.
+        if (env.request_id.ptr) {
+            if (!s_envelope_text (env.request_id, NULL, wf_id, sizeof wf_id))
+                return false;
+        }
+        else {
+            unsigned char raw [16];
+            randombytes_buf (raw, sizeof raw);
+            sodium_bin2hex (wf_id, sizeof wf_id, raw, sizeof raw);
+        }
+        note = s_note_new ();
+        snprintf (note->wf_id, sizeof note->wf_id, "%s", wf_id);
+    }
+    else
+        return false;
+    s_to_shard_raw (self, shf_shardmap_locate (self->map, ns, wf_id), peer,
+                    body, note);
+    return true;
 }
 
 //  frames: [identity][body] as read, count of them in the message.
@@ -337,6 +445,12 @@ s_frontend (self_t *self, zmq_msg_t *frames, int count)
         s_error (self, peer, 0, SHF_EINVAL, "a request is exactly one frame");
         return;
     }
+    char worker [520];
+    s_identity_text (peer, worker, sizeof worker);
+    int64_t now_ms = shf_clock_mono_us () / 1000;
+    shf_workers_seen (self->workers, worker, now_ms);
+    if (s_frontend_raw (self, peer, &frames [1], worker))
+        return;
     json_t *msg = NULL;
     shf_op_t op;
     uint64_t id = 0;
@@ -352,10 +466,6 @@ s_frontend (self_t *self, zmq_msg_t *frames, int count)
         && op != SHF_OP_COMPLETE && op != SHF_OP_FAIL && op != SHF_OP_HEARTBEAT)
         json_object_set_new (msg, "ns", json_string ("default"));
     const char *ns = json_string_value (json_object_get (msg, "ns"));
-    char worker [520];
-    s_identity_text (peer, worker, sizeof worker);
-    int64_t now_ms = shf_clock_mono_us () / 1000;
-    shf_workers_seen (self->workers, worker, now_ms);
     switch (op) {
         case SHF_OP_WF_START:
             if (!json_object_get (msg, "wf_id")) {
@@ -381,7 +491,7 @@ s_frontend (self_t *self, zmq_msg_t *frames, int count)
             const char *wf_id =
                 json_string_value (json_object_get (msg, "wf_id"));
             uint32_t shard = shf_shardmap_locate (self->map, ns, wf_id);
-            s_to_shard (self, shard, "REQ", &peer, msg);
+            s_to_shard (self, shard, &peer, msg, NULL);
             msg = NULL;
             break;
         }
@@ -418,9 +528,8 @@ s_frontend (self_t *self, zmq_msg_t *frames, int count)
             shf_workers_release (
                 self->workers,
                 json_string_value (json_object_get (msg, "token")));
-            json_object_set_new (msg, "_token", s_token_json (&token));
-            json_object_set_new (msg, "worker", json_string (worker));
-            s_to_shard (self, token.shard, "REQ", &peer, msg);
+            s_to_shard (self, token.shard, &peer, msg,
+                        s_token_note (&token, worker));
             msg = NULL;
             break;
         }
@@ -439,14 +548,13 @@ s_frontend (self_t *self, zmq_msg_t *frames, int count)
                     continue;
                 if (zhashx_lookup (self->canceled, text))
                     json_array_append_new (canceled, json_string (text));
-                json_t *hb = json_pack ("{s:s, s:I, s:o, s:O, s:s}", "op", "hb",
-                                        "id", (json_int_t) 0, "_token",
-                                        s_token_json (&token), "details",
+                json_t *hb = json_pack ("{s:s, s:I, s:O}", "op", "hb", "id",
+                                        (json_int_t) 0, "details",
                                         json_object_get (item, "details")
                                             ? json_object_get (item, "details")
-                                            : json_null (),
-                                        "worker", worker);
-                s_to_shard (self, token.shard, "REQ", NULL, hb);
+                                            : json_null ());
+                s_to_shard (self, token.shard, NULL, hb,
+                            s_token_note (&token, worker));
             }
             json_t *reply = shf_msg_reply_ok (
                 id, json_pack ("{s:o, s:I}", "canceled", canceled,
@@ -480,9 +588,10 @@ s_from_shard (self_t *self, zmq_msg_t *frames, int count)
             zmq_msg_send (&frames [2], frontend, 0);
     }
     else if (shf_frames_is (&frames [0], "TASK") && count == 2) {
-        json_t *task = shf_frames_ptr (&frames [1]);
+        shf_shard_task_t *task = shf_frames_ptr (&frames [1]);
         if (task)
-            shf_matcher_add_task (self->matcher, &task);
+            shf_matcher_add_task (self->matcher, task->queue, task->token,
+                                  task);
     }
     else if (shf_frames_is (&frames [0], "CANCEL") && count == 3) {
         char *queue =
@@ -517,12 +626,11 @@ s_worker_lost (void *arg, const char *worker, const char *text)
     shf_token_t token;
     if (!s_open_token (self, NULL, 0, text, &token))
         return;
-    json_t *fail = json_pack (
-        "{s:s, s:I, s:s, s:o, s:{s:s, s:s}, s:s}", "op", "fail", "id",
-        (json_int_t) 0, "token", text, "_token", s_token_json (&token), "error",
-        "type", "WorkerLost", "message", "the worker's connection was lost",
-        "worker", worker);
-    s_to_shard (self, token.shard, "REQ", NULL, fail);
+    json_t *fail =
+        json_pack ("{s:s, s:I, s:s, s:{s:s, s:s}}", "op", "fail", "id",
+                   (json_int_t) 0, "token", text, "error", "type", "WorkerLost",
+                   "message", "the worker's connection was lost");
+    s_to_shard (self, token.shard, NULL, fail, s_token_note (&token, worker));
 }
 
 static void
@@ -716,7 +824,7 @@ shf_router (zsock_t *pipe, void *vargs)
     self->args = vargs;
     self->map =
         shf_shardmap_new (self->args->shards, self->args->cluster_key, "local");
-    self->matcher = shf_matcher_new (s_dispatch, self);
+    self->matcher = shf_matcher_new (s_dispatch, shf_shard_task_free, self);
     self->gathers = zhashx_new ();
     zhashx_set_destructor (self->gathers, s_gather_free);
     self->canceled = zhashx_new ();

@@ -67,8 +67,9 @@ typedef enum {
 typedef struct {
     s_out_kind_t kind;
     zframe_t *identity;  //  REPLY, WAIT
-    json_t *body;        //  REPLY: reply msg; TASK: task; GATHERED: reply;
+    json_t *body;        //  REPLY: reply msg; GATHERED: reply;
                          //  WAKE: result body
+    shf_shard_task_t *task;  //  TASK
     char *queue;         //  CANCEL
     char *token;         //  CANCEL
     char *exec_key;      //  WAIT, WAKE
@@ -82,6 +83,7 @@ typedef struct {
     char kind;  //  'R' request, 'G' gather, 'D' dispatched
     zframe_t *identity;
     json_t *msg;
+    shf_shard_note_t *note;  //  what the router added; may be NULL
     uint32_t gather_id;
 } s_in_t;
 
@@ -158,6 +160,7 @@ s_out_free (s_out_t *o)
 {
     zframe_destroy (&o->identity);
     json_decref (o->body);
+    shf_shard_task_free (o->task);
     free (o->queue);
     free (o->token);
     free (o->exec_key);
@@ -190,6 +193,13 @@ static const char *
 s_str (const json_t *obj, const char *field)
 {
     return json_string_value (json_object_get (obj, field));
+}
+
+static const char *
+s_str_or (const json_t *obj, const char *field)
+{
+    const char *text = s_str (obj, field);
+    return text ? text : "";
 }
 
 //  --------------------------------------------------------------------
@@ -258,21 +268,47 @@ s_index_entry (const json_t *state, json_t **entry_p, shf_key_t *key)
         (json_int_t) shf_workflow_closed_at (state));
 }
 
-static shf_err_t
-s_seal_token (self_t *self, const json_t *state, const char *step,
-              uint32_t attempt, char *text, size_t size)
+//  What a task's token says: where the task belongs.
+static void
+s_task_where (self_t *self, const json_t *state, const char *step,
+              uint32_t attempt, shf_token_t *token)
 {
-    shf_token_t token;
-    memset (&token, 0, sizeof token);
-    token.shard = self->id;
-    token.epoch = self->epoch;
-    snprintf (token.ns, sizeof token.ns, "%s", s_str (state, "ns"));
-    snprintf (token.wf_id, sizeof token.wf_id, "%s", shf_workflow_id (state));
-    snprintf (token.run_id, sizeof token.run_id, "%s",
+    memset (token, 0, sizeof *token);
+    token->shard = self->id;
+    token->epoch = self->epoch;
+    snprintf (token->ns, sizeof token->ns, "%s", s_str (state, "ns"));
+    snprintf (token->wf_id, sizeof token->wf_id, "%s", shf_workflow_id (state));
+    snprintf (token->run_id, sizeof token->run_id, "%s",
               shf_workflow_run_id (state));
-    snprintf (token.step, sizeof token.step, "%s", step);
-    token.attempt = attempt;
-    return shf_token_seal (&token, self->args->token_key, text, size);
+    snprintf (token->step, sizeof token->step, "%s", step);
+    token->attempt = attempt;
+}
+
+shf_shard_task_t *
+shf_shard_task_new (const shf_token_t *where, const char *queue,
+                    const char *token, char *wire, size_t wire_size)
+{
+    size_t qsize = strlen (queue) + 1, tsize = strlen (token) + 1;
+    shf_shard_task_t *self = malloc (sizeof *self + qsize + tsize);
+    assert (self);
+    self->where = *where;
+    memcpy (self->text, queue, qsize);
+    memcpy (self->text + qsize, token, tsize);
+    self->queue = self->text;
+    self->token = self->text + qsize;
+    self->wire = wire;
+    self->wire_size = wire_size;
+    return self;
+}
+
+void
+shf_shard_task_free (void *task)
+{
+    shf_shard_task_t *self = task;
+    if (self) {
+        free (self->wire);
+        free (self);
+    }
 }
 
 static void
@@ -331,9 +367,11 @@ s_persist (self_t *self, json_t *state, shf_wf_output_t *wo, bool is_new)
         shf_effect_t *e = &wo->effects [i];
         switch (e->kind) {
             case SHF_EFFECT_TASK: {
+                shf_token_t where;
+                s_task_where (self, state, e->step, e->attempt, &where);
                 char token [SHF_TOKEN_MAX_TEXT];
-                rc = s_seal_token (self, state, e->step, e->attempt, token,
-                                   sizeof token);
+                rc = shf_token_seal (&where, self->args->token_key, token,
+                                     sizeof token);
                 if (rc)
                     return rc;
                 json_t *task = json_pack (
@@ -346,14 +384,22 @@ s_persist (self_t *self, json_t *state, shf_wf_output_t *wo, bool is_new)
                     e->heartbeat_details ? e->heartbeat_details : json_null (),
                     "start_to_close_ms", (json_int_t) e->start_to_close,
                     "heartbeat_timeout_ms", (json_int_t) e->heartbeat_timeout);
+                //  Encoded once: stored, and sent as they are.
+                char *wire;
+                size_t wire_size;
+                rc = shf_msg_encode (task, &wire, &wire_size);
+                json_decref (task);
+                if (rc)
+                    return rc;
                 s_task_key (&key, state, e->step, e->attempt);
-                rc = shf_txn_put_json (self->txn, SHF_DB_TASKS, key.data,
-                                       key.size, task);
+                rc = shf_txn_put (self->txn, SHF_DB_TASKS, key.data, key.size,
+                                  wire, wire_size);
                 if (rc) {
-                    json_decref (task);
+                    free (wire);
                     return rc;
                 }
-                s_out_push (self, S_OUT_TASK)->body = task;
+                s_out_push (self, S_OUT_TASK)->task = shf_shard_task_new (
+                    &where, e->queue, token, wire, wire_size);
                 break;
             }
             case SHF_EFFECT_TASK_CANCEL: {
@@ -684,18 +730,16 @@ s_wf_control (self_t *self, zframe_t *identity, uint64_t id, const json_t *msg,
 }
 
 //  complete / fail / hb: the router verified the token's MAC and put its
-//  fields in "_token".
+//  fields in the note.
 static shf_err_t
 s_activity (self_t *self, zframe_t *identity, uint64_t id, const json_t *msg,
-            shf_op_t op)
+            shf_op_t op, const shf_shard_note_t *note)
 {
-    const json_t *tok = json_object_get (msg, "_token");
-    const char *ns = s_str (tok, "ns");
-    const char *wf_id = s_str (tok, "wf_id");
-    const char *run_id = s_str (tok, "run_id");
-    const char *step = s_str (tok, "step");
-    uint32_t attempt =
-        (uint32_t) json_integer_value (json_object_get (tok, "attempt"));
+    const char *ns = note->token.ns;
+    const char *wf_id = note->token.wf_id;
+    const char *run_id = note->token.run_id;
+    const char *step = note->token.step;
+    uint32_t attempt = note->token.attempt;
     json_t *state = NULL;
     shf_err_t rc = s_state_load (self, ns, wf_id, &state);
     if (rc && rc != SHF_ENOTFOUND)
@@ -716,7 +760,7 @@ s_activity (self_t *self, zframe_t *identity, uint64_t id, const json_t *msg,
     shf_wf_input_t input = {.now = shf_clock_now (),
                             .step = step,
                             .attempt = attempt,
-                            .worker = s_str (msg, "worker")};
+                            .worker = note->worker [0] ? note->worker : NULL};
     //  A hand-back: the worker stopped before running the task to the end.
     //  The state machine dispatches the next attempt at once, uncounted.
     if (op == SHF_OP_FAIL && etype && strcmp (etype, "WorkerShutdown") == 0)
@@ -752,7 +796,8 @@ s_activity (self_t *self, zframe_t *identity, uint64_t id, const json_t *msg,
 }
 
 static shf_err_t
-s_request (self_t *self, zframe_t *identity, json_t *msg)
+s_request (self_t *self, zframe_t *identity, json_t *msg,
+           const shf_shard_note_t *note)
 {
     uint64_t id = (uint64_t) shf_msg_int (msg, "id", 0);
     const char *opname = s_str (msg, "op");
@@ -775,7 +820,12 @@ s_request (self_t *self, zframe_t *identity, json_t *msg)
         case SHF_OP_COMPLETE:
         case SHF_OP_FAIL:
         case SHF_OP_HEARTBEAT:
-            return s_activity (self, identity, id, msg, op);
+            if (!note || !note->has_token) {
+                s_reply_error (self, identity, id, SHF_EINVAL,
+                               "a task report needs a verified token");
+                return SHF_OK;
+            }
+            return s_activity (self, identity, id, msg, op, note);
         default:
             s_reply_error (self, identity, id, SHF_EINVAL,
                            "operation not served by a shard");
@@ -786,16 +836,16 @@ s_request (self_t *self, zframe_t *identity, json_t *msg)
 //  "DISPATCHED": the matcher handed a task to a worker. Recorded as
 //  ActivityStarted; nothing is sent, so nothing waits on this commit.
 static shf_err_t
-s_dispatched (self_t *self, const json_t *msg)
+s_dispatched (self_t *self, const shf_shard_note_t *note)
 {
     json_t *state;
     shf_err_t rc =
-        s_state_load (self, s_str (msg, "ns"), s_str (msg, "wf_id"), &state);
+        s_state_load (self, note->token.ns, note->token.wf_id, &state);
     if (rc == SHF_ENOTFOUND)
         return SHF_OK;
     if (rc)
         return rc;
-    if (strcmp (shf_workflow_run_id (state), s_str (msg, "run_id")) != 0)
+    if (strcmp (shf_workflow_run_id (state), note->token.run_id) != 0)
         return SHF_OK;
     const shf_def_t *def;
     rc = s_run_def (self, state, &def);
@@ -803,10 +853,9 @@ s_dispatched (self_t *self, const json_t *msg)
         return rc;
     shf_wf_input_t input = {.kind = SHF_WF_ACTIVITY_STARTED,
                             .now = shf_clock_now (),
-                            .step = s_str (msg, "step"),
-                            .attempt = (uint32_t) json_integer_value (
-                                json_object_get (msg, "attempt")),
-                            .worker = s_str (msg, "worker")};
+                            .step = note->token.step,
+                            .attempt = note->token.attempt,
+                            .worker = note->worker};
     char why [300];
     rc = s_apply (self, def, state, &input, false, why, sizeof why);
     return s_fatal (rc) ? rc : SHF_OK;
@@ -1016,6 +1065,7 @@ s_in_clear (self_t *self)
     for (size_t i = 0; i < self->n_in; i++) {
         zframe_destroy (&self->in [i].identity);
         json_decref (self->in [i].msg);
+        free (self->in [i].note);
     }
     self->n_in = 0;
 }
@@ -1098,10 +1148,43 @@ s_flush_reads (self_t *self)
         }
         in->msg = NULL;
         zframe_destroy (&in->identity);
+        free (in->note);
+        in->note = NULL;
     }
     self->n_reads = 0;
     if (self->fenced)
         s_send_outbox (self);
+}
+
+//  Decodes and validates a request as its client sent it and adds what
+//  the router knew (a workflow id it chose; "ns" defaults as in the
+//  router). A request that does not decode is answered at once, as the
+//  router did before it handed bytes on: the answer depends on no commit.
+static json_t *
+s_decode_raw (self_t *self, const s_in_t *in, zmq_msg_t *frame)
+{
+    json_t *msg = NULL;
+    shf_op_t op;
+    uint64_t id = 0;
+    char err [300];
+    shf_err_t rc = shf_msg_decode (zmq_msg_data (frame), zmq_msg_size (frame),
+                                   &msg, &op, &id, err, sizeof err);
+    if (rc) {
+        if (zframe_size (in->identity)) {
+            json_t *reply = shf_msg_reply_error (id, rc, err);
+            shf_reply_send (zsock_resolve (self->pipe),
+                            zframe_data (in->identity),
+                            zframe_size (in->identity), reply);
+            json_decref (reply);
+        }
+        return NULL;
+    }
+    if (in->note && in->note->wf_id [0] && !json_object_get (msg, "wf_id"))
+        json_object_set_new (msg, "wf_id", json_string (in->note->wf_id));
+    if (!json_object_get (msg, "ns") && op != SHF_OP_COMPLETE
+        && op != SHF_OP_FAIL)
+        json_object_set_new (msg, "ns", json_string ("default"));
+    return msg;
 }
 
 //  Reads one pipe message into the batch without waiting: false when none
@@ -1127,30 +1210,34 @@ s_take (self_t *self, void *pipe)
         }
         s_in_t *in = &self->in [self->n_in];
         memset (in, 0, sizeof *in);
-        int next = 1;
-        if (shf_frames_is (&parts [0], "REQ") && n == 3) {
+        bool raw = shf_frames_is (&parts [0], "RAW");
+        if ((raw || shf_frames_is (&parts [0], "REQ")) && (n == 3 || n == 4)) {
             in->kind = 'R';
             in->identity = zframe_new (zmq_msg_data (&parts [1]),
                                        zmq_msg_size (&parts [1]));
-            next = 2;
+            if (n == 4)
+                in->note = shf_frames_ptr (&parts [3]);
+            in->msg = raw ? s_decode_raw (self, in, &parts [2])
+                          : shf_frames_ptr (&parts [2]);
         }
         else if (shf_frames_is (&parts [0], "GATHER") && n == 3) {
             in->kind = 'G';
             if (zmq_msg_size (&parts [1]) == 4)
                 memcpy (&in->gather_id, zmq_msg_data (&parts [1]), 4);
-            next = 2;
+            in->msg = shf_frames_ptr (&parts [2]);
         }
-        else if (shf_frames_is (&parts [0], "DISPATCHED") && n == 2)
+        else if (shf_frames_is (&parts [0], "DISPATCHED") && n == 2) {
             in->kind = 'D';
-        if (in->kind && next < n)
-            in->msg = shf_frames_ptr (&parts [next]);
+            in->note = shf_frames_ptr (&parts [1]);
+        }
         if (in->kind && in->msg && s_for_reader (self, in))
             s_read_defer (self, in);
-        else if (in->kind && in->msg)
+        else if (in->kind && (in->msg || (in->kind == 'D' && in->note)))
             self->n_in++;
         else {
             zframe_destroy (&in->identity);
             json_decref (in->msg);
+            free (in->note);
         }
     }
     shf_frames_close (parts, n, S_PARTS_MAX);
@@ -1165,11 +1252,11 @@ s_run_batch (self_t *self, size_t from)
         s_in_t *in = &self->in [i];
         size_t mark = self->n_out;
         if (in->kind == 'R')
-            rc = s_request (self, in->identity, in->msg);
+            rc = s_request (self, in->identity, in->msg, in->note);
         else if (in->kind == 'G')
             rc = s_gather (self, in->gather_id, in->msg);
         else
-            rc = s_dispatched (self, in->msg);
+            rc = s_dispatched (self, in->note);
         if (rc && !s_fatal (rc)) {
             //  A storage problem confined to one request (a corrupt
             //  record, an oversize key): answer it, keep the batch.
@@ -1208,15 +1295,17 @@ s_send_outbox (self_t *self)
                 s_send_reply (self, &o->identity, o->body);
                 break;
             }
-            case S_OUT_TASK:
+            case S_OUT_TASK: {
+                void *pipe = zsock_resolve (self->pipe);
+                zmq_send (pipe, "TASK", 4, ZMQ_SNDMORE);
+                zmq_send (pipe, &o->task, sizeof (void *), 0);
+                o->task = NULL;  //  ownership passes to the router
+                break;
+            }
             case S_OUT_GATHERED: {
                 void *pipe = zsock_resolve (self->pipe);
-                if (o->kind == S_OUT_TASK)
-                    zmq_send (pipe, "TASK", 4, ZMQ_SNDMORE);
-                else {
-                    zmq_send (pipe, "GATHERED", 8, ZMQ_SNDMORE);
-                    zmq_send (pipe, &o->gather_id, 4, ZMQ_SNDMORE);
-                }
+                zmq_send (pipe, "GATHERED", 8, ZMQ_SNDMORE);
+                zmq_send (pipe, &o->gather_id, 4, ZMQ_SNDMORE);
                 zmq_send (pipe, &o->body, sizeof (void *), 0);
                 o->body = NULL;  //  ownership passes to the router
                 break;
@@ -1458,6 +1547,33 @@ s_list_destroy (void **item)
     *item = NULL;
 }
 
+//  A stored task, made ready to send again. Encoded anew rather than sent
+//  as stored: the record may predate the "v" its encoding now carries.
+static shf_err_t
+s_task_recovered (self_t *self, const json_t *task, shf_shard_task_t **task_p)
+{
+    const char *queue = s_str (task, "queue");
+    const char *token = s_str (task, "token");
+    if (!queue || !token)
+        return SHF_ECORRUPT;
+    shf_token_t where;
+    memset (&where, 0, sizeof where);
+    where.shard = self->id;
+    where.epoch = self->epoch;
+    snprintf (where.ns, sizeof where.ns, "%s", s_str_or (task, "ns"));
+    snprintf (where.wf_id, sizeof where.wf_id, "%s", s_str_or (task, "wf_id"));
+    snprintf (where.run_id, sizeof where.run_id, "%s",
+              s_str_or (task, "run_id"));
+    snprintf (where.step, sizeof where.step, "%s", s_str_or (task, "step"));
+    where.attempt = (uint32_t) shf_msg_int (task, "attempt", 0);
+    char *wire;
+    size_t wire_size;
+    shf_err_t rc = shf_msg_encode (task, &wire, &wire_size);
+    if (rc == SHF_OK)
+        *task_p = shf_shard_task_new (&where, queue, token, wire, wire_size);
+    return rc;
+}
+
 //  Rebuilds what the shard keeps in memory from LMDB alone: the epoch,
 //  the next timer due and the pending tasks (handed to the matcher).
 static shf_err_t
@@ -1490,7 +1606,11 @@ s_recover (self_t *self)
             rc = shf_store_decode (SHF_DB_TASKS, v, vl, &task);
             if (rc)
                 break;
-            s_out_push (self, S_OUT_TASK)->body = task;
+            rc = s_task_recovered (self, task,
+                                   &s_out_push (self, S_OUT_TASK)->task);
+            json_decref (task);
+            if (rc)
+                break;
             tasks++;
             rc = shf_cursor_next (cur, &k, &kl, &v, &vl);
         }

@@ -3,17 +3,23 @@
 
     The router creates one shf_shard zactor per local shard. Messages on
     the pipe (router -> shard):
-      "REQ"        frame identity (empty: no reply wanted), ptr json_t *msg
-                   (ownership passes; a validated request; complete/fail/hb
-                   carry "_token" {ns, wf_id, run_id, step, attempt})
+      "RAW"        frame identity, frame the request's wire bytes as the
+                   client sent them, [ptr shf_shard_note_t *]: the shard
+                   decodes and validates them itself, so the router reads
+                   only the envelope (shf_envelope.h) and no message tree
+                   crosses threads
+      "REQ"        frame identity (empty: no reply wanted), ptr json_t *msg,
+                   [ptr shf_shard_note_t *] (ownership of both passes; a
+                   request the router made: heartbeat details, WorkerLost)
       "GATHER"     uint32 gather id, ptr json_t *msg (def_register,
                    def_list, def_show, wf_list): answered by "GATHERED"
-      "DISPATCHED" ptr json_t * {ns, wf_id, run_id, step, attempt, worker}
+      "DISPATCHED" ptr shf_shard_note_t * (the task's token fields and the
+                   worker it went to; ownership passes)
       "$TERM"
     and (shard -> router), each sent only after the batch that caused it
     committed:
       "REPLY"      frame identity, frame encoded reply
-      "TASK"       ptr json_t *task message (ownership passes)
+      "TASK"       ptr shf_shard_task_t * (ownership passes)
       "CANCEL"     string queue, string token: drop/cancel that task
       "GATHERED"   uint32 gather id, ptr json_t *reply (ownership passes)
     The read-only requests (wf_describe, wf_history) and gathers (wf_list,
@@ -29,6 +35,36 @@
 #include <czmq.h>
 #include <stdbool.h>
 #include <stdint.h>
+
+//  What the router adds to a request it forwards (RAW or REQ): the fields
+//  of the task token whose MAC it checked (complete, fail, heartbeat
+//  details), the worker's identity, and the workflow id it chose for a
+//  wf_start that named none (routing needed it first).
+#define SHF_SHARD_WORKER_MAX 520
+typedef struct {
+    bool has_token;
+    shf_token_t token;
+    char worker [SHF_SHARD_WORKER_MAX];  //  "" when none
+    char wf_id [256];                    //  "" when the request has its own
+} shf_shard_note_t;
+
+//  A task on its way to a worker: what the router matches and tracks it
+//  by, and the task message encoded once by the shard (the same bytes it
+//  stored in the tasks db), which the router sends as they are.
+typedef struct {
+    shf_token_t where;  //  ns, wf_id, run_id, step, attempt of the task
+    const char *queue;  //  both inside text
+    const char *token;
+    char *wire;  //  the encoded task message (malloc'd)
+    size_t wire_size;
+    char text [];
+} shf_shard_task_t;
+
+//  Takes wire; copies queue and token.
+shf_shard_task_t *shf_shard_task_new (const shf_token_t *where,
+                                      const char *queue, const char *token,
+                                      char *wire, size_t wire_size);
+void shf_shard_task_free (void *task);
 
 typedef struct {
     uint32_t id;
