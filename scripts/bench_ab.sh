@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# bench_ab.sh REV_A REV_B [ROUNDS] - compare two revisions on the W3
+# benchmarks, alternating them in the same minutes.
+#
+# This machine's speed drifts by 15% and more within an hour, so a figure
+# is only worth comparing with one measured beside it. Both revisions are
+# checked out (git worktree) and built under ${SHF_AB_DIR:-/tmp/shf-ab};
+# then each round runs, for A and then B: W3 throughput with 2 shards / 2
+# worker threads, with the default 8 / 8, and W3 latency. Every result
+# line goes to stderr as it comes; the summary on stdout gives, per
+# benchmark and revision, the median and range of each figure.
+# ROUNDS defaults to 3 (about 1 minute a round).
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+if [[ $# -lt 2 ]]; then
+    echo "usage: bench_ab.sh REV_A REV_B [ROUNDS]" >&2
+    exit 2
+fi
+rounds=${3:-3}
+dir=${SHF_AB_DIR:-/tmp/shf-ab}
+mkdir -p "$dir"
+results=$dir/results.txt
+: >"$results"
+
+declare -A bin
+for rev in "$1" "$2"; do
+    sha=$(git -C "$here" rev-parse --short "$rev")
+    tree=$dir/src-$sha
+    if [[ ! -d $tree ]]; then
+        git -C "$here" worktree add --detach -f "$tree" "$sha" >/dev/null
+    fi
+    bash "$tree/scripts/build.sh" "$dir/build-$sha" >&2
+    bin[$rev]=$dir/build-$sha/bin
+done
+
+for ((round = 1; round <= rounds; round++)); do
+    for rev in "$1" "$2"; do
+        b=${bin[$rev]}
+        for args in "5000 64 2 2" "5000 64 8 8"; do
+            # shellcheck disable=SC2086
+            line=$("$b/bench_w3_throughput" $args 2>/dev/null | tail -1)
+            echo "rev=$rev round=$round $line" | tee -a "$results" >&2
+        done
+        line=$("$b/bench_w3_latency" 200 2>/dev/null | tail -1)
+        echo "rev=$rev round=$round $line" | tee -a "$results" >&2
+    done
+done
+
+python3 - "$results" "$1" "$2" <<'EOF'
+import statistics, sys
+path, rev_a, rev_b = sys.argv[1:4]
+rows = []
+for line in open(path):
+    kv = dict(f.split("=", 1) for f in line.split() if "=" in f)
+    rows.append(kv)
+def bench(kv):
+    if kv.get("workload") == "w3_throughput":
+        return "w3_throughput %s shards / %s workers" % (kv["shards"], kv["workers"])
+    return kv.get("workload", "?")
+figures = {"w3_throughput": ["wf_per_s", "cpu_ms_per_wf"],
+           "w3_latency": ["p50_ms", "p99_ms", "ratio"]}
+for name in sorted({bench(r) for r in rows}):
+    print(name)
+    for rev in (rev_a, rev_b):
+        mine = [r for r in rows if bench(r) == name and r["rev"] == rev]
+        if not mine:
+            continue
+        parts = []
+        for f in figures[mine[0]["workload"]]:
+            v = sorted(float(r[f]) for r in mine if f in r)
+            parts.append("%s median %g (%g-%g)" % (f, statistics.median(v), v[0], v[-1]))
+        print("  %-12s n=%d  %s" % (rev, len(mine), ";  ".join(parts)))
+EOF
