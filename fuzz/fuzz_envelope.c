@@ -18,16 +18,6 @@
 
 int LLVMFuzzerTestOneInput (const uint8_t *data, size_t size);
 
-static bool
-s_str_agrees (shf_envelope_str_t str, const json_t *msg, const char *field)
-{
-    const json_t *value = json_object_get (msg, field);
-    if (!json_is_string (value))
-        return str.ptr == NULL && str.len == 0;
-    return str.ptr && str.len == json_string_length (value)
-           && memcmp (str.ptr, json_string_value (value), str.len) == 0;
-}
-
 //  A string the envelope hands out lies inside the frame.
 static bool
 s_inside (shf_envelope_str_t str, const uint8_t *data, size_t size)
@@ -65,12 +55,7 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
     if (shf_msg_decode (data, size, &msg, &op, &id, err, sizeof err) != SHF_OK)
         return 0;
     assert (env_rc == SHF_OK);
-    assert (env.op == op);
-    assert (env.id == id);
-    assert (s_str_agrees (env.ns, msg, "ns"));
-    assert (s_str_agrees (env.wf_id, msg, "wf_id"));
-    assert (s_str_agrees (env.token, msg, "token"));
-    assert (s_str_agrees (env.request_id, msg, "request_id"));
+    assert (shf_envelope_agrees (&env, msg, op, id));
     json_decref (msg);
     return 0;
 }

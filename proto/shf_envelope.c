@@ -297,6 +297,26 @@ fail:
     return SHF_EINVAL;
 }
 
+//  The envelope's string agrees with the decoded message's field.
+static bool
+s_str_agrees (shf_envelope_str_t str, const json_t *msg, const char *field)
+{
+    const json_t *value = json_object_get (msg, field);
+    if (!json_is_string (value))
+        return str.ptr == NULL && str.len == 0;
+    return str.ptr && str.len == json_string_length (value)
+           && memcmp (str.ptr, json_string_value (value), str.len) == 0;
+}
+
+bool
+shf_envelope_agrees (const shf_envelope_t *env, const json_t *msg, shf_op_t op,
+                     uint64_t id)
+{
+    return env->op == op && env->id == id && s_str_agrees (env->ns, msg, "ns")
+           && s_str_agrees (env->wf_id, msg, "wf_id")
+           && s_str_agrees (env->token, msg, "token")
+           && s_str_agrees (env->request_id, msg, "request_id");
+}
 
 //  --------------------------------------------------------------------
 //  Self-test
@@ -322,16 +342,6 @@ s_str_is (shf_envelope_str_t str, const char *want)
            && memcmp (str.ptr, want, str.len) == 0;
 }
 
-//  The envelope's string agrees with the decoded message's field.
-static bool
-s_str_agrees (shf_envelope_str_t str, const json_t *msg, const char *field)
-{
-    const json_t *value = json_object_get (msg, field);
-    if (!json_is_string (value))
-        return str.ptr == NULL && str.len == 0;
-    return str.ptr && str.len == json_string_length (value)
-           && memcmp (str.ptr, json_string_value (value), str.len) == 0;
-}
 
 //  Reads the envelope and decodes the full message; whenever the decode
 //  succeeds the envelope must too, and agree with it. Returns the
@@ -348,12 +358,7 @@ s_agree_count (const void *data, size_t size, shf_envelope_t *env,
     if (shf_msg_decode (data, size, &msg, &op, &id, err, sizeof err)
         == SHF_OK) {
         assert (rc == SHF_OK);
-        assert (env->op == op);
-        assert (env->id == id);
-        assert (s_str_agrees (env->ns, msg, "ns"));
-        assert (s_str_agrees (env->wf_id, msg, "wf_id"));
-        assert (s_str_agrees (env->token, msg, "token"));
-        assert (s_str_agrees (env->request_id, msg, "request_id"));
+        assert (shf_envelope_agrees (env, msg, op, id));
         json_decref (msg);
         if (decoded_p)
             (*decoded_p)++;

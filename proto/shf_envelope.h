@@ -35,6 +35,12 @@ typedef struct {
 shf_err_t shf_envelope_read (const void *data, size_t size,
                              shf_envelope_t *env) SHF_MUST_CHECK;
 
+//  Whether an envelope read from a frame says what the frame's full
+//  decode (msg, op, id) says: the property the tests and the fuzz target
+//  check on every frame shf_msg_decode accepts.
+bool shf_envelope_agrees (const shf_envelope_t *env, const json_t *msg,
+                          shf_op_t op, uint64_t id);
+
 void shf_envelope_test (bool verbose);
 
 #endif
