@@ -396,11 +396,9 @@ s_frontend_raw (self_t *self, s_peer_t peer, zmq_msg_t *body,
         if (!s_envelope_text (env.token, NULL, text, sizeof text))
             return false;
         shf_token_t token;
-        if (s_open_token (self, &peer, env.id, text, &token)) {
-            shf_workers_release (self->workers, text);
+        if (s_open_token (self, &peer, env.id, text, &token))
             s_to_shard_raw (self, token.shard, peer, body,
                             s_token_note (&token, worker));
-        }
         return true;
     }
     if (env.op < SHF_OP_WF_START || env.op > SHF_OP_WF_TERMINATE
@@ -525,9 +523,6 @@ s_frontend (self_t *self, zmq_msg_t *frames, int count)
                     self, &peer, id,
                     json_string_value (json_object_get (msg, "token")), &token))
                 break;
-            shf_workers_release (
-                self->workers,
-                json_string_value (json_object_get (msg, "token")));
             s_to_shard (self, token.shard, &peer, msg,
                         s_token_note (&token, worker));
             msg = NULL;
@@ -605,6 +600,13 @@ s_from_shard (self_t *self, zmq_msg_t *frames, int count)
         *expiry = shf_clock_mono_us () / 1000 + SHF_CANCELED_TTL_MS;
         zhashx_update (self->canceled, token, expiry);
         free (queue);
+        free (token);
+    }
+    else if (shf_frames_is (&frames [0], "RELEASE") && count == 2) {
+        char *token =
+            strndup (zmq_msg_data (&frames [1]), zmq_msg_size (&frames [1]));
+        assert (token);
+        shf_workers_release (self->workers, token);
         free (token);
     }
     else if (shf_frames_is (&frames [0], "GATHERED") && count == 3) {

@@ -60,7 +60,8 @@ typedef enum {
     S_OUT_CANCEL,
     S_OUT_GATHERED,
     S_OUT_WAIT,
-    S_OUT_WAKE
+    S_OUT_WAKE,
+    S_OUT_RELEASE
 } s_out_kind_t;
 
 //  One thing to send after commit.
@@ -71,7 +72,7 @@ typedef struct {
                          //  WAKE: result body
     shf_shard_task_t *task;  //  TASK
     char *queue;         //  CANCEL
-    char *token;         //  CANCEL
+    char *token;         //  CANCEL, RELEASE
     char *exec_key;      //  WAIT, WAKE
     uint32_t gather_id;
     uint64_t id;       //  WAIT: request id
@@ -825,6 +826,12 @@ s_request (self_t *self, zframe_t *identity, json_t *msg,
                                "a task report needs a verified token");
                 return SHF_OK;
             }
+            //  The router stops tracking the token (for WorkerLost) once
+            //  its report is decoded and answered, not when it passes: a
+            //  report refused as malformed leaves the attempt the worker's.
+            if (op != SHF_OP_HEARTBEAT && s_str (msg, "token"))
+                s_out_push (self, S_OUT_RELEASE)->token =
+                    strdup (s_str (msg, "token"));
             return s_activity (self, identity, id, msg, op, note);
         default:
             s_reply_error (self, identity, id, SHF_EINVAL,
@@ -1312,6 +1319,9 @@ s_send_outbox (self_t *self)
             }
             case S_OUT_CANCEL:
                 zsock_send (self->pipe, "sss", "CANCEL", o->queue, o->token);
+                break;
+            case S_OUT_RELEASE:
+                zsock_send (self->pipe, "ss", "RELEASE", o->token);
                 break;
             case S_OUT_WAIT: {
                 zlistx_t *list = zhashx_lookup (self->waiters, o->exec_key);

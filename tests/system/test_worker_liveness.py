@@ -14,7 +14,11 @@
 - a worker that stopped gracefully is handed no further task: a run
   started right after it left runs on the next worker, at attempt 1;
 - a command that finishes within --grace completes normally on the
-  stopping worker; an idle worker exits within about a second.
+  stopping worker; an idle worker exits within about a second;
+- a report the node refuses as malformed (raw wire: a complete whose
+  output nests too deep) leaves the attempt with its worker: when that
+  worker then falls silent it is lost like any other (WorkerLost, retried
+  on another worker), not left to its 60 s start_to_close.
 """
 import os
 import sys
@@ -22,8 +26,10 @@ import time
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from sfharness import (Suite, kill_group_of, rfc3339_to_epoch,  # noqa: E402
-                       step_events, steps_by_id, wait_for)
+import mpack_min  # noqa: E402
+from sfharness import (Suite, TestFailure, import_zmq,  # noqa: E402
+                       kill_group_of, rfc3339_to_epoch, step_events,
+                       steps_by_id, wait_for)
 
 S = Suite("test_worker_liveness")
 E = S.new_env()
@@ -36,6 +42,10 @@ DEFS = [
                 "timeouts": {"start_to_close": "60s"}}]},
     {"name": "lv_stop", "queue": "q_stop",
      "retry": {"max_attempts": 1, "initial_interval": "10s"},
+     "steps": [{"id": "work", "activity": "job",
+                "timeouts": {"start_to_close": "60s"}}]},
+    {"name": "lv_raw", "queue": "q_raw",
+     "retry": {"max_attempts": 3, "initial_interval": "100ms"},
      "steps": [{"id": "work", "activity": "job",
                 "timeouts": {"start_to_close": "60s"}}]},
     {"name": "lv_short", "queue": "q_short",
@@ -258,6 +268,57 @@ def idle_exit():
                 "second at most)" % took)
 
 
+def malformed_report():
+    zmq = import_zmq()
+    if zmq is None:
+        S.check(False, "python3-zmq is installed - malformed report not "
+                "tested")
+        return
+    n = ctx["node"]
+    sock = n.raw_socket()
+
+    def recv(what):
+        if sock.poll(15000, zmq.POLLIN) == 0:
+            raise TestFailure("no %s within 15 s" % what)
+        return mpack_min.unpack(sock.recv())
+    try:
+        sock.send(mpack_min.pack({"v": 1, "op": "poll", "queue": "q_raw",
+                                  "credit": 1, "gen": 1, "reset": True}))
+        n.cli("wf", "start", "lv_raw", "--id", "raw-1", check=0)
+        task = recv("task")
+        S.eq((task.get("op"), task.get("wf_id"), task.get("attempt")),
+             ("task", "raw-1", 1), "the raw worker got raw-1's attempt 1")
+        worker("w5", queue="q_raw")
+        deep = 0
+        for _ in range(40):
+            deep = [deep]
+        sock.send(mpack_min.pack({"v": 1, "op": "complete", "id": 9,
+                                  "token": task.get("token"),
+                                  "output": deep}))
+        r = recv("answer to the malformed complete")
+        S.eq((r.get("id"), r.get("ok"), (r.get("error") or {}).get("code")),
+             (9, False, "bad_request"), "a complete whose output nests 40 "
+             "deep is refused as bad_request")
+    finally:
+        sock.close()
+    t_quiet = time.time()
+    r = n.cli("wf", "result", "raw-1", "--wait", timeout=30)
+    took = time.time() - t_quiet
+    out = r.out if isinstance(r.out, dict) else {}
+    S.check(r.rc == 0 and out.get("output") == {"worker": "w5",
+                                                "attempt": 2},
+            "raw-1 completed by w5 at attempt 2", r.describe())
+    S.check(took < 15, "completed %.1f s after the raw worker fell silent "
+            "(< 15 s; start_to_close is 60 s)" % took)
+    ends = step_events(n.cli("wf", "history", "raw-1").out, "work",
+                       "ActivityFailed", "ActivityCompleted")
+    S.eq([(e.get("type"), e.get("attempt"),
+           (e.get("failure") or {}).get("type")) for e in ends],
+         [("ActivityFailed", 1, "WorkerLost"),
+          ("ActivityCompleted", 2, None)],
+         "history: attempt 1 lost with its worker, attempt 2 completed")
+
+
 def cleanup():
     for pid in ctx.get("leftovers", []):
         kill_group_of(pid)
@@ -270,6 +331,8 @@ S.run([
     ("graceful stop hands tasks back", graceful_stop),
     ("a command finishing within the grace", finish_within_grace),
     ("a stopped worker gets no tasks", stopped_gets_nothing),
+    ("a malformed report leaves the attempt its worker's",
+     malformed_report),
     ("an idle worker exits at once", idle_exit),
     ("leftovers", cleanup),
 ])
