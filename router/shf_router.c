@@ -136,36 +136,38 @@ s_error (self_t *self, s_peer_t peer, uint64_t id, shf_err_t err,
     json_decref (reply);
 }
 
-//  Sends [cmd][extra][pointer] to a shard ([cmd][pointer] when extra is
-//  NULL); the pointer's json is taken and owned by the shard once the
-//  frame has left.
-static void
-s_to_shard_frames (self_t *self, uint32_t shard, const char *cmd,
-                   const void *extra, size_t extra_size, json_t *msg)
+//  A shard's pipe, to send on. Sending may take in the pipe's pending
+//  commands, an arrival among them: the loop looks at it again (s_route).
+static void *
+s_shard_pipe (self_t *self, uint32_t shard)
 {
     s_source_t *src = &self->sources [SHF_ROUTER_SHARD0 + shard];
-    src->ready = true;  //  as in s_route
-    if (zmq_send (src->handle, cmd, strlen (cmd), ZMQ_SNDMORE) < 0
-        || (extra && zmq_send (src->handle, extra, extra_size, ZMQ_SNDMORE) < 0)
-        || zmq_send (src->handle, &msg, sizeof (void *), 0) < 0)
+    src->ready = true;
+    return src->handle;
+}
+
+//  Sends a gather's request (taken) to a shard.
+static void
+s_to_shard_gather (self_t *self, uint32_t shard, uint32_t gid, json_t *msg)
+{
+    void *pipe = s_shard_pipe (self, shard);
+    if (zmq_send (pipe, "GATHER", 6, ZMQ_SNDMORE) < 0
+        || zmq_send (pipe, &gid, 4, ZMQ_SNDMORE) < 0
+        || zmq_send (pipe, &msg, sizeof (void *), 0) < 0)
         json_decref (msg);  //  only when the context is ending
 }
 
-//  Sends a request the router made to a shard; msg and note are taken.
-//  peer NULL: no one to answer.
+//  Sends a request the router made (heartbeat details, WorkerLost) to a
+//  shard, with the token it is about; no one waits for an answer. msg and
+//  note are taken.
 static void
-s_to_shard (self_t *self, uint32_t shard, const s_peer_t *peer, json_t *msg,
-            shf_shard_note_t *note)
+s_to_shard (self_t *self, uint32_t shard, json_t *msg, shf_shard_note_t *note)
 {
-    s_source_t *src = &self->sources [SHF_ROUTER_SHARD0 + shard];
-    src->ready = true;  //  as in s_route
-    int more = note ? ZMQ_SNDMORE : 0;
-    if (zmq_send (src->handle, "REQ", 3, ZMQ_SNDMORE) < 0
-        || zmq_send (src->handle, peer ? peer->data : "", peer ? peer->size : 0,
-                     ZMQ_SNDMORE)
-               < 0
-        || zmq_send (src->handle, &msg, sizeof (void *), more) < 0
-        || (note && zmq_send (src->handle, &note, sizeof (void *), 0) < 0)) {
+    void *pipe = s_shard_pipe (self, shard);
+    if (zmq_send (pipe, "REQ", 3, ZMQ_SNDMORE) < 0
+        || zmq_send (pipe, "", 0, ZMQ_SNDMORE) < 0
+        || zmq_send (pipe, &msg, sizeof (void *), ZMQ_SNDMORE) < 0
+        || zmq_send (pipe, &note, sizeof (void *), 0) < 0) {
         json_decref (msg);  //  only when the context is ending
         free (note);
     }
@@ -177,12 +179,11 @@ static void
 s_to_shard_raw (self_t *self, uint32_t shard, s_peer_t peer, zmq_msg_t *body,
                 shf_shard_note_t *note)
 {
-    s_source_t *src = &self->sources [SHF_ROUTER_SHARD0 + shard];
-    src->ready = true;  //  as in s_route
-    if (zmq_send (src->handle, "RAW", 3, ZMQ_SNDMORE) < 0
-        || zmq_send (src->handle, peer.data, peer.size, ZMQ_SNDMORE) < 0
-        || zmq_msg_send (body, src->handle, note ? ZMQ_SNDMORE : 0) < 0
-        || (note && zmq_send (src->handle, &note, sizeof (void *), 0) < 0))
+    void *pipe = s_shard_pipe (self, shard);
+    if (zmq_send (pipe, "RAW", 3, ZMQ_SNDMORE) < 0
+        || zmq_send (pipe, peer.data, peer.size, ZMQ_SNDMORE) < 0
+        || zmq_msg_send (body, pipe, note ? ZMQ_SNDMORE : 0) < 0
+        || (note && zmq_send (pipe, &note, sizeof (void *), 0) < 0))
         free (note);  //  only when the context is ending
 }
 
@@ -234,10 +235,9 @@ s_dispatch (void *arg, const char *worker, void *task_)
     shf_workers_track (self->workers, worker, task->token,
                        shf_clock_mono_us () / 1000);
     shf_shard_note_t *note = s_token_note (&task->where, worker);
-    s_source_t *src = &self->sources [SHF_ROUTER_SHARD0 + task->where.shard];
-    src->ready = true;  //  as in s_route
-    if (zmq_send (src->handle, "DISPATCHED", 10, ZMQ_SNDMORE) < 0
-        || zmq_send (src->handle, &note, sizeof (void *), 0) < 0)
+    void *pipe = s_shard_pipe (self, task->where.shard);
+    if (zmq_send (pipe, "DISPATCHED", 10, ZMQ_SNDMORE) < 0
+        || zmq_send (pipe, &note, sizeof (void *), 0) < 0)
         free (note);  //  only when the context is ending
     return true;
 }
@@ -280,7 +280,7 @@ s_gather_start (self_t *self, s_peer_t peer, uint64_t id, json_t *msg,
     for (uint32_t s = 0; s < g->remaining; s++) {
         json_t *copy =
             s + 1 < g->remaining ? json_deep_copy (msg) : json_incref (msg);
-        s_to_shard_frames (self, s, "GATHER", &gid, 4, copy);
+        s_to_shard_gather (self, s, gid, copy);
     }
 }
 
@@ -392,7 +392,7 @@ s_frontend_raw (self_t *self, s_peer_t peer, zmq_msg_t *body,
         != SHF_OK)
         return false;
     if (env.op == SHF_OP_COMPLETE || env.op == SHF_OP_FAIL) {
-        char text [SHF_TOKEN_MAX_TEXT];
+        char text [SHF_TOKEN_MAX_TEXT + 1];  //  the longest a client may send
         if (!s_envelope_text (env.token, NULL, text, sizeof text))
             return false;
         shf_token_t token;
@@ -463,36 +463,21 @@ s_frontend (self_t *self, zmq_msg_t *frames, int count)
     if (!json_object_get (msg, "ns") && op != SHF_OP_POLL
         && op != SHF_OP_COMPLETE && op != SHF_OP_FAIL && op != SHF_OP_HEARTBEAT)
         json_object_set_new (msg, "ns", json_string ("default"));
-    const char *ns = json_string_value (json_object_get (msg, "ns"));
     switch (op) {
         case SHF_OP_WF_START:
-            if (!json_object_get (msg, "wf_id")) {
-                //  SPEC: derived from the request id, else random.
-                const char *rid =
-                    json_string_value (json_object_get (msg, "request_id"));
-                char random [40];
-                if (!rid) {
-                    unsigned char raw [16];
-                    randombytes_buf (raw, sizeof raw);
-                    sodium_bin2hex (random, sizeof random, raw, sizeof raw);
-                    rid = random;
-                }
-                json_object_set_new (msg, "wf_id", json_string (rid));
-            }
-            /* fallthrough */
         case SHF_OP_WF_RESULT:
         case SHF_OP_WF_DESCRIBE:
         case SHF_OP_WF_HISTORY:
         case SHF_OP_WF_SIGNAL:
         case SHF_OP_WF_CANCEL:
-        case SHF_OP_WF_TERMINATE: {
-            const char *wf_id =
-                json_string_value (json_object_get (msg, "wf_id"));
-            uint32_t shard = shf_shardmap_locate (self->map, ns, wf_id);
-            s_to_shard (self, shard, &peer, msg, NULL);
-            msg = NULL;
+        case SHF_OP_WF_TERMINATE:
+        case SHF_OP_COMPLETE:
+        case SHF_OP_FAIL:
+            //  s_frontend_raw routes every valid one of these (the
+            //  envelope reads what the full decode reads).
+            s_error (self, peer, id, SHF_EINTERNAL,
+                     "the request decodes but could not be routed");
             break;
-        }
         case SHF_OP_DEF_REGISTER:
         case SHF_OP_WF_LIST:
             s_gather_start (self, peer, id, msg, true);
@@ -516,18 +501,6 @@ s_frontend (self_t *self, zmq_msg_t *frames, int count)
                 shf_msg_bool (msg, "reset", false),
                 shf_msg_int (msg, "gen", -1), now_ms);
             break;
-        case SHF_OP_COMPLETE:
-        case SHF_OP_FAIL: {
-            shf_token_t token;
-            if (!s_open_token (
-                    self, &peer, id,
-                    json_string_value (json_object_get (msg, "token")), &token))
-                break;
-            s_to_shard (self, token.shard, &peer, msg,
-                        s_token_note (&token, worker));
-            msg = NULL;
-            break;
-        }
         case SHF_OP_HEARTBEAT: {
             //  Cancellation is answered from what shards told us; details
             //  go to each task's shard to be recorded.
@@ -548,7 +521,7 @@ s_frontend (self_t *self, zmq_msg_t *frames, int count)
                                         json_object_get (item, "details")
                                             ? json_object_get (item, "details")
                                             : json_null ());
-                s_to_shard (self, token.shard, NULL, hb,
+                s_to_shard (self, token.shard, hb,
                             s_token_note (&token, worker));
             }
             json_t *reply = shf_msg_reply_ok (
@@ -632,7 +605,7 @@ s_worker_lost (void *arg, const char *worker, const char *text)
         json_pack ("{s:s, s:I, s:s, s:{s:s, s:s}}", "op", "fail", "id",
                    (json_int_t) 0, "token", text, "error", "type", "WorkerLost",
                    "message", "the worker's connection was lost");
-    s_to_shard (self, token.shard, NULL, fail, s_token_note (&token, worker));
+    s_to_shard (self, token.shard, fail, s_token_note (&token, worker));
 }
 
 static void
