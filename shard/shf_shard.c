@@ -271,16 +271,16 @@ s_index_entry (const json_t *state, json_t **entry_p, shf_key_t *key)
 
 //  What a task's token says: where the task belongs.
 static void
-s_task_where (self_t *self, const json_t *state, const char *step,
-              uint32_t attempt, shf_token_t *token)
+s_task_where (self_t *self, const char *ns, const char *wf_id,
+              const char *run_id, const char *step, uint32_t attempt,
+              shf_token_t *token)
 {
     memset (token, 0, sizeof *token);
     token->shard = self->id;
     token->epoch = self->epoch;
-    snprintf (token->ns, sizeof token->ns, "%s", s_str (state, "ns"));
-    snprintf (token->wf_id, sizeof token->wf_id, "%s", shf_workflow_id (state));
-    snprintf (token->run_id, sizeof token->run_id, "%s",
-              shf_workflow_run_id (state));
+    snprintf (token->ns, sizeof token->ns, "%s", ns);
+    snprintf (token->wf_id, sizeof token->wf_id, "%s", wf_id);
+    snprintf (token->run_id, sizeof token->run_id, "%s", run_id);
     snprintf (token->step, sizeof token->step, "%s", step);
     token->attempt = attempt;
 }
@@ -369,7 +369,8 @@ s_persist (self_t *self, json_t *state, shf_wf_output_t *wo, bool is_new)
         switch (e->kind) {
             case SHF_EFFECT_TASK: {
                 shf_token_t where;
-                s_task_where (self, state, e->step, e->attempt, &where);
+                s_task_where (self, ns, wf_id, run_id, e->step, e->attempt,
+                              &where);
                 char token [SHF_TOKEN_MAX_TEXT];
                 rc = shf_token_seal (&where, self->args->token_key, token,
                                      sizeof token);
@@ -1567,15 +1568,9 @@ s_task_recovered (self_t *self, const json_t *task, shf_shard_task_t **task_p)
     if (!queue || !token)
         return SHF_ECORRUPT;
     shf_token_t where;
-    memset (&where, 0, sizeof where);
-    where.shard = self->id;
-    where.epoch = self->epoch;
-    snprintf (where.ns, sizeof where.ns, "%s", s_str_or (task, "ns"));
-    snprintf (where.wf_id, sizeof where.wf_id, "%s", s_str_or (task, "wf_id"));
-    snprintf (where.run_id, sizeof where.run_id, "%s",
-              s_str_or (task, "run_id"));
-    snprintf (where.step, sizeof where.step, "%s", s_str_or (task, "step"));
-    where.attempt = (uint32_t) shf_msg_int (task, "attempt", 0);
+    s_task_where (self, s_str_or (task, "ns"), s_str_or (task, "wf_id"),
+                  s_str_or (task, "run_id"), s_str_or (task, "step"),
+                  (uint32_t) shf_msg_int (task, "attempt", 0), &where);
     char *wire;
     size_t wire_size;
     shf_err_t rc = shf_msg_encode (task, &wire, &wire_size);
