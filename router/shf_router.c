@@ -547,13 +547,21 @@ s_frontend (self_t *self, zmq_msg_t *frames, int count)
 static void
 s_from_shard (self_t *self, zmq_msg_t *frames, int count)
 {
-    if (shf_frames_is (&frames [0], "REPLY") && count == 3) {
+    if (shf_frames_is (&frames [0], "REPLY") && (count == 3 || count == 4)) {
         //  [identity][encoded reply]: forwarded as is, the reply's bytes
         //  handed over rather than copied. A peer that is gone drops it.
         void *frontend = self->sources [SHF_ROUTER_FRONTEND].handle;
         self->sources [SHF_ROUTER_FRONTEND].ready = true;  //  as in s_route
         if (zmq_msg_send (&frames [1], frontend, ZMQ_SNDMORE) >= 0)
             zmq_msg_send (&frames [2], frontend, 0);
+        if (count == 4) {
+            //  [token]: the answer is to that task's report
+            char *token = strndup (zmq_msg_data (&frames [3]),
+                                   zmq_msg_size (&frames [3]));
+            assert (token);
+            shf_workers_release (self->workers, token);
+            free (token);
+        }
     }
     else if (shf_frames_is (&frames [0], "TASK") && count == 2) {
         shf_shard_task_t *task = shf_frames_ptr (&frames [1]);
@@ -573,13 +581,6 @@ s_from_shard (self_t *self, zmq_msg_t *frames, int count)
         *expiry = shf_clock_mono_us () / 1000 + SHF_CANCELED_TTL_MS;
         zhashx_update (self->canceled, token, expiry);
         free (queue);
-        free (token);
-    }
-    else if (shf_frames_is (&frames [0], "RELEASE") && count == 2) {
-        char *token =
-            strndup (zmq_msg_data (&frames [1]), zmq_msg_size (&frames [1]));
-        assert (token);
-        shf_workers_release (self->workers, token);
         free (token);
     }
     else if (shf_frames_is (&frames [0], "GATHERED") && count == 3) {
@@ -724,7 +725,7 @@ s_start (self_t *self)
 //    before the loop sleeps.
 
 #define SHF_ROUTER_BURST      256
-#define SHF_ROUTER_MAX_FRAMES 3  //  the longest message the router reads
+#define SHF_ROUTER_MAX_FRAMES 4  //  the longest message the router reads
 
 //  Handles up to a burst of messages from one source.
 static void

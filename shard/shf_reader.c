@@ -392,7 +392,7 @@ s_send_reply (self_t *self, const void *identity, size_t identity_size,
               const json_t *reply)
 {
     shf_reply_send (zsock_resolve (self->replies), identity, identity_size,
-                    reply);
+                    reply, NULL);
 }
 
 //  One message from the shard: [cmd][identity | gather id][pointer].

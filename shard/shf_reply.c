@@ -3,6 +3,7 @@
 #include "shf_reply.h"
 #include "shf_msg.h"
 #include <stdlib.h>
+#include <string.h>
 #include <zmq.h>
 
 static void
@@ -14,7 +15,7 @@ s_free_data (void *data, void *hint)
 
 void
 shf_reply_send (void *socket, const void *identity, size_t identity_size,
-                const json_t *reply)
+                const json_t *reply, const char *release)
 {
     char *data;
     size_t size;
@@ -32,6 +33,8 @@ shf_reply_send (void *socket, const void *identity, size_t identity_size,
     zmq_send (socket, identity, identity_size, ZMQ_SNDMORE);
     zmq_msg_t body;  //  handed over, not copied
     zmq_msg_init_data (&body, data, size, s_free_data, NULL);
-    if (zmq_msg_send (&body, socket, 0) < 0)
+    if (zmq_msg_send (&body, socket, release ? ZMQ_SNDMORE : 0) < 0)
         zmq_msg_close (&body);
+    else if (release)
+        zmq_send (socket, release, strlen (release), 0);
 }

@@ -14,8 +14,9 @@
 
 //  Encodes reply and sends it on socket (a raw libzmq socket) for the
 //  client of that identity; the encoded bytes are handed over, not copied.
-void
-    shf_reply_send (void *socket, const void *identity, size_t identity_size,
-                    const json_t *reply);
+//  release (may be NULL): the task token whose report this answers, sent
+//  as a fourth frame so the router stops tracking it for WorkerLost.
+void shf_reply_send (void *socket, const void *identity, size_t identity_size,
+                     const json_t *reply, const char *release);
 
 #endif

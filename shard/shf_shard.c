@@ -60,8 +60,7 @@ typedef enum {
     S_OUT_CANCEL,
     S_OUT_GATHERED,
     S_OUT_WAIT,
-    S_OUT_WAKE,
-    S_OUT_RELEASE
+    S_OUT_WAKE
 } s_out_kind_t;
 
 //  One thing to send after commit.
@@ -72,7 +71,7 @@ typedef struct {
                          //  WAKE: result body
     shf_shard_task_t *task;  //  TASK
     char *queue;         //  CANCEL
-    char *token;         //  CANCEL, RELEASE
+    char *token;         //  CANCEL; REPLY: the report's token to release
     char *exec_key;      //  WAIT, WAKE
     uint32_t gather_id;
     uint64_t id;       //  WAIT: request id
@@ -797,6 +796,21 @@ s_activity (self_t *self, zframe_t *identity, uint64_t id, const json_t *msg,
     return SHF_OK;
 }
 
+//  The router tracks each task it handed out, so the tasks of a worker
+//  that is lost fail as WorkerLost. It stops once the task's report is
+//  decoded and answered: the token rides on the answer (outbox items from
+//  mark on), so a report refused as malformed leaves the task tracked.
+static void
+s_release_with_answer (self_t *self, size_t mark, const char *token)
+{
+    for (size_t i = mark; token && i < self->n_out; i++)
+        if (self->out [i].kind == S_OUT_REPLY && !self->out [i].token) {
+            self->out [i].token = strdup (token);
+            assert (self->out [i].token);
+            return;
+        }
+}
+
 static shf_err_t
 s_request (self_t *self, zframe_t *identity, json_t *msg,
            const shf_shard_note_t *note)
@@ -821,19 +835,18 @@ s_request (self_t *self, zframe_t *identity, json_t *msg,
             return s_wf_control (self, identity, id, msg, op);
         case SHF_OP_COMPLETE:
         case SHF_OP_FAIL:
-        case SHF_OP_HEARTBEAT:
+        case SHF_OP_HEARTBEAT: {
             if (!note || !note->has_token) {
                 s_reply_error (self, identity, id, SHF_EINVAL,
                                "a task report needs a verified token");
                 return SHF_OK;
             }
-            //  The router stops tracking the token (for WorkerLost) once
-            //  its report is decoded and answered, not when it passes: a
-            //  report refused as malformed leaves the attempt the worker's.
-            if (op != SHF_OP_HEARTBEAT && s_str (msg, "token"))
-                s_out_push (self, S_OUT_RELEASE)->token =
-                    strdup (s_str (msg, "token"));
-            return s_activity (self, identity, id, msg, op, note);
+            size_t mark = self->n_out;
+            shf_err_t rc = s_activity (self, identity, id, msg, op, note);
+            if (op != SHF_OP_HEARTBEAT)
+                s_release_with_answer (self, mark, s_str (msg, "token"));
+            return rc;
+        }
         default:
             s_reply_error (self, identity, id, SHF_EINVAL,
                            "operation not served by a shard");
@@ -1182,7 +1195,7 @@ s_decode_raw (self_t *self, const s_in_t *in, zmq_msg_t *frame)
             json_t *reply = shf_msg_reply_error (id, rc, err);
             shf_reply_send (zsock_resolve (self->pipe),
                             zframe_data (in->identity),
-                            zframe_size (in->identity), reply);
+                            zframe_size (in->identity), reply, NULL);
             json_decref (reply);
         }
         return NULL;
@@ -1286,10 +1299,11 @@ s_run_batch (self_t *self, size_t from)
 
 //  Encodes a reply and hands it to the router with its identity (taken).
 static void
-s_send_reply (self_t *self, zframe_t **identity_p, const json_t *reply)
+s_send_reply (self_t *self, zframe_t **identity_p, const json_t *reply,
+              const char *release)
 {
     shf_reply_send (zsock_resolve (self->pipe), zframe_data (*identity_p),
-                    zframe_size (*identity_p), reply);
+                    zframe_size (*identity_p), reply, release);
     zframe_destroy (identity_p);
 }
 
@@ -1300,7 +1314,7 @@ s_send_outbox (self_t *self)
         s_out_t *o = &self->out [i];
         switch (o->kind) {
             case S_OUT_REPLY: {
-                s_send_reply (self, &o->identity, o->body);
+                s_send_reply (self, &o->identity, o->body, o->token);
                 break;
             }
             case S_OUT_TASK: {
@@ -1320,9 +1334,6 @@ s_send_outbox (self_t *self)
             }
             case S_OUT_CANCEL:
                 zsock_send (self->pipe, "sss", "CANCEL", o->queue, o->token);
-                break;
-            case S_OUT_RELEASE:
-                zsock_send (self->pipe, "ss", "RELEASE", o->token);
                 break;
             case S_OUT_WAIT: {
                 zlistx_t *list = zhashx_lookup (self->waiters, o->exec_key);
@@ -1349,7 +1360,7 @@ s_send_outbox (self_t *self)
                      w = zlistx_next (list)) {
                     json_t *reply =
                         shf_msg_reply_ok (w->id, json_incref (o->body));
-                    s_send_reply (self, &w->identity, reply);
+                    s_send_reply (self, &w->identity, reply, NULL);
                     json_decref (reply);
                 }
                 zhashx_delete (self->waiters, o->exec_key);
@@ -1519,7 +1530,7 @@ s_expire_waiters (self_t *self)
                                      wf_id ? wf_id + 1 : name, "run_id",
                                      "status", "running", "output", "failure");
                 json_t *reply = shf_msg_reply_ok (w->id, body);
-                s_send_reply (self, &w->identity, reply);
+                s_send_reply (self, &w->identity, reply, NULL);
                 json_decref (reply);
                 zlistx_delete (list, handle);
                 w = zlistx_first (list);

@@ -18,11 +18,10 @@
       "$TERM"
     and (shard -> router), each sent only after the batch that caused it
     committed:
-      "REPLY"      frame identity, frame encoded reply
+      "REPLY"      frame identity, frame encoded reply, [string token: the
+                   answer is to that task's report; stop tracking it]
       "TASK"       ptr shf_shard_task_t * (ownership passes)
       "CANCEL"     string queue, string token: drop/cancel that task
-      "RELEASE"    string token: a report of that task was answered, so
-                   its worker's loss no longer concerns it
       "GATHERED"   uint32 gather id, ptr json_t *reply (ownership passes)
     The read-only requests (wf_describe, wf_history) and gathers (wf_list,
     def_list, def_show) are answered by the shard's reader (shf_reader.h)
