@@ -23,8 +23,7 @@ shf_lasterr_reply (shf_lasterr_t *self, const json_t *reply, json_t **body_p)
             json_t *body = json_object_get (reply, "body");
             *body_p = body ? json_incref (body) : json_null ();
         }
-        self->code [0] = 0;
-        self->message [0] = 0;
+        shf_lasterr_clear (self);
         return SHF_OK;
     }
     const json_t *error = json_object_get (reply, "error");
@@ -37,6 +36,13 @@ shf_lasterr_reply (shf_lasterr_t *self, const json_t *reply, json_t **body_p)
     snprintf (self->message, sizeof self->message, "%s",
               message ? message : code);
     return shf_err_from_code (code);
+}
+
+void
+shf_lasterr_clear (shf_lasterr_t *self)
+{
+    self->code [0] = 0;
+    self->message [0] = 0;
 }
 
 const char *
