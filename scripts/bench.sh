@@ -24,6 +24,7 @@ run() {
 }
 run bench_w3_latency 200
 run bench_w3_throughput 5000 64 8 8   # the dev node's default: 8 shards
+run bench_w3_throughput 5000 64 2 8   # 8 shards, 2 worker threads (links)
 run bench_w3_throughput 5000 64 2 2   # 2 shards, 2 worker threads (2 cores)
 run bench_timers 1000 10000 5000 1
 run bench_timers 1000 10000 5000 0
