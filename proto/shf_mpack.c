@@ -539,6 +539,89 @@ shf_mpack_encode_tagged (const json_t *object, const char *tag,
     return s_encode (object, tag, tag_value, data_p, size_p);
 }
 
+struct shf_mpack_map {
+    msgpack_sbuffer sbuf;
+    msgpack_packer pk;
+    size_t count;    //  fields declared
+    size_t written;  //  fields written
+    int rc;          //  the first packer failure (s_pack's codes)
+};
+
+shf_mpack_map_t *
+shf_mpack_map_new (size_t count)
+{
+    shf_mpack_map_t *self = calloc (1, sizeof *self);
+    assert (self);
+    self->sbuf.data = malloc (S_ENCODE_INIT_SIZE);
+    assert (self->sbuf.data);
+    self->sbuf.alloc = S_ENCODE_INIT_SIZE;
+    msgpack_packer_init (&self->pk, &self->sbuf, msgpack_sbuffer_write);
+    self->count = count;
+    self->rc = msgpack_pack_map (&self->pk, count) ? -1 : 0;
+    return self;
+}
+
+//  The key of the next field; false when the map already failed.
+static bool
+s_map_key (shf_mpack_map_t *self, const char *key)
+{
+    size_t len = strlen (key);
+    self->written++;
+    if (!self->rc
+        && (msgpack_pack_str (&self->pk, len)
+            || msgpack_pack_str_body (&self->pk, key, len)))
+        self->rc = -1;
+    return self->rc == 0;
+}
+
+void
+shf_mpack_map_str (shf_mpack_map_t *self, const char *key, const char *value)
+{
+    size_t len = strlen (value);
+    if (s_map_key (self, key)
+        && (msgpack_pack_str (&self->pk, len)
+            || msgpack_pack_str_body (&self->pk, value, len)))
+        self->rc = -1;
+}
+
+void
+shf_mpack_map_int (shf_mpack_map_t *self, const char *key, int64_t value)
+{
+    if (s_map_key (self, key) && msgpack_pack_int64 (&self->pk, value))
+        self->rc = -1;
+}
+
+void
+shf_mpack_map_json (shf_mpack_map_t *self, const char *key, const json_t *value)
+{
+    if (!s_map_key (self, key))
+        return;
+    if (!value)
+        self->rc = msgpack_pack_nil (&self->pk) ? -1 : 0;
+    else
+        self->rc = s_pack (&self->pk, value, 1);  //  inside the map
+}
+
+shf_err_t
+shf_mpack_map_finish (shf_mpack_map_t **self_p, char **data_p, size_t *size_p)
+{
+    shf_mpack_map_t *self = *self_p;
+    *self_p = NULL;
+    *data_p = NULL;
+    *size_p = 0;
+    //  -1 is the sbuffer failing to grow: out of memory.
+    assert (self->rc != -1);
+    shf_err_t rc =
+        self->rc || self->written != self->count ? SHF_EINVAL : SHF_OK;
+    if (rc == SHF_OK) {
+        *size_p = self->sbuf.size;
+        *data_p = msgpack_sbuffer_release (&self->sbuf);
+    }
+    msgpack_sbuffer_destroy (&self->sbuf);
+    free (self);
+    return rc;
+}
+
 static int
 s_count_write (void *data, const char *buf, size_t len)
 {

@@ -19,6 +19,7 @@
 #include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #define SHF_MPACK_MAX_DEPTH 64
 #define SHF_MPACK_MAX_VALUES (256 * 1024)
@@ -43,6 +44,25 @@ shf_err_t
 shf_err_t shf_mpack_encode_tagged (const json_t *object, const char *tag,
                                    int64_t tag_value, char **data_p,
                                    size_t *size_p) SHF_MUST_CHECK;
+
+//  A map written field by field, for messages of a fixed shape that are
+//  built without a JSON tree (the task a shard sends). The count is given
+//  first; values are written as shf_mpack_encode writes them.
+typedef struct shf_mpack_map shf_mpack_map_t;
+
+shf_mpack_map_t *shf_mpack_map_new (size_t count);
+void shf_mpack_map_str (shf_mpack_map_t *self, const char *key,
+                        const char *value);
+void shf_mpack_map_int (shf_mpack_map_t *self, const char *key, int64_t value);
+//  value NULL is written as nil.
+void shf_mpack_map_json (shf_mpack_map_t *self, const char *key,
+                         const json_t *value);
+
+//  Ends the map (self is destroyed): *data_p is the caller's (free()).
+//  SHF_EINVAL when a value nests deeper than SHF_MPACK_MAX_DEPTH or the
+//  fields written are not the count given.
+shf_err_t shf_mpack_map_finish (shf_mpack_map_t **self_p, char **data_p,
+                                size_t *size_p) SHF_MUST_CHECK;
 
 //  The number of bytes shf_mpack_encode would produce, counted without
 //  allocating (used to check payload limits). SHF_EINVAL as encode.

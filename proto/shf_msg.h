@@ -105,6 +105,22 @@ shf_err_t
     shf_msg_encode (const json_t *msg, char **data_p,
                     size_t *size_p) SHF_MUST_CHECK;
 
+//  A task message (server -> worker), as a shard renders it.
+typedef struct {
+    const char *token, *ns, *wf_id, *run_id, *step, *activity, *queue;
+    uint32_t attempt;
+    const json_t *input;              //  NULL: null
+    const json_t *heartbeat_details;  //  NULL: null
+    int64_t start_to_close_ms;
+    int64_t heartbeat_timeout_ms;
+} shf_msg_task_t;
+
+//  Encode a task message straight from its fields (no JSON tree): what
+//  shf_msg_encode would give for the same message. SHF_ETOOLARGE over
+//  SHF_MSG_MAX_FRAME, SHF_EINVAL when a payload nests too deep.
+shf_err_t shf_msg_encode_task (const shf_msg_task_t *task, char **data_p,
+                               size_t *size_p) SHF_MUST_CHECK;
+
 //  Build replies (caller owns). body is stolen (NULL -> null).
 json_t *
     shf_msg_reply_ok (uint64_t id, json_t *body);

@@ -375,21 +375,24 @@ s_persist (self_t *self, json_t *state, shf_wf_output_t *wo, bool is_new)
                                      sizeof token);
                 if (rc)
                     return rc;
-                json_t *task = json_pack (
-                    "{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:i, s:O, s:O, "
-                    "s:I, s:I}",
-                    "op", "task", "token", token, "ns", ns, "wf_id", wf_id,
-                    "run_id", run_id, "step", e->step, "activity", e->activity,
-                    "queue", e->queue, "attempt", (int) e->attempt, "input",
-                    e->input ? e->input : json_null (), "heartbeat_details",
-                    e->heartbeat_details ? e->heartbeat_details : json_null (),
-                    "start_to_close_ms", (json_int_t) e->start_to_close,
-                    "heartbeat_timeout_ms", (json_int_t) e->heartbeat_timeout);
-                //  Encoded once: stored, and sent as they are.
+                //  Encoded once, from the fields: stored, and sent as they
+                //  are.
+                shf_msg_task_t task = {
+                    .token = token,
+                    .ns = ns,
+                    .wf_id = wf_id,
+                    .run_id = run_id,
+                    .step = e->step,
+                    .activity = e->activity,
+                    .queue = e->queue,
+                    .attempt = e->attempt,
+                    .input = e->input,
+                    .heartbeat_details = e->heartbeat_details,
+                    .start_to_close_ms = e->start_to_close,
+                    .heartbeat_timeout_ms = e->heartbeat_timeout};
                 char *wire;
                 size_t wire_size;
-                rc = shf_msg_encode (task, &wire, &wire_size);
-                json_decref (task);
+                rc = shf_msg_encode_task (&task, &wire, &wire_size);
                 if (rc)
                     return rc;
                 s_task_key (&key, state, e->step, e->attempt);
