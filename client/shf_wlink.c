@@ -612,31 +612,21 @@ s_task (self_t *self, json_t *msg)
     s_tell (self, &out);
 }
 
-//  The node's answer id is to a report (told to the worker with reply,
-//  NULL when the node accepted it) or to a hand-back. False when it is
-//  neither: a heartbeat's answer.
-static bool
-s_answered (self_t *self, uint64_t id, json_t *reply)
+static void
+s_reply (self_t *self, json_t *msg, uint64_t id)
 {
     for (s_report_t *report = zlistx_first (self->reports); report;
          report = zlistx_next (self->reports))
         if (report->id == id) {
-            s_answer (self, report->seq, SHF_OK, "",
-                      reply ? json_incref (reply) : NULL);
+            s_answer (self, report->seq, SHF_OK, "", json_incref (msg));
             zlistx_delete (self->reports, zlistx_cursor (self->reports));
-            return true;
+            return;
         }
     void *handle = zlistx_find (self->unacked, (void *) (uintptr_t) id);
-    if (handle)
+    if (handle) {
         zlistx_delete (self->unacked, handle);
-    return handle != NULL;
-}
-
-static void
-s_reply (self_t *self, json_t *msg, uint64_t id)
-{
-    if (s_answered (self, id, msg))
         return;
+    }
     //  A heartbeat's (or a keepalive's) reply.
     bool ok = shf_msg_bool (msg, "ok", false);
     if (!ok)
@@ -657,6 +647,25 @@ s_reply (self_t *self, json_t *msg, uint64_t id)
     json_decref (canceled);
 }
 
+//  The node accepted a report (or a hand-back): most answers are this,
+//  so they are matched by their envelope, not decoded. False when id is
+//  not a report's (a heartbeat's answer, whose body is read).
+static bool
+s_accepted (self_t *self, uint64_t id)
+{
+    for (s_report_t *report = zlistx_first (self->reports); report;
+         report = zlistx_next (self->reports))
+        if (report->id == id) {
+            s_answer (self, report->seq, SHF_OK, "", NULL);
+            zlistx_delete (self->reports, zlistx_cursor (self->reports));
+            return true;
+        }
+    void *handle = zlistx_find (self->unacked, (void *) (uintptr_t) id);
+    if (handle)
+        zlistx_delete (self->unacked, handle);
+    return handle != NULL;
+}
+
 static void
 s_from_node (self_t *self)
 {
@@ -666,14 +675,13 @@ s_from_node (self_t *self)
         json_t *msg = NULL;
         shf_op_t op;
         uint64_t id;
-        //  Most answers accept a report: matched by their envelope, not
-        //  decoded.
-        bool accepted = shf_envelope_read (zmq_msg_data (&frame),
-                                           zmq_msg_size (&frame), &env)
-                            == SHF_OK
-                        && env.op == SHF_OP_REPLY && env.ok && env.id
-                        && s_answered (self, env.id, NULL);
-        if (!accepted && shf_conn_decode (&frame, &msg, &op, &id)) {
+        if (shf_envelope_read (zmq_msg_data (&frame), zmq_msg_size (&frame),
+                               &env)
+                == SHF_OK
+            && env.op == SHF_OP_REPLY && env.ok && env.id
+            && s_accepted (self, env.id))
+            ;
+        else if (shf_conn_decode (&frame, &msg, &op, &id)) {
             if (op == SHF_OP_TASK)
                 s_task (self, msg);
             else if (op == SHF_OP_REPLY && id)
