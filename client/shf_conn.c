@@ -166,8 +166,8 @@ shf_conn_check (shf_conn_t *self)
 
 //  Read one whole message off the dealer without waiting. A reply is one
 //  frame; should a node ever send an envelope, the payload is the last.
-bool
-shf_conn_recv_frame (shf_conn_t *self, zmq_msg_t *frame)
+static bool
+s_read_frame (shf_conn_t *self, zmq_msg_t *frame)
 {
     void *handle = zsock_resolve (self->dealer);
     zmq_msg_init (frame);
@@ -182,29 +182,6 @@ shf_conn_recv_frame (shf_conn_t *self, zmq_msg_t *frame)
     return true;
 }
 
-bool
-shf_conn_decode (const zmq_msg_t *frame, json_t **msg_p, shf_op_t *op_p,
-                 uint64_t *id_p)
-{
-    char err [256] = "";
-    json_t *msg = NULL;
-    shf_op_t op = SHF_OP_INVALID;
-    uint64_t id = 0;
-    zmq_msg_t *f = (zmq_msg_t *) frame;  //  libzmq's accessors are not const
-    if (shf_msg_decode (zmq_msg_data (f), zmq_msg_size (f), &msg, &op, &id, err,
-                        sizeof err)
-        != SHF_OK) {
-        shf_warn ("client: dropped an undecodable frame: %s", err);
-        return false;
-    }
-    *msg_p = msg;
-    if (op_p)
-        *op_p = op;
-    if (id_p)
-        *id_p = id;
-    return true;
-}
-
 shf_err_t
 shf_conn_recv (shf_conn_t *self, int timeout_ms, json_t **msg_p, shf_op_t *op_p,
                uint64_t *id_p)
@@ -212,11 +189,24 @@ shf_conn_recv (shf_conn_t *self, int timeout_ms, json_t **msg_p, shf_op_t *op_p,
     int64_t deadline = s_now_ms () + (timeout_ms > 0 ? timeout_ms : 0);
     while (true) {
         zmq_msg_t frame;
-        if (shf_conn_recv_frame (self, &frame)) {
-            bool decoded = shf_conn_decode (&frame, msg_p, op_p, id_p);
+        if (s_read_frame (self, &frame)) {
+            char err [256] = "";
+            json_t *msg = NULL;
+            shf_op_t op = SHF_OP_INVALID;
+            uint64_t id = 0;
+            shf_err_t rc =
+                shf_msg_decode (zmq_msg_data (&frame), zmq_msg_size (&frame),
+                                &msg, &op, &id, err, sizeof err);
             zmq_msg_close (&frame);
-            if (decoded)
+            if (rc == SHF_OK) {
+                *msg_p = msg;
+                if (op_p)
+                    *op_p = op;
+                if (id_p)
+                    *id_p = id;
                 return SHF_OK;
+            }
+            shf_warn ("client: dropped an undecodable frame: %s", err);
             continue;
         }
         zmq_msg_close (&frame);

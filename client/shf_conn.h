@@ -15,7 +15,6 @@
 #include <jansson.h>
 #include <stdbool.h>
 #include <stdint.h>
-#include <zmq.h>
 
 typedef struct shf_conn shf_conn_t;
 
@@ -41,15 +40,6 @@ shf_err_t shf_conn_send (shf_conn_t *self, const json_t *msg) SHF_MUST_CHECK;
 //  it waits it also reads the monitor's events (shf_conn_check).
 shf_err_t shf_conn_recv (shf_conn_t *self, int timeout_ms, json_t **msg_p,
                          shf_op_t *op_p, uint64_t *id_p) SHF_MUST_CHECK;
-
-//  Decodes one frame as shf_conn_recv does (an undecodable one is logged
-//  and false): for a reader that looked at its envelope first.
-bool shf_conn_decode (const zmq_msg_t *frame, json_t **msg_p, shf_op_t *op_p,
-                      uint64_t *id_p);
-
-//  One frame as it arrived, if one is waiting (no wait, no decoding); the
-//  caller closes it (also when false).
-bool shf_conn_recv_frame (shf_conn_t *self, zmq_msg_t *frame);
 
 //  Read the monitor's pending events without blocking. Costs a system
 //  call: call it when the monitor handle is readable.

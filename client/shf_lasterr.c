@@ -23,7 +23,8 @@ shf_lasterr_reply (shf_lasterr_t *self, const json_t *reply, json_t **body_p)
             json_t *body = json_object_get (reply, "body");
             *body_p = body ? json_incref (body) : json_null ();
         }
-        shf_lasterr_clear (self);
+        self->code [0] = 0;
+        self->message [0] = 0;
         return SHF_OK;
     }
     const json_t *error = json_object_get (reply, "error");
@@ -36,13 +37,6 @@ shf_lasterr_reply (shf_lasterr_t *self, const json_t *reply, json_t **body_p)
     snprintf (self->message, sizeof self->message, "%s",
               message ? message : code);
     return shf_err_from_code (code);
-}
-
-void
-shf_lasterr_clear (shf_lasterr_t *self)
-{
-    self->code [0] = 0;
-    self->message [0] = 0;
 }
 
 const char *

@@ -24,9 +24,6 @@ shf_err_t shf_lasterr_fail (shf_lasterr_t *self, shf_err_t rc, const char *fmt,
 shf_err_t shf_lasterr_reply (shf_lasterr_t *self, const json_t *reply,
                              json_t **body_p);
 
-//  Clear the record: the last call succeeded.
-void shf_lasterr_clear (shf_lasterr_t *self);
-
 //  The code, "ok" when nothing failed. Borrowed.
 const char *shf_lasterr_code (const shf_lasterr_t *self);
 

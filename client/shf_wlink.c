@@ -37,7 +37,6 @@
 #include "shf_wlink.h"
 #include "shardflow.h"
 #include "shf_hbman.h"
-#include "shf_envelope.h"
 #include "shf_log.h"
 #include "shf_msg.h"
 #include "shf_thread.h"
@@ -647,50 +646,19 @@ s_reply (self_t *self, json_t *msg, uint64_t id)
     json_decref (canceled);
 }
 
-//  The node accepted a report (or a hand-back): most answers are this,
-//  so they are matched by their envelope, not decoded. False when id is
-//  not a report's (a heartbeat's answer, whose body is read).
-static bool
-s_accepted (self_t *self, uint64_t id)
-{
-    for (s_report_t *report = zlistx_first (self->reports); report;
-         report = zlistx_next (self->reports))
-        if (report->id == id) {
-            s_answer (self, report->seq, SHF_OK, "", NULL);
-            zlistx_delete (self->reports, zlistx_cursor (self->reports));
-            return true;
-        }
-    void *handle = zlistx_find (self->unacked, (void *) (uintptr_t) id);
-    if (handle)
-        zlistx_delete (self->unacked, handle);
-    return handle != NULL;
-}
-
 static void
 s_from_node (self_t *self)
 {
-    zmq_msg_t frame;
-    while (shf_conn_recv_frame (self->conn, &frame)) {
-        shf_envelope_t env;
-        json_t *msg = NULL;
-        shf_op_t op;
-        uint64_t id;
-        if (shf_envelope_read (zmq_msg_data (&frame), zmq_msg_size (&frame),
-                               &env)
-                == SHF_OK
-            && env.op == SHF_OP_REPLY && env.ok && env.id
-            && s_accepted (self, env.id))
-            ;
-        else if (shf_conn_decode (&frame, &msg, &op, &id)) {
-            if (op == SHF_OP_TASK)
-                s_task (self, msg);
-            else if (op == SHF_OP_REPLY && id)
-                s_reply (self, msg, id);
-            json_decref (msg);
-        }
-        zmq_msg_close (&frame);
+    json_t *msg;
+    shf_op_t op;
+    uint64_t id;
+    while (shf_conn_recv (self->conn, 0, &msg, &op, &id) == SHF_OK) {
+        if (op == SHF_OP_TASK)
+            s_task (self, msg);
+        else if (op == SHF_OP_REPLY && id)
+            s_reply (self, msg, id);
+        json_decref (msg);
     }
-    zmq_msg_close (&frame);
 }
 
 //  ---------------------------------------------------------------------

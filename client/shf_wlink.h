@@ -24,9 +24,8 @@
       Unsent heartbeat details of that task are sent first, so the result
       cannot overtake them; then the request, resent once if the
       connection was lost while it waited. Always answered with REPORTED
-      (the same seq): status SHF_OK (as text) with the node's reply (NULL
-      when the node accepted it: the answer is not decoded), or a local
-      failure (SHF_ETIMEOUT, SHF_EUNAVAIL) with a message.
+      (the same seq): status SHF_OK (as text) with the node's reply, or a
+      local failure (SHF_ETIMEOUT, SHF_EUNAVAIL) with a message.
     - HANDBACK: give a task back (fail "WorkerShutdown", not awaited).
     - STOP: take no more tasks; ones that still arrive are handed back.
       Keepalives go on (as empty heartbeats, which do not ask for work),
@@ -39,8 +38,7 @@
     - TASK: a task to run (json_t *, the task frame as received; its
       slot is counted until REPORT or HANDBACK).
     - CANCELED: a heartbeat reply said this task's activity was cancelled.
-    - REPORTED: reply is the node's refusal (json_t *), or NULL: accepted
-      when status is SHF_OK, else failed locally.
+    - REPORTED: reply is the node's reply (json_t *), or NULL.
 
     Thread rule: the actor owns the connection; the pipe end is the
     worker's, which uses it through the pipe I/O helpers below only (see

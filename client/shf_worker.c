@@ -240,9 +240,6 @@ s_reported (shf_worker_t *self, zmsg_t **answer_p, uint32_t *seq_p,
         rc = shf_lasterr_reply (&self->err, reply, NULL);
     else if (rc != SHF_OK)
         shf_lasterr_fail (&self->err, rc, "%s", message ? message : "");
-    else if (!quiet_ok)
-        shf_lasterr_clear (&self->err);  //  accepted; an async result
-                                         //  leaves the error alone
     json_decref (reply);
     zstr_free (&command);
     zstr_free (&got_seq);

@@ -24,8 +24,7 @@
 #include <string.h>
 
 typedef enum {
-    S_OTHER,  //  nil, false, negative int, float, bin, ext: skipped
-    S_TRUE,
+    S_OTHER,  //  nil, bool, negative int, float, bin, ext: skipped
     S_STR,
     S_UINT,  //  any integer >= 0, whatever its encoding
     S_ARRAY,
@@ -53,12 +52,11 @@ typedef enum {
     S_FIELD_WF_ID,
     S_FIELD_TOKEN,
     S_FIELD_REQUEST_ID,
-    S_FIELD_OK,
     S_FIELD_COUNT
 } s_field_t;
 
 static const char *s_field_names [S_FIELD_COUNT] = {
-    "op", "id", "ns", "wf_id", "token", "request_id", "ok"};
+    "op", "id", "ns", "wf_id", "token", "request_id"};
 
 static size_t
 s_left (const s_cursor_t *c)
@@ -140,9 +138,7 @@ s_read_item (s_cursor_t *c, s_item_t *item)
     switch (b) {
         case 0xc0:  //  nil
         case 0xc2:  //  false
-            return true;
-        case 0xc3:
-            item->type = S_TRUE;
+        case 0xc3:  //  true
             return true;
         case 0xcc:
         case 0xcd:
@@ -228,9 +224,6 @@ s_take (shf_envelope_t *env, int field, const s_item_t *value)
             break;
         case S_FIELD_REQUEST_ID:
             env->request_id = str;
-            break;
-        case S_FIELD_OK:
-            env->ok = value->type == S_TRUE;
             break;
     }
 }
@@ -322,8 +315,7 @@ shf_envelope_agrees (const shf_envelope_t *env, const json_t *msg, shf_op_t op,
     return env->op == op && env->id == id && s_str_agrees (env->ns, msg, "ns")
            && s_str_agrees (env->wf_id, msg, "wf_id")
            && s_str_agrees (env->token, msg, "token")
-           && s_str_agrees (env->request_id, msg, "request_id")
-           && env->ok == json_is_true (json_object_get (msg, "ok"));
+           && s_str_agrees (env->request_id, msg, "request_id");
 }
 
 //  --------------------------------------------------------------------
@@ -469,16 +461,6 @@ shf_envelope_test (bool verbose)
     //  Strings point into the frame: nothing was copied.
     assert (env.ns.ptr > data && env.ns.ptr < data + size);
     s_expect_exact (data, size);
-    free (data);
-
-    //  Replies: "ok" true only when it is the boolean true, at the top.
-    data = s_encode (shf_msg_reply_ok (7, json_pack ("{s:b}", "ok", 0)), &size);
-    assert (s_agree (data, size, &env) == SHF_OK);
-    assert (env.op == SHF_OP_REPLY && env.id == 7 && env.ok);
-    free (data);
-    data = s_encode (shf_msg_reply_error (8, SHF_EINVAL, "no"), &size);
-    assert (s_agree (data, size, &env) == SHF_OK);
-    assert (env.op == SHF_OP_REPLY && env.id == 8 && !env.ok);
     free (data);
 
     //  A complete: routed by its token, with an output of any shape.

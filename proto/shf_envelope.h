@@ -1,6 +1,5 @@
 /*  shf_envelope.h - the few top-level fields a router needs to send a
-    wire frame on (and a worker's link to match an answer to its report),
-    read without building the message.
+    wire frame on, read without building the message.
 
     The router routes most requests by op, ns and wf_id (or, for a
     completion, by its task token) and hands the frame's bytes to the shard,
@@ -27,7 +26,6 @@ typedef struct {
     shf_op_t op;  //  SHF_OP_INVALID when "op" is absent or unknown
     uint64_t id;  //  0 when absent or not an unsigned integer
     shf_envelope_str_t ns, wf_id, token, request_id;
-    bool ok;  //  "ok" is true: a reply that says the request succeeded
 } shf_envelope_t;
 
 //  Fills *env from data[0..size). SHF_EINVAL when the bytes are not one
