@@ -42,6 +42,11 @@ shf_err_t
     shf_token_open (const char *text, const uint8_t key [SHF_TOKEN_KEY_BYTES],
                     shf_token_t *token) SHF_MUST_CHECK;
 
+//  A hash of token text for hash tables (zhashx_set_key_hasher): FNV-1a
+//  over its last 16 characters, where the MAC is, so uniform for tokens
+//  a node issued, and ~20x cheaper than hashing ~200 characters.
+size_t shf_token_hash (const void *text);
+
 void
     shf_token_test (bool verbose);
 

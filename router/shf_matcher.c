@@ -1,6 +1,7 @@
 /*  shf_matcher.c - fair matching of queued tasks to pollers with credit.
 */
 #include "shf_matcher.h"
+#include "shf_token.h"
 #include <assert.h>
 #include <czmq.h>
 
@@ -95,6 +96,7 @@ s_queue (shf_matcher_t *self, const char *name)
         q->tasks = zlistx_new ();
         zlistx_set_destructor (q->tasks, s_entry_free);
         q->tokens = zhashx_new ();
+        zhashx_set_key_hasher (q->tokens, shf_token_hash);
         q->pollers = zhashx_new ();
         zhashx_set_destructor (q->pollers, s_poller_free);
         zhashx_insert (self->queues, name, q);

@@ -15,6 +15,7 @@
 #include "shf_matcher.h"
 #include "shf_msg.h"
 #include "shf_shard.h"
+#include "shf_str.h"
 #include "shf_thread.h"
 #include "shf_workers.h"
 #include <sodium.h>
@@ -204,7 +205,7 @@ s_token_note (const shf_token_t *token, const char *worker)
     shf_shard_note_t *note = s_note_new ();
     note->has_token = true;
     note->token = *token;
-    snprintf (note->worker, sizeof note->worker, "%s", worker);
+    shf_str_copy (note->worker, sizeof note->worker, worker);
     return note;
 }
 
@@ -369,7 +370,7 @@ s_envelope_text (shf_envelope_str_t str, const char *dflt, char *buf,
     if (!str.ptr) {
         if (!dflt)
             return false;
-        snprintf (buf, size, "%s", dflt);
+        shf_str_copy (buf, size, dflt);
         return true;
     }
     if (str.len == 0 || str.len >= size || memchr (str.ptr, 0, str.len))
@@ -425,7 +426,7 @@ s_frontend_raw (self_t *self, s_peer_t peer, zmq_msg_t *body,
             sodium_bin2hex (wf_id, sizeof wf_id, raw, sizeof raw);
         }
         note = s_note_new ();
-        snprintf (note->wf_id, sizeof note->wf_id, "%s", wf_id);
+        shf_str_copy (note->wf_id, sizeof note->wf_id, wf_id);
     }
     else
         return false;
@@ -804,6 +805,7 @@ shf_router (zsock_t *pipe, void *vargs)
     self->gathers = zhashx_new ();
     zhashx_set_destructor (self->gathers, s_gather_free);
     self->canceled = zhashx_new ();
+    zhashx_set_key_hasher (self->canceled, shf_token_hash);
     zhashx_set_destructor (self->canceled, s_free_box);
     self->workers = shf_workers_new ();
     const char *hb_min = getenv ("SHF_HEARTBEAT_MIN_MS");

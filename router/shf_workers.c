@@ -2,6 +2,7 @@
 */
 #include "shf_workers.h"
 #include "shf_alloc.h"
+#include "shf_token.h"
 #include <assert.h>
 #include <czmq.h>
 
@@ -35,6 +36,7 @@ shf_workers_new (void)
     self->workers = zhashx_new ();
     zhashx_set_destructor (self->workers, s_worker_free);
     self->holder = zhashx_new ();
+    zhashx_set_key_hasher (self->holder, shf_token_hash);
     return self;
 }
 
@@ -57,6 +59,7 @@ s_known (shf_workers_t *self, const char *worker, int64_t now)
     if (!w) {
         w = shf_alloc (sizeof *w);
         w->tokens = zhashx_new ();
+        zhashx_set_key_hasher (w->tokens, shf_token_hash);
         zhashx_insert (self->workers, worker, w);
     }
     w->last_seen = now;

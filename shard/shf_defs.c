@@ -4,6 +4,7 @@
 #include "shf_defs.h"
 #include "shf_alloc.h"
 #include "shf_log.h"
+#include "shf_str.h"
 #include <assert.h>
 #include <czmq.h>
 #include <string.h>
@@ -113,9 +114,14 @@ shf_defs_load (shf_defs_t *self, shf_txn_t *txn, const char *ns,
         if (rc)
             return rc;
     }
+    //  ns \x1f name \x1f version (digits, reversed: a key, never shown)
     char cache_key [600];
-    snprintf (cache_key, sizeof cache_key, "%s\x1f%s\x1f%lld", ns, name,
-              (long long) version);
+    shf_str_join (cache_key, sizeof cache_key - 24, ns, '\x1f', name);
+    size_t len = strlen (cache_key);
+    cache_key [len++] = '\x1f';
+    for (uint64_t v = (uint64_t) version; v; v /= 10)
+        cache_key [len++] = (char) ('0' + v % 10);
+    cache_key [len] = 0;
     shf_def_t *def = zhashx_lookup (self->compiled, cache_key);
     if (def) {
         *def_p = def;

@@ -38,6 +38,7 @@
 #include "shf_reader.h"
 #include "shf_reply.h"
 #include "shf_store.h"
+#include "shf_str.h"
 #include "shf_thread.h"
 #include "shf_workflow.h"
 #include <sodium.h>
@@ -138,7 +139,7 @@ s_json_destroy (void **item)
 static void
 s_exec_name (char *buf, size_t size, const char *ns, const char *wf_id)
 {
-    snprintf (buf, size, "%s\x1f%s", ns, wf_id);
+    shf_str_join (buf, size, ns, '\x1f', wf_id);
 }
 
 static s_out_t *
@@ -277,10 +278,10 @@ s_task_where (self_t *self, const char *ns, const char *wf_id,
     memset (token, 0, sizeof *token);
     token->shard = self->id;
     token->epoch = self->epoch;
-    snprintf (token->ns, sizeof token->ns, "%s", ns);
-    snprintf (token->wf_id, sizeof token->wf_id, "%s", wf_id);
-    snprintf (token->run_id, sizeof token->run_id, "%s", run_id);
-    snprintf (token->step, sizeof token->step, "%s", step);
+    shf_str_copy (token->ns, sizeof token->ns, ns);
+    shf_str_copy (token->wf_id, sizeof token->wf_id, wf_id);
+    shf_str_copy (token->run_id, sizeof token->run_id, run_id);
+    shf_str_copy (token->step, sizeof token->step, step);
     token->attempt = attempt;
 }
 
