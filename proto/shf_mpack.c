@@ -84,6 +84,17 @@ s_utf8_valid (const uint8_t *s, size_t len)
 {
     size_t i = 0;
     while (i < len) {
+        //  Names, keys and most payload text are ASCII: eight bytes at a
+        //  time while no byte has its high bit set.
+        while (len - i >= 8) {
+            uint64_t word;
+            memcpy (&word, s + i, 8);
+            if (word & 0x8080808080808080ULL)
+                break;
+            i += 8;
+        }
+        if (i == len)
+            break;
         uint8_t c = s [i];
         if (c < 0x80) {
             i++;
