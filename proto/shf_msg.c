@@ -536,6 +536,14 @@ shf_msg_encode_task (const shf_msg_task_t *task, char **data_p, size_t *size_p)
     return rc;
 }
 
+void
+shf_msg_default_ns (json_t *msg, shf_op_t op)
+{
+    if (op != SHF_OP_POLL && op != SHF_OP_COMPLETE && op != SHF_OP_FAIL
+        && op != SHF_OP_HEARTBEAT && !json_object_get (msg, "ns"))
+        json_object_set_new (msg, "ns", json_string (SHF_MSG_DEFAULT_NS));
+}
+
 json_t *
 shf_msg_reply_ok (uint64_t id, json_t *body)
 {

@@ -127,6 +127,15 @@ json_t *
 json_t *
     shf_msg_reply_error (uint64_t id, shf_err_t err, const char *message);
 
+//  The namespace of a request that names none.
+#define SHF_MSG_DEFAULT_NS "default"
+
+//  Gives a decoded request of an op that belongs to a namespace (all but
+//  the worker's poll, complete, fail and heartbeat) the default one when
+//  it names none: one rule for the router and the shards that decode.
+void
+    shf_msg_default_ns (json_t *msg, shf_op_t op);
+
 //  Typed field readers for a validated message (borrowed / defaults).
 const char *
     shf_msg_str (const json_t *msg, const char *field);  //  NULL if absent

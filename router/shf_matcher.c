@@ -14,14 +14,14 @@ typedef struct {
 //  A queued task and the token it is known by.
 typedef struct {
     void *task;
-    shf_matcher_free_fn *free_task;
     char token [];
 } s_entry_t;
 
 typedef struct {
-    zlistx_t *tasks;    //  s_entry_t *, FIFO
+    zlistx_t *tasks;    //  s_entry_t *, FIFO (freed with s_entry_destroy)
     zhashx_t *tokens;   //  token -> handle in tasks
     zhashx_t *pollers;  //  worker -> s_poller_t
+    shf_matcher_free_fn *free_task;  //  the matcher's
 } s_queue_t;
 
 struct shf_matcher {
@@ -31,15 +31,15 @@ struct shf_matcher {
     void *arg;
 };
 
+//  Takes a queued task out of its queue and frees it.
 static void
-s_entry_free (void **item)
+s_entry_destroy (s_queue_t *q, void *handle)
 {
-    s_entry_t *entry = *item;
-    if (entry) {
-        entry->free_task (entry->task);
-        free (entry);
-    }
-    *item = NULL;
+    s_entry_t *entry = zlistx_handle_item (handle);
+    zhashx_delete (q->tokens, entry->token);
+    zlistx_delete (q->tasks, handle);
+    q->free_task (entry->task);
+    free (entry);
 }
 
 static void
@@ -47,6 +47,8 @@ s_queue_free (void **item)
 {
     s_queue_t *q = *item;
     if (q) {
+        while (zlistx_first (q->tasks))
+            s_entry_destroy (q, zlistx_cursor (q->tasks));
         zhashx_destroy (&q->tokens);
         zlistx_destroy (&q->tasks);
         zhashx_destroy (&q->pollers);
@@ -94,7 +96,7 @@ s_queue (shf_matcher_t *self, const char *name)
         q = calloc (1, sizeof *q);
         assert (q);
         q->tasks = zlistx_new ();
-        zlistx_set_destructor (q->tasks, s_entry_free);
+        q->free_task = self->free_task;
         q->tokens = zhashx_new ();
         zhashx_set_key_hasher (q->tokens, shf_token_hash);
         q->pollers = zhashx_new ();
@@ -126,8 +128,7 @@ s_dispatch (shf_matcher_t *self, s_queue_t *q)
             continue;
         }
         best->credit--;
-        zhashx_delete (q->tokens, entry->token);
-        zlistx_delete (q->tasks, zlistx_cursor (q->tasks));
+        s_entry_destroy (q, zlistx_cursor (q->tasks));
     }
 }
 
@@ -144,7 +145,6 @@ shf_matcher_add_task (shf_matcher_t *self, const char *queue, const char *token,
     s_entry_t *entry = malloc (sizeof *entry + size);
     assert (entry);
     entry->task = task;
-    entry->free_task = self->free_task;
     memcpy (entry->token, token, size);
     void *handle = zlistx_add_end (q->tasks, entry);
     zhashx_insert (q->tokens, token, handle);
@@ -158,10 +158,8 @@ shf_matcher_cancel (shf_matcher_t *self, const char *queue, const char *token)
     if (!q)
         return;
     void *handle = zhashx_lookup (q->tokens, token);
-    if (handle) {
-        zhashx_delete (q->tokens, token);
-        zlistx_delete (q->tasks, handle);
-    }
+    if (handle)
+        s_entry_destroy (q, handle);
 }
 
 void

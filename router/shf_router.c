@@ -407,7 +407,7 @@ s_frontend_raw (self_t *self, s_peer_t peer, zmq_msg_t *body,
         return false;
     char ns [SHF_MSG_MAX_NAME + 1];
     char wf_id [SHF_MSG_MAX_NAME + 1];
-    if (!s_envelope_text (env.ns, "default", ns, sizeof ns))
+    if (!s_envelope_text (env.ns, SHF_MSG_DEFAULT_NS, ns, sizeof ns))
         return false;
     shf_shard_note_t *note = NULL;
     if (env.wf_id.ptr) {
@@ -461,9 +461,7 @@ s_frontend (self_t *self, zmq_msg_t *frames, int count)
         s_error (self, peer, id, rc, err);
         return;
     }
-    if (!json_object_get (msg, "ns") && op != SHF_OP_POLL
-        && op != SHF_OP_COMPLETE && op != SHF_OP_FAIL && op != SHF_OP_HEARTBEAT)
-        json_object_set_new (msg, "ns", json_string ("default"));
+    shf_msg_default_ns (msg, op);
     switch (op) {
         case SHF_OP_WF_START:
         case SHF_OP_WF_RESULT:

@@ -255,7 +255,7 @@ s_index_entry (const json_t *state, json_t **entry_p, shf_key_t *key)
 {
     const char *ns = s_str (state, "ns");
     shf_key_init (key);
-    shf_key_str (key, ns ? ns : "default");
+    shf_key_str (key, ns ? ns : SHF_MSG_DEFAULT_NS);
     shf_key_u64 (key, (uint64_t) (INT64_MAX - shf_workflow_started_at (state)));
     shf_key_str (key, shf_workflow_id (state));
     shf_key_raw (key, shf_workflow_run_id (state));
@@ -1182,9 +1182,9 @@ s_flush_reads (self_t *self)
 }
 
 //  Decodes and validates a request as its client sent it and adds what
-//  the router knew (a workflow id it chose; "ns" defaults as in the
-//  router). A request that does not decode is answered at once, as the
-//  router did before it handed bytes on: the answer depends on no commit.
+//  the router knew (a workflow id it chose; the default namespace). A
+//  request that does not decode is answered at once, as the router did
+//  before it handed bytes on: the answer depends on no commit.
 static json_t *
 s_decode_raw (self_t *self, const s_in_t *in, zmq_msg_t *frame)
 {
@@ -1206,9 +1206,7 @@ s_decode_raw (self_t *self, const s_in_t *in, zmq_msg_t *frame)
     }
     if (in->note && in->note->wf_id [0] && !json_object_get (msg, "wf_id"))
         json_object_set_new (msg, "wf_id", json_string (in->note->wf_id));
-    if (!json_object_get (msg, "ns") && op != SHF_OP_COMPLETE
-        && op != SHF_OP_FAIL)
-        json_object_set_new (msg, "ns", json_string ("default"));
+    shf_msg_default_ns (msg, op);
     return msg;
 }
 
