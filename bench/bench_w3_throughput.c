@@ -12,7 +12,8 @@
     State transitions are counted as history events (WorkflowStarted,
     3 x StepScheduled/ActivityStarted/ActivityCompleted, WorkflowCompleted:
     11 per W3 run), read back from every run's history after the clock
-    stops. cpu_ms_per_wf is the CPU time of the whole process (node,
+    stops (SHF_BENCH_EVENTS=0 skips that read-back and reports events=0:
+    scripts/bench_instr.sh counts only the timed work). cpu_ms_per_wf is the CPU time of the whole process (node,
     workers and client together) over the run, per workflow.
 
     bench_w3_throughput [COUNT (5000) [WINDOW (64) [WORKERS (8) [SHARDS (8)]]]]
@@ -65,7 +66,9 @@ main (int argc, char **argv)
     double secs = bench_secs (run.t_end_us - run.t0_us);
 
     long events = 0;
-    bench_histories (&run, 256, s_count_events, &events);
+    const char *count_events = getenv ("SHF_BENCH_EVENTS");
+    if (!count_events || strcmp (count_events, "0") != 0)
+        bench_histories (&run, 256, s_count_events, &events);
     long tasks = 0;
     for (int i = 0; i < pool->threads; i++)
         tasks += atomic_load (&pool->tasks [i]);

@@ -7,7 +7,8 @@
 # repeat to 0.01%. Each build runs bench_w3_throughput (2 shards, 2 worker
 # threads, 64 in flight) under callgrind with N1 and N2 workflows; the
 # difference over N2 - N1 is the count per workflow, node, workers and
-# client together, start-up excluded. The kernel's share (fsync, page
+# client together, start-up excluded, and the history read-back after
+# the clock stops skipped (SHF_BENCH_EVENTS=0). The kernel's share (fsync, page
 # writes, wake-ups) is not counted. About a minute per build.
 # Environment: SHF_INSTR_N1 (1000), SHF_INSTR_N2 (3000).
 set -euo pipefail
@@ -27,7 +28,7 @@ n2=${SHF_INSTR_N2:-3000}
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 count() {  # build n -> total instructions
-    valgrind --tool=callgrind --callgrind-out-file="$out/cg" \
+    SHF_BENCH_EVENTS=0 valgrind --tool=callgrind --callgrind-out-file="$out/cg" \
         "$1/bin/bench_w3_throughput" "$2" 64 2 2 >/dev/null 2>&1
     awk '/^summary:/ {print $2}' "$out/cg"
 }
