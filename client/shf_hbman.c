@@ -15,6 +15,7 @@
 */
 #include "shf_hbman.h"
 #include "shf_msg.h"
+#include "shf_token.h"
 #include <assert.h>
 #include <czmq.h>
 #include <stdlib.h>
@@ -75,6 +76,9 @@ shf_hbman_new (void)
     assert (self);
     self->tasks = zhashx_new ();
     assert (self->tasks);
+    //  Keyed by token: hashing the whole text cost ~1,000 instructions a
+    //  lookup, three lookups per task.
+    zhashx_set_key_hasher (self->tasks, shf_token_hash);
     zhashx_set_destructor (self->tasks, s_task_free);
     self->interval = SHF_HBMAN_INTERVAL_MS;
     //  Far enough back that the first batch is due at once.

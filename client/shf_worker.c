@@ -30,6 +30,9 @@
 #include "shf_lasterr.h"
 #include "shf_conn.h"
 #include "shf_log.h"
+#include "shf_mpack.h"
+#include "shf_msg.h"
+#include "shf_token.h"
 #include "shf_wlink.h"
 #include <assert.h>
 #include <czmq.h>
@@ -111,6 +114,7 @@ shf_worker_open (shf_worker_t **self_p, const char *server, const char *queue,
     self->queued = json_array ();
     self->canceled = zhashx_new ();
     assert (self->queued && self->canceled);
+    zhashx_set_key_hasher (self->canceled, shf_token_hash);  //  by token
     *self_p = self;
     return SHF_OK;
 }
@@ -435,16 +439,11 @@ s_complete (shf_worker_t *self, shf_task_t **task_p, const char *output,
             return shf_lasterr_fail (&self->err, SHF_EINVAL, "%s", message);
         }
     }
-    json_t *msg = json_pack ("{s:s, s:o}", "op", "complete", "output", value);
-    assert (msg);
-    char *data = NULL;
-    size_t size = 0;
     //  Check the size here, so an oversized output fails the step rather
-    //  than the whole report.
-    if (shf_msg_encode (msg, &data, &size) == SHF_ETOOLARGE
-        || (data && size > SHF_MSG_MAX_PAYLOAD + 4096)) {
-        free (data);
-        json_decref (msg);
+    //  than the whole report (counted, not encoded: the link encodes it).
+    size_t size = 0;
+    if (shf_mpack_size (value, &size) == SHF_OK && size > SHF_MSG_MAX_PAYLOAD) {
+        json_decref (value);
         shf_err_t rc = s_fail (self, task_p, "TooLarge",
                                "the output is larger than 2 MiB", wait);
         if (rc != SHF_OK)
@@ -452,7 +451,10 @@ s_complete (shf_worker_t *self, shf_task_t **task_p, const char *output,
         return shf_lasterr_fail (&self->err, SHF_ETOOLARGE,
                                  "the output is larger than 2 MiB");
     }
-    free (data);
+    json_t *msg = json_object ();
+    assert (msg);
+    json_object_set_new_nocheck (msg, "op", json_string_nocheck ("complete"));
+    json_object_set_new_nocheck (msg, "output", value);
     return s_report (self, task_p, msg, wait);
 }
 

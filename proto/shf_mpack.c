@@ -149,9 +149,11 @@ s_str_header (s_reader_t *r, uint8_t c, uint64_t *len_p, bool *ok_p)
     return false;
 }
 
-//  Reads one map key: a string, valid UTF-8, no NUL, not yet in the map.
+//  Reads one map key: a string, valid UTF-8, no NUL. A key already in the
+//  map is caught when the value is attached (the map does not grow), which
+//  spares a hash lookup per key.
 static shf_err_t
-s_read_key (s_reader_t *r, json_t *map, const char **key_p, size_t *len_p)
+s_read_key (s_reader_t *r, const char **key_p, size_t *len_p)
 {
     r->mark = r->p;
     if (s_left (r) < 1)
@@ -171,9 +173,6 @@ s_read_key (s_reader_t *r, json_t *map, const char **key_p, size_t *len_p)
         return s_fail (r, "map key is not valid UTF-8");
     if (memchr (key, 0, (size_t) len))
         return s_fail (r, "map key contains a NUL byte");
-    if (json_object_getn (map, key, (size_t) len))
-        return s_fail (r, "duplicate map key \"%.*s\"",
-                       (int) (len > 40 ? 40 : len), key);
     r->p += len;
     *key_p = key;
     *len_p = (size_t) len;
@@ -369,7 +368,7 @@ shf_mpack_decode (const void *data, size_t size, json_t **value_p, char *err,
         const char *key = NULL;
         size_t key_len = 0;
         if (depth > 0 && stack [depth - 1].is_map) {
-            rc = s_read_key (r, stack [depth - 1].container, &key, &key_len);
+            rc = s_read_key (r, &key, &key_len);
             if (rc)
                 goto fail;
         }
@@ -389,10 +388,18 @@ shf_mpack_decode (const void *data, size_t size, json_t **value_p, char *err,
         if (depth == 0)
             root = value;
         else if (stack [depth - 1].is_map) {
-            //  The _new setters take the value even when they fail.
-            if (json_object_setn_new_nocheck (stack [depth - 1].container, key,
-                                              key_len, value)) {
+            //  The _new setters take the value even when they fail; a
+            //  duplicate key replaces the earlier value, so the size tells.
+            json_t *map = stack [depth - 1].container;
+            size_t before = json_object_size (map);
+            if (json_object_setn_new_nocheck (map, key, key_len, value)) {
                 rc = s_fail (r, "out of memory");
+                goto fail;
+            }
+            if (json_object_size (map) == before) {
+                r->mark = (const uint8_t *) key;
+                rc = s_fail (r, "duplicate map key \"%.*s\"",
+                             (int) (key_len > 40 ? 40 : key_len), key);
                 goto fail;
             }
         }

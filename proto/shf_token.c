@@ -2,11 +2,20 @@
 
     Wire form: base64url without padding of (payload || tag), where payload
     is the msgpack array [shard, epoch, ns, wf_id, run_id, step, attempt]
-    and tag = crypto_auth (payload, node secret), 32 bytes of
-    HMAC-SHA512-256. Opening decodes the base64 into a fixed buffer,
-    verifies the tag in constant time, and only then lets the msgpack
-    decoder see the payload; every element is then type- and range-checked
-    against the struct, so a token that passes is safe to copy from.
+    and tag = keyed BLAKE2b-256 (crypto_generichash) of the payload under
+    the node secret, 32 bytes. Opening decodes the base64 into a fixed
+    buffer, verifies the tag in constant time, and only then lets the
+    msgpack decoder see the payload; every element is then type- and
+    range-checked against the struct, so a token that passes is safe to
+    copy from.
+
+    Tokens sealed before 2026-11-23 carry an HMAC-SHA512-256 tag
+    (crypto_auth) instead; a task stored then is redelivered with it after
+    an upgrade, so opening accepts that tag too when the BLAKE2b one does
+    not match. BLAKE2b was chosen because a token is sealed once and opened
+    at least once per task: it is ~4x cheaper than the HMAC here (two
+    SHA-512 blocks per tag even with the keyed start kept), and keyed
+    BLAKE2b is a MAC in its own right (RFC 7693).
 
     Shards seal tokens when they hand out a task; the router opens them to
     route complete / fail / heartbeat to the right shard.
@@ -60,26 +69,54 @@ s_pack_string (msgpack_packer *pk, const char *s, size_t size)
            && msgpack_pack_str_body (pk, s, len) == 0;
 }
 
-//  HMAC's keyed start (two SHA-512 blocks) is the same for every token
-//  under one key: each thread keeps it for the last key it used, which
-//  halves the hashing per token.
+//  Tag sizes of both MACs are 32 bytes.
+#define S_TAG_BYTES crypto_generichash_BYTES
+_Static_assert(crypto_generichash_BYTES == crypto_auth_BYTES,
+               "both tags are 32 bytes");
+_Static_assert(SHF_TOKEN_KEY_BYTES <= crypto_generichash_KEYBYTES_MAX,
+               "the node secret is a BLAKE2b key");
+
+//  The keyed start of either MAC is the same for every token under one
+//  key: each thread keeps both for the last key it used.
 static _Thread_local struct {
     bool set;
     uint8_t key [SHF_TOKEN_KEY_BYTES];
-    crypto_auth_hmacsha512256_state state;
+    crypto_generichash_state blake;
+    crypto_auth_hmacsha512256_state hmac;
 } s_keyed;
 
 static void
-s_mac (const uint8_t *data, size_t size,
-       const uint8_t key [SHF_TOKEN_KEY_BYTES], uint8_t mac [crypto_auth_BYTES])
+s_keyed_for (const uint8_t key [SHF_TOKEN_KEY_BYTES])
 {
     if (!s_keyed.set || sodium_memcmp (s_keyed.key, key, sizeof s_keyed.key)) {
-        crypto_auth_hmacsha512256_init (&s_keyed.state, key,
+        crypto_generichash_init (&s_keyed.blake, key, SHF_TOKEN_KEY_BYTES,
+                                 S_TAG_BYTES);
+        crypto_auth_hmacsha512256_init (&s_keyed.hmac, key,
                                         SHF_TOKEN_KEY_BYTES);
         memcpy (s_keyed.key, key, sizeof s_keyed.key);
         s_keyed.set = true;
     }
-    crypto_auth_hmacsha512256_state state = s_keyed.state;
+}
+
+static void
+s_mac (const uint8_t *data, size_t size,
+       const uint8_t key [SHF_TOKEN_KEY_BYTES], uint8_t mac [S_TAG_BYTES])
+{
+    s_keyed_for (key);
+    crypto_generichash_state state = s_keyed.blake;
+    crypto_generichash_update (&state, data, size);
+    crypto_generichash_final (&state, mac, S_TAG_BYTES);
+    sodium_memzero (&state, sizeof state);
+}
+
+//  The tag of tokens sealed before the switch to BLAKE2b.
+static void
+s_mac_legacy (const uint8_t *data, size_t size,
+              const uint8_t key [SHF_TOKEN_KEY_BYTES],
+              uint8_t mac [S_TAG_BYTES])
+{
+    s_keyed_for (key);
+    crypto_auth_hmacsha512256_state state = s_keyed.hmac;
     crypto_auth_hmacsha512256_update (&state, data, size);
     crypto_auth_hmacsha512256_final (&state, mac);
     sodium_memzero (&state, sizeof state);
@@ -189,7 +226,7 @@ shf_token_seal (const shf_token_t *token,
         || msgpack_pack_int64 (&pk, (int64_t) token->attempt))
         return SHF_EINVAL;
     size_t payload_size = bin.size;
-    size_t bin_size = payload_size + crypto_auth_BYTES;
+    size_t bin_size = payload_size + S_TAG_BYTES;
     size_t b64_size = sodium_base64_ENCODED_LEN (
         bin_size, sodium_base64_VARIANT_URLSAFE_NO_PADDING);
     //  b64_size counts the NUL.
@@ -307,14 +344,17 @@ shf_token_open (const char *text, const uint8_t key [SHF_TOKEN_KEY_BYTES],
     size_t bin_size = 0;
     if (!s_b64_decode (text, text_len, bin, sizeof bin, &bin_size))
         return SHF_EINVAL;
-    if (bin_size <= crypto_auth_BYTES)
+    if (bin_size <= S_TAG_BYTES)
         return SHF_EINVAL;
-    size_t payload_size = bin_size - crypto_auth_BYTES;
+    size_t payload_size = bin_size - S_TAG_BYTES;
     //  The MAC first: nothing a forger wrote reaches the decoder.
-    uint8_t mac [crypto_auth_BYTES];
+    uint8_t mac [S_TAG_BYTES];
     s_mac (bin, payload_size, key, mac);
-    if (crypto_verify_32 (mac, bin + payload_size) != 0)
-        return SHF_EAUTH;
+    if (crypto_verify_32 (mac, bin + payload_size) != 0) {
+        s_mac_legacy (bin, payload_size, key, mac);
+        if (crypto_verify_32 (mac, bin + payload_size) != 0)
+            return SHF_EAUTH;
+    }
 
     shf_token_t t;
     memset (&t, 0, sizeof t);
@@ -337,17 +377,29 @@ s_token_eq (const shf_token_t *a, const shf_token_t *b)
            && strcmp (a->step, b->step) == 0 && a->attempt == b->attempt;
 }
 
-//  Seals an arbitrary payload with key, as a forger holding the key could.
+//  Seals an arbitrary payload with key, as a forger holding the key could:
+//  with the current MAC, or with the HMAC of tokens sealed before it.
+static void
+s_seal_raw_with (const uint8_t *payload, size_t size, const uint8_t *key,
+                 bool legacy, char *text, size_t text_size)
+{
+    uint8_t bin [S_MAX_BIN];
+    assert (size + S_TAG_BYTES <= sizeof bin);
+    memcpy (bin, payload, size);
+    if (legacy)
+        crypto_auth (bin + size, bin, size, key);
+    else
+        crypto_generichash (bin + size, S_TAG_BYTES, bin, size, key,
+                            SHF_TOKEN_KEY_BYTES);
+    sodium_bin2base64 (text, text_size, bin, size + S_TAG_BYTES,
+                       sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+}
+
 static void
 s_seal_raw (const uint8_t *payload, size_t size, const uint8_t *key, char *text,
             size_t text_size)
 {
-    uint8_t bin [S_MAX_BIN];
-    assert (size + crypto_auth_BYTES <= sizeof bin);
-    memcpy (bin, payload, size);
-    crypto_auth (bin + size, bin, size, key);
-    sodium_bin2base64 (text, text_size, bin, size + crypto_auth_BYTES,
-                       sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+    s_seal_raw_with (payload, size, key, false, text, text_size);
 }
 
 void
@@ -383,6 +435,29 @@ shf_token_test (bool verbose)
 
     //  Wrong key
     assert (shf_token_open (text, other, &back) == SHF_EAUTH);
+
+    //  What seal writes is the BLAKE2b tag; a token sealed with the HMAC
+    //  of earlier versions (a task stored before an upgrade) opens too,
+    //  and only under its key.
+    {
+        uint8_t raw [S_MAX_BIN];
+        size_t raw_size;
+        assert (sodium_base642bin (raw, sizeof raw, text, strlen (text), NULL,
+                                   &raw_size, NULL,
+                                   sodium_base64_VARIANT_URLSAFE_NO_PADDING)
+                == 0);
+        char again [SHF_TOKEN_MAX_TEXT + 1];
+        s_seal_raw_with (raw, raw_size - S_TAG_BYTES, key, false, again,
+                         sizeof again);
+        assert (strcmp (again, text) == 0);
+        char legacy [SHF_TOKEN_MAX_TEXT + 1];
+        s_seal_raw_with (raw, raw_size - S_TAG_BYTES, key, true, legacy,
+                         sizeof legacy);
+        assert (strcmp (legacy, text) != 0);
+        assert (shf_token_open (legacy, key, &back) == SHF_OK);
+        assert (s_token_eq (&back, &token));
+        assert (shf_token_open (legacy, other, &back) == SHF_EAUTH);
+    }
 
     //  Tampering: any flipped bit of the sealed bytes fails the MAC; any
     //  changed character of the text fails the MAC or the base64.

@@ -1,8 +1,9 @@
 /*  shf_token.h - sealed task tokens.
 
     A task token names one attempt of one activity: (shard, epoch, ns,
-    wf_id, run_id, step, attempt). It is sealed with crypto_auth
-    (HMAC-SHA512-256) under the node secret, then base64url-encoded, so a
+    wf_id, run_id, step, attempt). It is sealed with a keyed BLAKE2b-256
+    tag under the node secret (tokens of earlier versions, with an
+    HMAC-SHA512-256 tag, still open), then base64url-encoded, so a
     completion can be routed to its shard without a lookup and a worker
     cannot forge or alter one. Opening checks the MAC before decoding
     anything.

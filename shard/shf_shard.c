@@ -34,6 +34,7 @@
 #include "shf_fs.h"
 #include "shf_keys.h"
 #include "shf_log.h"
+#include "shf_mpack.h"
 #include "shf_msg.h"
 #include "shf_reader.h"
 #include "shf_reply.h"
@@ -250,23 +251,36 @@ s_state_load (self_t *self, const char *ns, const char *wf_id, json_t **state_p)
     return SHF_OK;
 }
 
-static void
-s_index_entry (const json_t *state, json_t **entry_p, shf_key_t *key)
+//  The run's visibility entry, encoded straight from the state's fields.
+static shf_err_t
+s_index_put (self_t *self, const json_t *state)
 {
     const char *ns = s_str (state, "ns");
-    shf_key_init (key);
-    shf_key_str (key, ns ? ns : SHF_MSG_DEFAULT_NS);
-    shf_key_u64 (key, (uint64_t) (INT64_MAX - shf_workflow_started_at (state)));
-    shf_key_str (key, shf_workflow_id (state));
-    shf_key_raw (key, shf_workflow_run_id (state));
-    *entry_p = json_pack (
-        "{s:s, s:s, s:s, s:I, s:s, s:I, s:I}", "workflow_id",
-        shf_workflow_id (state), "run_id", shf_workflow_run_id (state), "name",
-        shf_workflow_def_name (state), "version",
-        (json_int_t) shf_workflow_def_version (state), "status",
-        shf_workflow_status (state), "started_at",
-        (json_int_t) shf_workflow_started_at (state), "closed_at",
-        (json_int_t) shf_workflow_closed_at (state));
+    shf_key_t key;
+    shf_key_init (&key);
+    shf_key_str (&key, ns ? ns : SHF_MSG_DEFAULT_NS);
+    shf_key_u64 (&key,
+                 (uint64_t) (INT64_MAX - shf_workflow_started_at (state)));
+    shf_key_str (&key, shf_workflow_id (state));
+    shf_key_raw (&key, shf_workflow_run_id (state));
+    if (key.overflow)
+        return SHF_ETOOLARGE;
+    shf_mpack_map_t *map = shf_mpack_map_new (7);
+    shf_mpack_map_str (map, "workflow_id", shf_workflow_id (state));
+    shf_mpack_map_str (map, "run_id", shf_workflow_run_id (state));
+    shf_mpack_map_str (map, "name", shf_workflow_def_name (state));
+    shf_mpack_map_int (map, "version", shf_workflow_def_version (state));
+    shf_mpack_map_str (map, "status", shf_workflow_status (state));
+    shf_mpack_map_int (map, "started_at", shf_workflow_started_at (state));
+    shf_mpack_map_int (map, "closed_at", shf_workflow_closed_at (state));
+    char *data = NULL;
+    size_t size = 0;
+    shf_err_t rc = shf_mpack_map_finish (&map, &data, &size);
+    if (rc == SHF_OK)
+        rc = shf_txn_put (self->txn, SHF_DB_INDEX, key.data, key.size, data,
+                          size);
+    free (data);
+    return rc;
 }
 
 //  What a task's token says: where the task belongs.
@@ -457,11 +471,7 @@ s_persist (self_t *self, json_t *state, shf_wf_output_t *wo, bool is_new)
         zhashx_update (self->dirty, dirty_name, json_incref (state));
     //  visibility index
     if (is_new || closed) {
-        json_t *entry;
-        s_index_entry (state, &entry, &key);
-        rc = shf_txn_put_json (self->txn, SHF_DB_INDEX, key.data, key.size,
-                               entry);
-        json_decref (entry);
+        rc = s_index_put (self, state);
         if (rc)
             return rc;
     }
