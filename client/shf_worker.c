@@ -359,7 +359,8 @@ s_report (shf_worker_t *self, shf_task_t **task_p, json_t *msg, bool wait)
 {
     shf_task_t *task = *task_p;
     const char *token = shf_task_token (task);
-    json_object_set_new (msg, "token", json_string (token));
+    //  The token came from the node in a decoded (UTF-8 checked) message.
+    json_object_set_new_nocheck (msg, "token", json_string_nocheck (token));
     uint32_t seq = ++self->next_seq;
     if (seq == 0)  //  0 means "not an answer"
         seq = ++self->next_seq;
