@@ -128,35 +128,52 @@ s_mac_legacy (const uint8_t *data, size_t size,
 static const char s_b64_chars [] =
     "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
-static int
-s_b64_value (unsigned char c)
-{
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    return c == '-' ? 62 : c == '_' ? 63 : -1;
-}
+//  Character -> 6-bit value, 0xFF for anything else.
+static const uint8_t s_b64_values [256] = {
+    255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255,
+    255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255,
+    255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255,
+    62,  255, 255, 52,  53,  54,  55,  56,  57,  58,  59,  60,  61,  255, 255,
+    255, 255, 255, 255, 255, 0,   1,   2,   3,   4,   5,   6,   7,   8,   9,
+    10,  11,  12,  13,  14,  15,  16,  17,  18,  19,  20,  21,  22,  23,  24,
+    25,  255, 255, 255, 255, 63,  255, 26,  27,  28,  29,  30,  31,  32,  33,
+    34,  35,  36,  37,  38,  39,  40,  41,  42,  43,  44,  45,  46,  47,  48,
+    49,  50,  51,  255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255,
+    255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255,
+    255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255,
+    255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255,
+    255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255,
+    255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255,
+    255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255,
+    255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255,
+    255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255,
+    255,
+};
 
-//  text must hold ((size + 2) / 3) * 4 + 1 bytes.
+//  text must hold ((size + 2) / 3) * 4 + 1 bytes. Three bytes make four
+//  characters per step; a tail of one or two bytes makes two or three.
 static void
 s_b64_encode (char *text, const uint8_t *bin, size_t size)
 {
-    size_t n = 0;
-    uint32_t acc = 0;
-    unsigned bits = 0;
-    for (size_t i = 0; i < size; i++) {
-        acc = (acc << 8) | bin [i];
-        bits += 8;
-        while (bits >= 6) {
-            bits -= 6;
-            text [n++] = s_b64_chars [(acc >> bits) & 63];
-        }
+    size_t n = 0, i = 0;
+    for (; i + 3 <= size; i += 3) {
+        uint32_t v = (uint32_t) bin [i] << 16 | (uint32_t) bin [i + 1] << 8
+                     | bin [i + 2];
+        text [n++] = s_b64_chars [v >> 18];
+        text [n++] = s_b64_chars [(v >> 12) & 63];
+        text [n++] = s_b64_chars [(v >> 6) & 63];
+        text [n++] = s_b64_chars [v & 63];
     }
-    if (bits > 0)
-        text [n++] = s_b64_chars [(acc << (6 - bits)) & 63];
+    if (size - i == 1) {
+        text [n++] = s_b64_chars [bin [i] >> 2];
+        text [n++] = s_b64_chars [(bin [i] & 3) << 4];
+    }
+    else if (size - i == 2) {
+        uint32_t v = (uint32_t) bin [i] << 8 | bin [i + 1];
+        text [n++] = s_b64_chars [v >> 10];
+        text [n++] = s_b64_chars [(v >> 4) & 63];
+        text [n++] = s_b64_chars [(v << 2) & 63];
+    }
     text [n] = 0;
 }
 
@@ -168,22 +185,40 @@ s_b64_decode (const char *text, size_t len, uint8_t *bin, size_t cap,
 {
     if (len % 4 == 1 || len / 4 * 3 + (len % 4 ? len % 4 - 1 : 0) > cap)
         return false;
-    size_t n = 0;
-    uint32_t acc = 0;
-    unsigned bits = 0;
-    for (size_t i = 0; i < len; i++) {
-        int v = s_b64_value ((unsigned char) text [i]);
-        if (v < 0)
+    const unsigned char *t = (const unsigned char *) text;
+    size_t n = 0, i = 0;
+    for (; i + 4 <= len; i += 4) {
+        uint8_t a = s_b64_values [t [i]], b = s_b64_values [t [i + 1]],
+                c = s_b64_values [t [i + 2]], d = s_b64_values [t [i + 3]];
+        if ((a | b | c | d) & 0xC0)  //  0xFF marks a foreign character
             return false;
-        acc = ((acc << 6) | (uint32_t) v) & 0xFFFFFF;
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            bin [n++] = (uint8_t) (acc >> bits);
+        uint32_t v =
+            (uint32_t) a << 18 | (uint32_t) b << 12 | (uint32_t) c << 6 | d;
+        bin [n++] = (uint8_t) (v >> 16);
+        bin [n++] = (uint8_t) (v >> 8);
+        bin [n++] = (uint8_t) v;
+    }
+    size_t tail = len - i;  //  0, 2 or 3
+    if (tail > 0) {
+        uint32_t v = 0;
+        for (size_t k = 0; k < tail; k++) {
+            uint8_t c = s_b64_values [t [i + k]];
+            if (c & 0xC0)
+                return false;
+            v = v << 6 | c;
+        }
+        if (tail == 2) {  //  12 bits: one byte and 4 unused bits
+            if (v & 0xF)
+                return false;
+            bin [n++] = (uint8_t) (v >> 4);
+        }
+        else {  //  18 bits: two bytes and 2 unused bits
+            if (v & 0x3)
+                return false;
+            bin [n++] = (uint8_t) (v >> 10);
+            bin [n++] = (uint8_t) (v >> 2);
         }
     }
-    if (acc & ((1u << bits) - 1))
-        return false;
     *size_p = n;
     return true;
 }
@@ -408,6 +443,31 @@ shf_token_test (bool verbose)
     printf (" * shf_token: ");
     if (verbose)
         printf ("\n");
+    //  The codec agrees with libsodium's, both ways, at every tail length,
+    //  and refuses texts libsodium refuses (non-zero unused bits).
+    for (size_t size = 0; size < 40; size++) {
+        uint8_t bytes [40], back [40];
+        randombytes_buf (bytes, size);
+        char ours [64], theirs [64];
+        s_b64_encode (ours, bytes, size);
+        sodium_bin2base64 (theirs, sizeof theirs, bytes, size,
+                           sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+        assert (strcmp (ours, theirs) == 0);
+        size_t got = 0;
+        assert (s_b64_decode (ours, strlen (ours), back, sizeof back, &got));
+        assert (got == size && memcmp (back, bytes, size) == 0);
+        size_t len = strlen (ours);
+        if (len % 4) {
+            char loose [64];
+            memcpy (loose, ours, len + 1);
+            //  Bit 0 of a final partial character is always unused.
+            loose [len - 1] = s_b64_chars [(
+                s_b64_values [(unsigned char) ours [len - 1]] | 1)];
+            assert (!s_b64_decode (loose, len, back, sizeof back, &got));
+        }
+    }
+    assert (!s_b64_decode ("AB*D", 4, (uint8_t [3]){0}, 3, &(size_t){0}));
+
     uint8_t key [SHF_TOKEN_KEY_BYTES];
     uint8_t other [SHF_TOKEN_KEY_BYTES];
     for (int i = 0; i < SHF_TOKEN_KEY_BYTES; i++) {
