@@ -55,6 +55,9 @@
 #define SHF_DEDUP_TTL_MS       (24 * 3600 * 1000)
 //  A batch that has nothing to send may wait this long for company.
 #define SHF_SHARD_LINGER_US 2000
+//  How long a DISPATCHED note may wait for its run's next input (s_hold),
+//  at most: it is also released at the next round of the loop.
+#define SHF_SHARD_HOLD_MS 1
 
 typedef enum {
     S_OUT_REPLY,
@@ -87,6 +90,7 @@ typedef struct {
     json_t *msg;
     shf_shard_note_t *note;  //  what the router added; may be NULL
     uint32_t gather_id;
+    uint64_t round;  //  held DISPATCHED: the loop round that took it
 } s_in_t;
 
 typedef struct {
@@ -123,6 +127,9 @@ typedef struct {
     shf_reader_args_t reader_args;
     s_in_t *reads;  //  reads taken while a batch was uncommitted
     size_t n_reads, cap_reads;
+    s_in_t *held;  //  DISPATCHED notes waiting for their run (s_hold)
+    size_t n_held, cap_held;
+    uint64_t round;  //  passes of the loop
 } self_t;
 
 static void s_waiter_destroy (void **item);
@@ -1223,6 +1230,95 @@ s_decode_raw (self_t *self, const s_in_t *in, zmq_msg_t *frame)
 //  Reads one pipe message into the batch without waiting: false when none
 //  is queued or on $TERM; a read for the reader is set aside instead.
 #define S_PARTS_MAX 4
+//  Room for one more input at self->in [self->n_in].
+static void
+s_in_room (self_t *self)
+{
+    if (self->n_in == self->cap_in) {
+        self->cap_in = self->cap_in ? self->cap_in * 2 : 64;
+        self->in = realloc (self->in, self->cap_in * sizeof (s_in_t));
+        assert (self->in);
+    }
+}
+
+//  DISPATCHED notes are held back for a round of the loop: the run's next
+//  input (the worker's result, for a short activity) usually comes in that
+//  time, and then both transitions land in one batch, which writes the
+//  run's state once instead of twice. Order is kept: a held note goes into
+//  the batch just before any input of its run, and whatever was held in an
+//  earlier round goes in at the next s_process; nothing a client or worker
+//  waits for is held, only the ActivityStarted record.
+static void
+s_hold (self_t *self, const s_in_t *in)
+{
+    if (self->n_held == self->cap_held) {
+        self->cap_held = self->cap_held ? self->cap_held * 2 : 64;
+        self->held = realloc (self->held, self->cap_held * sizeof (s_in_t));
+        assert (self->held);
+    }
+    s_in_t *held = &self->held [self->n_held++];
+    *held = *in;
+    held->round = self->round;
+}
+
+//  Does the held note concern the run (ns, wf_id)? Without a wf_id, the
+//  input may concern any run.
+static bool
+s_held_for (const s_in_t *held, const char *ns, const char *wf_id)
+{
+    return !wf_id
+           || (strcmp (held->note->token.wf_id, wf_id) == 0
+               && strcmp (held->note->token.ns, ns) == 0);
+}
+
+//  Queues request *in (at self->in [n_in], not yet counted) behind every
+//  held note of its run.
+static void
+s_unhold_for (self_t *self, s_in_t *in)
+{
+    const char *ns, *wf_id;
+    if (in->note) {
+        ns = in->note->token.ns;
+        wf_id = in->note->token.wf_id;
+    }
+    else {
+        ns = shf_msg_str (in->msg, "ns");
+        if (!ns)
+            ns = SHF_MSG_DEFAULT_NS;
+        wf_id = shf_msg_str (in->msg, "wf_id");
+    }
+    s_in_t request = *in;
+    size_t kept = 0;
+    for (size_t i = 0; i < self->n_held; i++) {
+        if (s_held_for (&self->held [i], ns, wf_id)) {
+            s_in_room (self);
+            self->in [self->n_in++] = self->held [i];
+        }
+        else
+            self->held [kept++] = self->held [i];
+    }
+    self->n_held = kept;
+    s_in_room (self);
+    self->in [self->n_in++] = request;
+}
+
+//  Releases into the batch the notes held since an earlier round (all of
+//  them when closing).
+static void
+s_unhold_old (self_t *self, bool all)
+{
+    size_t kept = 0;
+    for (size_t i = 0; i < self->n_held; i++) {
+        if (all || self->held [i].round < self->round) {
+            s_in_room (self);
+            self->in [self->n_in++] = self->held [i];
+        }
+        else
+            self->held [kept++] = self->held [i];
+    }
+    self->n_held = kept;
+}
+
 static bool
 s_take (self_t *self, void *pipe)
 {
@@ -1236,11 +1332,7 @@ s_take (self_t *self, void *pipe)
     if (shf_frames_is (&parts [0], "$TERM"))
         self->terminated = true;
     else {
-        if (self->n_in == self->cap_in) {
-            self->cap_in = self->cap_in ? self->cap_in * 2 : 64;
-            self->in = realloc (self->in, self->cap_in * sizeof (s_in_t));
-            assert (self->in);
-        }
+        s_in_room (self);
         s_in_t *in = &self->in [self->n_in];
         memset (in, 0, sizeof *in);
         bool raw = shf_frames_is (&parts [0], "RAW");
@@ -1265,8 +1357,14 @@ s_take (self_t *self, void *pipe)
         }
         if (in->kind && in->msg && s_for_reader (self, in))
             s_read_defer (self, in);
-        else if (in->kind && (in->msg || (in->kind == 'D' && in->note)))
-            self->n_in++;
+        else if (in->kind == 'D' && in->note)
+            s_hold (self, in);
+        else if (in->kind && in->msg) {
+            if (in->kind == 'R')
+                s_unhold_for (self, in);  //  moves *in
+            else
+                self->n_in++;
+        }
         else {
             zframe_destroy (&in->identity);
             json_decref (in->msg);
@@ -1727,10 +1825,14 @@ shf_shard (zsock_t *pipe, void *vargs)
             if (left < timeout)
                 timeout = left;
         }
+        if (self->n_held > 0 && timeout > SHF_SHARD_HOLD_MS)
+            timeout = SHF_SHARD_HOLD_MS;
         zmq_pollitem_t item = {zsock_resolve (pipe), 0, ZMQ_POLLIN, 0};
         int n = zmq_poll (&item, 1, (long) timeout);
         if (n < 0)
             break;
+        self->round++;
+        s_unhold_old (self, false);
         if (item.revents & ZMQ_POLLIN)
             while (self->n_in < SHF_SHARD_BATCH
                    && s_take (self, zsock_resolve (pipe)))
@@ -1749,8 +1851,9 @@ shf_shard (zsock_t *pipe, void *vargs)
         if (self->n_reads && !self->txn && self->n_in == 0)
             s_flush_reads (self);
     }
-    if (self->txn)
-        s_process (self, true);  //  commit what lingered
+    s_unhold_old (self, true);
+    if (self->txn || self->n_in > self->n_done)
+        s_process (self, true);  //  commit what lingered or was held
     if (self->n_reads)
         s_flush_reads (self);
     //  Answers what it was given, then ends: no reader outlives the store.
@@ -1762,6 +1865,9 @@ shf_shard (zsock_t *pipe, void *vargs)
     free (self->in);
     free (self->out);
     free (self->reads);
+    for (size_t i = 0; i < self->n_held; i++)
+        free (self->held [i].note);
+    free (self->held);
     shf_wf_output_reset (&self->wf_out);
     json_decref (self->wf_out.events);  //  reset re-initialises it
     shf_cache_destroy (&self->cache);
