@@ -14,7 +14,9 @@
       "GATHER"     uint32 gather id, ptr json_t *msg (def_register,
                    def_list, def_show, wf_list): answered by "GATHERED"
       "DISPATCHED" ptr shf_shard_note_t * (the task's token fields and the
-                   worker it went to; ownership passes)
+                   worker it went to; ownership passes). The shard may hold
+                   it for one round of its loop (1 ms at most) so that it
+                   shares a batch with the run's next input.
       "$TERM"
     and (shard -> router), each sent only after the batch that caused it
     committed:
