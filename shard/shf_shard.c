@@ -1611,6 +1611,8 @@ s_process (self_t *self, bool closing)
     shf_failpoint ("shard.after_commit");
     s_send_outbox (self);
     s_in_clear (self);
+    //  After the sends, so that an extension of the file delays none.
+    shf_store_prealloc (self->store);
 }
 
 //  Expired result waiters are answered with the run still open.

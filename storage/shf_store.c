@@ -25,6 +25,7 @@
 #include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <ftw.h>
 #include <libgen.h>
 #include <lmdb.h>
@@ -49,6 +50,8 @@ struct shf_store {
     size_t max_key;     //  mdb_env_get_maxkeysize
     size_t page_size;   //  LMDB page size of this environment
     int stale_readers;  //  reader slots of dead processes cleared at open
+    bool durable;       //  synchronous commits (and preallocation)
+    uint64_t alloc_end;  //  the data file is written up to here (prealloc)
     //  The remap gate (see the banner)
     pthread_mutex_t lock;
     pthread_cond_t cond;
@@ -264,6 +267,7 @@ shf_store_open (shf_store_t **self_p, const char *dir, size_t map_size,
     if (rc != MDB_SUCCESS)
         goto fail;
     self->page_size = stat.ms_psize;
+    self->durable = durable;
     self->max_key = (size_t) mdb_env_get_maxkeysize (self->env);
 
     op = "txn_begin";
@@ -344,6 +348,48 @@ shf_store_used_bytes (shf_store_t *self)
     MDB_envinfo info;
     s_env_info (self, &info);
     return ((size_t) info.me_last_pgno + 1) * self->page_size;
+}
+
+void
+shf_store_prealloc (shf_store_t *self)
+{
+    assert (self);
+    assert (!self->writing);  //  LMDB must not be writing the file now
+    if (!self->durable)
+        return;
+    MDB_envinfo info;
+    s_env_info (self, &info);
+    uint64_t used = ((uint64_t) info.me_last_pgno + 1) * self->page_size;
+    //  Extend when less than half the lead is left, so it happens about
+    //  once per half a MiB of growth.
+    if (self->alloc_end >= used + SHF_STORE_PREALLOC_LEAD / 2)
+        return;
+    mdb_filehandle_t fd;
+    struct stat st;
+    if (mdb_env_get_fd (self->env, &fd) != MDB_SUCCESS || fstat (fd, &st) != 0)
+        return;
+    uint64_t from = (uint64_t) st.st_size > used ? (uint64_t) st.st_size : used;
+    uint64_t to = used + SHF_STORE_PREALLOC_LEAD;
+    if (to > (uint64_t) info.me_mapsize)
+        to = (uint64_t) info.me_mapsize;
+    //  Beyond LMDB's last page the file is ours until LMDB grows into it,
+    //  which it can only do in a write transaction of this thread.
+    static const char zeros [64 * 1024];
+    uint64_t at = from;
+    while (at < to) {
+        size_t n = to - at < sizeof zeros ? (size_t) (to - at) : sizeof zeros;
+        ssize_t wrote = pwrite (fd, zeros, n, (off_t) at);
+        if (wrote <= 0) {
+            //  A full disk is for LMDB's own writes to report.
+            shf_debug ("store: preallocation stopped at %" PRIu64 ": %s", at,
+                       strerror (errno));
+            break;
+        }
+        at += (uint64_t) wrote;
+    }
+    if (at > from && fdatasync (fd) != 0)
+        shf_debug ("store: preallocation sync: %s", strerror (errno));
+    self->alloc_end = at;
 }
 
 shf_err_t
@@ -1162,6 +1208,56 @@ shf_store_test (bool verbose)
     assert (rc == SHF_OK && vl == sizeof value);
     shf_txn_abort (&txn);
     shf_store_destroy (&store);
+
+    //  Preallocation: a durable store keeps its file written a lead past
+    //  the last page; the zeros past it are not data, so the store reopens
+    //  with every record and keeps growing over them.
+    {
+        char pdir [320];
+        snprintf (pdir, sizeof pdir, "%s/prealloc", tmp);
+        char data [400];
+        snprintf (data, sizeof data, "%s/data.mdb", pdir);
+        for (int round = 0; round < 2; round++) {
+            rc = shf_store_open (&store, pdir, 0, true);
+            assert (rc == SHF_OK);
+            rc = shf_store_begin (store, true, &txn);
+            assert (rc == SHF_OK);
+            //  ~1.5 MiB per round: grows past the lead of round 0
+            char filler [1500];
+            memset (filler, 'p', sizeof filler);
+            for (int i = 0; i < 1000; i++) {
+                unsigned char key [8];
+                s_be64 ((uint64_t) (round * 1000 + i), key);
+                rc = shf_txn_put (txn, SHF_DB_HISTORY, key, 8, filler,
+                                  sizeof filler);
+                assert (rc == SHF_OK);
+            }
+            rc = shf_txn_commit (&txn);
+            assert (rc == SHF_OK);
+            shf_store_prealloc (store);
+            struct stat st;
+            assert (stat (data, &st) == 0);
+            size_t used = shf_store_used_bytes (store);
+            assert ((size_t) st.st_size >= used + SHF_STORE_PREALLOC_LEAD / 2);
+            assert ((size_t) st.st_size <= used + SHF_STORE_PREALLOC_LEAD);
+            shf_store_prealloc (store);  //  lead left: nothing to do
+            struct stat again;
+            assert (stat (data, &again) == 0 && again.st_size == st.st_size);
+            shf_store_destroy (&store);
+        }
+        rc = shf_store_open (&store, pdir, 0, true);
+        assert (rc == SHF_OK);
+        rc = shf_store_begin (store, false, &txn);
+        assert (rc == SHF_OK);
+        for (uint64_t i = 0; i < 2000; i += 999) {
+            unsigned char key [8];
+            s_be64 (i, key);
+            rc = shf_txn_get (txn, SHF_DB_HISTORY, key, 8, &v, &vl);
+            assert (rc == SHF_OK && vl == 1500 && ((char *) v) [0] == 'p');
+        }
+        shf_txn_abort (&txn);
+        shf_store_destroy (&store);
+    }
 
     //  Failpoint store.commit=eio: failpoints are parsed once per process,
     //  so run that part in a fresh copy of this test binary.

@@ -62,6 +62,17 @@ bool
 size_t
     shf_store_used_bytes (shf_store_t *self);
 
+//  Keeps the data file written (zeros) SHF_STORE_PREALLOC_LEAD bytes past
+//  LMDB's last page, so that a commit which grows the database writes into
+//  blocks the file system has already allocated: an fdatasync that must
+//  also sync new blocks and the file size cost ~1.5-3x one that need not
+//  (bench/RESULTS.md, session 5). Only for a durable store; call it from
+//  the writer's thread with no write transaction open (after a commit and
+//  its sends). Cheap when there is lead left; otherwise it writes up to
+//  the lead and syncs once (~1 ms for 1 MiB here).
+#define SHF_STORE_PREALLOC_LEAD (1024u * 1024)
+void shf_store_prealloc (shf_store_t *self);
+
 //  Compacting copy to path (a new file); for snapshots and shard moves.
 shf_err_t
     shf_store_copy (shf_store_t *self, const char *path) SHF_MUST_CHECK;
