@@ -1227,9 +1227,6 @@ s_decode_raw (self_t *self, const s_in_t *in, zmq_msg_t *frame)
     return msg;
 }
 
-//  Reads one pipe message into the batch without waiting: false when none
-//  is queued or on $TERM; a read for the reader is set aside instead.
-#define S_PARTS_MAX 4
 //  Room for one more input at self->in [self->n_in].
 static void
 s_in_room (self_t *self)
@@ -1319,6 +1316,9 @@ s_unhold_old (self_t *self, bool all)
     self->n_held = kept;
 }
 
+//  Reads one pipe message into the batch without waiting: false when none
+//  is queued or on $TERM; a read for the reader is set aside instead.
+#define S_PARTS_MAX 4
 static bool
 s_take (self_t *self, void *pipe)
 {
