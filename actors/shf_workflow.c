@@ -96,10 +96,14 @@ s_is (const json_t *obj, const char *key, const char *value)
     return text && strcmp (text, value) == 0;
 }
 
+//  Keys are literals, step ids of the compiled definition or a signal
+//  name already made into a JSON string: all valid UTF-8, so the setter
+//  that checks it again is not used.
 static void
 s_set (json_t *obj, const char *key, json_t *value)
 {
-    if (json_object_set_new (obj, key, value ? value : json_null ()) != 0)
+    if (json_object_set_new_nocheck (obj, key, value ? value : json_null ())
+        != 0)
         abort ();  //  out of memory
 }
 
