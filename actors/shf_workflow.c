@@ -59,6 +59,9 @@
 #define T_SCHEDULE_TO_CLOSE "schedule_to_close"
 #define T_HEARTBEAT         "heartbeat"
 
+//  Steps whose records s_rec keeps at hand (more are looked up each time).
+#define S_REC_CACHE 32
+
 //  One application of one input.
 typedef struct {
     const shf_def_t *def;
@@ -69,6 +72,9 @@ typedef struct {
     shf_wf_output_t *out;
     int64_t now;
     json_t *ctx;  //  cached expression context, NULL when stale
+    //  Step records by definition index, looked up once per application
+    //  (a step's record object is made at start and never replaced).
+    json_t *recs [S_REC_CACHE];
 } s_run_t;
 
 
@@ -292,7 +298,12 @@ s_effect (s_run_t *r, shf_effect_kind_t kind)
 static json_t *
 s_rec (s_run_t *r, size_t idx)
 {
-    return json_object_get (r->steps, shf_def_step_id (r->def, idx));
+    if (idx >= S_REC_CACHE)
+        return json_object_get (r->steps, shf_def_step_id (r->def, idx));
+    if (!r->recs [idx])
+        r->recs [idx] =
+            json_object_get (r->steps, shf_def_step_id (r->def, idx));
+    return r->recs [idx];
 }
 
 static bool
@@ -454,10 +465,12 @@ s_task_cancel (s_run_t *r, size_t idx)
 static bool
 s_step_done (s_run_t *r, size_t idx)
 {
-    json_t *rec = s_rec (r, idx);
-    return s_is (rec, "status", S_COMPLETED) || s_is (rec, "status", S_SKIPPED)
-           || (s_is (rec, "status", S_FAILED)
-               && shf_def_step_optional (r->def, idx));
+    const char *status = s_str (s_rec (r, idx), "status");
+    return status
+           && (strcmp (status, S_COMPLETED) == 0
+               || strcmp (status, S_SKIPPED) == 0
+               || (strcmp (status, S_FAILED) == 0
+                   && shf_def_step_optional (r->def, idx)));
 }
 
 static bool
