@@ -787,20 +787,20 @@ static void
 s_advance (s_run_t *r)
 {
     size_t count = shf_def_step_count (r->def);
+    if (!s_is_open (r->state))
+        return;
+    //  Only reaching a step can close the run, so that is when to look.
     bool progress = true;
     while (progress) {
         progress = false;
-        for (size_t i = 0; i < count; i++) {
-            if (!s_is_open (r->state))
-                return;
+        for (size_t i = 0; i < count; i++)
             if (s_step_ready (r, i)) {
                 s_step_reach (r, i);
                 progress = true;
+                if (!s_is_open (r->state))
+                    return;
             }
-        }
     }
-    if (!s_is_open (r->state))
-        return;
     for (size_t i = 0; i < count; i++)
         if (!s_step_done (r, i))
             return;
