@@ -10,7 +10,8 @@
     strings without NUL bytes and must not repeat (a duplicate key is
     rejected, so no two readers can disagree about which value counts),
     strings must be valid UTF-8, and trailing bytes are an error. The
-    encoder uses msgpack-c's packer, which picks the smallest encoding.
+    encoder is our own too, writing msgpack-c's bytes (the smallest
+    encoding of each value) without its per-item write callback.
 
     Called by shf_msg (wire frames), shf_token and storage/ (records).
 */
@@ -429,21 +430,140 @@ fail:
     return rc;
 }
 
-static int s_pack (msgpack_packer *pk, const json_t *value, int depth);
+//  --- encoding ---------------------------------------------------------
+//
+//  Our own writer rather than msgpack-c's packer: the packer hands every
+//  header and body to a write callback (~1,500 calls per W3 workflow, most
+//  of 1-9 bytes), and the call cost more than the bytes. Here a header is
+//  built in place after one room check, and bodies are copied. The bytes
+//  are msgpack-c's: the smallest encoding of every integer, string, map
+//  and array length, doubles as float64 (checked against msgpack-c in the
+//  self-test). With counting set nothing is stored, only sized.
+
+//  Most values we encode (messages, states, events) are a few hundred
+//  bytes; msgpack-c would start every buffer at 8 KiB.
+#define S_ENCODE_INIT_SIZE 512
+
+typedef struct {
+    uint8_t *data;
+    size_t size;   //  bytes written (or counted)
+    size_t alloc;  //  bytes of data
+    bool counting;
+} s_out_t;
+
+//  Room for n more bytes; NULL when counting (the caller only sizes).
+static inline uint8_t *
+s_room (s_out_t *o, size_t n)
+{
+    if (o->counting) {
+        o->size += n;
+        return NULL;
+    }
+    if (o->alloc - o->size < n) {
+        size_t alloc = o->alloc ? o->alloc * 2 : S_ENCODE_INIT_SIZE;
+        while (alloc - o->size < n)
+            alloc *= 2;
+        uint8_t *grown = realloc (o->data, alloc);
+        assert (grown);  //  out of memory
+        o->data = grown;
+        o->alloc = alloc;
+    }
+    uint8_t *at = o->data + o->size;
+    o->size += n;
+    return at;
+}
+
+static inline void
+s_be (uint8_t *at, uint64_t v, int n)
+{
+    for (int i = n - 1; i >= 0; i--, v >>= 8)
+        at [i] = (uint8_t) v;
+}
+
+//  A type byte and an n-byte big-endian argument.
+static inline void
+s_head (s_out_t *o, uint8_t type, uint64_t arg, int n)
+{
+    uint8_t *at = s_room (o, 1 + (size_t) n);
+    if (at) {
+        at [0] = type;
+        s_be (at + 1, arg, n);
+    }
+}
+
+static void
+s_put_int (s_out_t *o, int64_t v)
+{
+    if (v >= 0) {
+        uint64_t u = (uint64_t) v;
+        if (u < 128)
+            s_head (o, (uint8_t) u, 0, 0);
+        else if (u <= UINT8_MAX)
+            s_head (o, 0xcc, u, 1);
+        else if (u <= UINT16_MAX)
+            s_head (o, 0xcd, u, 2);
+        else if (u <= UINT32_MAX)
+            s_head (o, 0xce, u, 4);
+        else
+            s_head (o, 0xcf, u, 8);
+    }
+    else if (v >= -32)
+        s_head (o, (uint8_t) (int8_t) v, 0, 0);
+    else if (v >= INT8_MIN)
+        s_head (o, 0xd0, (uint8_t) (int8_t) v, 1);
+    else if (v >= INT16_MIN)
+        s_head (o, 0xd1, (uint16_t) (int16_t) v, 2);
+    else if (v >= INT32_MIN)
+        s_head (o, 0xd2, (uint32_t) (int32_t) v, 4);
+    else
+        s_head (o, 0xd3, (uint64_t) v, 8);
+}
+
+//  A string header and body.
+static void
+s_put_str (s_out_t *o, const char *str, size_t len)
+{
+    size_t head = len < 32            ? 1
+                  : len <= UINT8_MAX  ? 2
+                  : len <= UINT16_MAX ? 3
+                                      : 5;
+    uint8_t *at = s_room (o, head + len);
+    if (!at)
+        return;
+    if (len < 32)
+        at [0] = (uint8_t) (0xa0 | len);
+    else {
+        at [0] = head == 2 ? 0xd9 : head == 3 ? 0xda : 0xdb;
+        s_be (at + 1, len, (int) head - 1);
+    }
+    memcpy (at + head, str, len);
+}
+
+//  A map (maps) or array header of n entries.
+static void
+s_put_container (s_out_t *o, bool map, size_t n)
+{
+    if (n < 16)
+        s_head (o, (uint8_t) ((map ? 0x80 : 0x90) | n), 0, 0);
+    else if (n <= UINT16_MAX)
+        s_head (o, map ? 0xde : 0xdc, n, 2);
+    else
+        s_head (o, map ? 0xdf : 0xdd, n, 4);
+}
+
+static int s_pack (s_out_t *o, const json_t *value, int depth);
 
 //  An object's members; with tag, one more integer member of that name
-//  last (replacing a member of the same name). 0, -1 (out of memory) or
-//  -2 (too deep).
+//  last (replacing a member of the same name). 0 or -2 (too deep).
 static int
-s_pack_object (msgpack_packer *pk, json_t *v, int depth, const char *tag,
+s_pack_object (s_out_t *o, json_t *v, int depth, const char *tag,
                int64_t tag_value)
 {
     if (depth >= SHF_MPACK_MAX_DEPTH)
         return -2;
     size_t tag_len = tag ? strlen (tag) : 0;
     bool extra = tag && !json_object_get (v, tag);
-    if (msgpack_pack_map (pk, json_object_size (v) + (extra ? 1 : 0)))
-        return -1;
+    s_put_container (o, true, json_object_size (v) + (extra ? 1 : 0));
     const char *key;
     size_t key_len;
     json_t *member;
@@ -451,105 +571,61 @@ s_pack_object (msgpack_packer *pk, json_t *v, int depth, const char *tag,
     {
         if (tag && key_len == tag_len && memcmp (key, tag, tag_len) == 0)
             continue;
-        if (msgpack_pack_str (pk, key_len)
-            || msgpack_pack_str_body (pk, key, key_len))
-            return -1;
-        int rc = s_pack (pk, member, depth + 1);
+        s_put_str (o, key, key_len);
+        int rc = s_pack (o, member, depth + 1);
         if (rc)
             return rc;
     }
-    if (tag
-        && (msgpack_pack_str (pk, tag_len)
-            || msgpack_pack_str_body (pk, tag, tag_len)
-            || msgpack_pack_int64 (pk, tag_value)))
-        return -1;
+    if (tag) {
+        s_put_str (o, tag, tag_len);
+        s_put_int (o, tag_value);
+    }
     return 0;
 }
 
-//  The packer: msgpack-c picks the smallest encoding of each value.
 static int
-s_pack (msgpack_packer *pk, const json_t *value, int depth)
+s_pack (s_out_t *o, const json_t *value, int depth)
 {
     json_t *v = (json_t *) value;  //  jansson's iterators are not const
     switch (json_typeof (v)) {
         case JSON_OBJECT:
-            return s_pack_object (pk, v, depth, NULL, 0);
+            return s_pack_object (o, v, depth, NULL, 0);
         case JSON_ARRAY: {
             if (depth >= SHF_MPACK_MAX_DEPTH)
                 return -2;
             size_t n = json_array_size (v);
-            if (msgpack_pack_array (pk, n))
-                return -1;
+            s_put_container (o, false, n);
             for (size_t i = 0; i < n; i++) {
-                int rc = s_pack (pk, json_array_get (v, i), depth + 1);
+                int rc = s_pack (o, json_array_get (v, i), depth + 1);
                 if (rc)
                     return rc;
             }
             return 0;
         }
-        case JSON_STRING: {
-            size_t len = json_string_length (v);
-            return msgpack_pack_str (pk, len)
-                           || msgpack_pack_str_body (pk, json_string_value (v),
-                                                     len)
-                       ? -1
-                       : 0;
-        }
+        case JSON_STRING:
+            s_put_str (o, json_string_value (v), json_string_length (v));
+            return 0;
         case JSON_INTEGER:
-            return msgpack_pack_int64 (pk, json_integer_value (v)) ? -1 : 0;
-        case JSON_REAL:
-            return msgpack_pack_double (pk, json_real_value (v)) ? -1 : 0;
+            s_put_int (o, json_integer_value (v));
+            return 0;
+        case JSON_REAL: {
+            double d = json_real_value (v);
+            uint64_t bits;
+            memcpy (&bits, &d, sizeof bits);
+            s_head (o, 0xcb, bits, 8);
+            return 0;
+        }
         case JSON_TRUE:
-            return msgpack_pack_true (pk) ? -1 : 0;
+            s_head (o, 0xc3, 0, 0);
+            return 0;
         case JSON_FALSE:
-            return msgpack_pack_false (pk) ? -1 : 0;
+            s_head (o, 0xc2, 0, 0);
+            return 0;
         case JSON_NULL:
-            return msgpack_pack_nil (pk) ? -1 : 0;
+            s_head (o, 0xc0, 0, 0);
+            return 0;
     }
-    return -1;
-}
-
-//  Most values we encode (messages, states, events) are a few hundred
-//  bytes; msgpack-c would start every buffer at 8 KiB.
-#define S_ENCODE_INIT_SIZE 512
-
-//  The packer's write callback. msgpack-c writes every header and every
-//  body through it (~1,500 calls per W3 workflow, most of 1-9 bytes);
-//  msgpack_sbuffer_write's libc memcpy call cost more than the copy, so
-//  short writes are done with fixed-size moves (overlapping for odd
-//  lengths), which the compiler inlines.
-static int
-s_write (void *data, const char *buf, size_t len)
-{
-    msgpack_sbuffer *sb = data;
-    if (sb->alloc - sb->size < len) {
-        size_t alloc = sb->alloc ? sb->alloc * 2 : S_ENCODE_INIT_SIZE;
-        while (alloc < sb->size + len)
-            alloc *= 2;
-        char *grown = realloc (sb->data, alloc);
-        if (!grown)
-            return -1;
-        sb->data = grown;
-        sb->alloc = alloc;
-    }
-    char *dst = sb->data + sb->size;
-    if (len >= 8 && len <= 16) {
-        memcpy (dst, buf, 8);
-        memcpy (dst + len - 8, buf + len - 8, 8);
-    }
-    else if (len >= 4 && len < 8) {
-        memcpy (dst, buf, 4);
-        memcpy (dst + len - 4, buf + len - 4, 4);
-    }
-    else if (len > 0 && len < 4) {
-        dst [0] = buf [0];
-        dst [len / 2] = buf [len / 2];
-        dst [len - 1] = buf [len - 1];
-    }
-    else if (len > 16)
-        memcpy (dst, buf, len);
-    sb->size += len;
-    return 0;
+    return -2;
 }
 
 static shf_err_t
@@ -561,23 +637,17 @@ s_encode (const json_t *value, const char *tag, int64_t tag_value,
     assert (size_p);
     *data_p = NULL;
     *size_p = 0;
-    msgpack_sbuffer sbuf;
-    msgpack_sbuffer_init (&sbuf);
-    sbuf.data = malloc (S_ENCODE_INIT_SIZE);
-    assert (sbuf.data);
-    sbuf.alloc = S_ENCODE_INIT_SIZE;
-    msgpack_packer pk;
-    msgpack_packer_init (&pk, &sbuf, s_write);
-    int rc = tag ? s_pack_object (&pk, (json_t *) value, 0, tag, tag_value)
-                 : s_pack (&pk, value, 0);
+    s_out_t o = {NULL, 0, 0, false};
+    int rc = tag ? s_pack_object (&o, (json_t *) value, 0, tag, tag_value)
+                 : s_pack (&o, value, 0);
     if (rc) {
-        msgpack_sbuffer_destroy (&sbuf);
-        //  -1 is the sbuffer failing to grow: out of memory.
-        assert (rc == -2);
+        free (o.data);
         return SHF_EINVAL;
     }
-    *size_p = sbuf.size;
-    *data_p = msgpack_sbuffer_release (&sbuf);  //  malloc'd: free()
+    if (!o.data)  //  nothing written cannot happen: every value has a byte
+        o.data = malloc (1);
+    *size_p = o.size;
+    *data_p = (char *) o.data;  //  malloc'd: free()
     return SHF_OK;
 }
 
@@ -597,11 +667,10 @@ shf_mpack_encode_tagged (const json_t *object, const char *tag,
 }
 
 struct shf_mpack_map {
-    msgpack_sbuffer sbuf;
-    msgpack_packer pk;
+    s_out_t out;
     size_t count;    //  fields declared
     size_t written;  //  fields written
-    int rc;          //  the first packer failure (s_pack's codes)
+    int rc;          //  the first failure (s_pack's codes)
 };
 
 shf_mpack_map_t *
@@ -609,12 +678,8 @@ shf_mpack_map_new (size_t count)
 {
     shf_mpack_map_t *self = calloc (1, sizeof *self);
     assert (self);
-    self->sbuf.data = malloc (S_ENCODE_INIT_SIZE);
-    assert (self->sbuf.data);
-    self->sbuf.alloc = S_ENCODE_INIT_SIZE;
-    msgpack_packer_init (&self->pk, &self->sbuf, s_write);
     self->count = count;
-    self->rc = msgpack_pack_map (&self->pk, count) ? -1 : 0;
+    s_put_container (&self->out, true, count);
     return self;
 }
 
@@ -622,30 +687,24 @@ shf_mpack_map_new (size_t count)
 static bool
 s_map_key (shf_mpack_map_t *self, const char *key)
 {
-    size_t len = strlen (key);
     self->written++;
-    if (!self->rc
-        && (msgpack_pack_str (&self->pk, len)
-            || msgpack_pack_str_body (&self->pk, key, len)))
-        self->rc = -1;
+    if (self->rc == 0)
+        s_put_str (&self->out, key, strlen (key));
     return self->rc == 0;
 }
 
 void
 shf_mpack_map_str (shf_mpack_map_t *self, const char *key, const char *value)
 {
-    size_t len = strlen (value);
-    if (s_map_key (self, key)
-        && (msgpack_pack_str (&self->pk, len)
-            || msgpack_pack_str_body (&self->pk, value, len)))
-        self->rc = -1;
+    if (s_map_key (self, key))
+        s_put_str (&self->out, value, strlen (value));
 }
 
 void
 shf_mpack_map_int (shf_mpack_map_t *self, const char *key, int64_t value)
 {
-    if (s_map_key (self, key) && msgpack_pack_int64 (&self->pk, value))
-        self->rc = -1;
+    if (s_map_key (self, key))
+        s_put_int (&self->out, value);
 }
 
 void
@@ -654,9 +713,9 @@ shf_mpack_map_json (shf_mpack_map_t *self, const char *key, const json_t *value)
     if (!s_map_key (self, key))
         return;
     if (!value)
-        self->rc = msgpack_pack_nil (&self->pk) ? -1 : 0;
+        s_head (&self->out, 0xc0, 0, 0);
     else
-        self->rc = s_pack (&self->pk, value, 1);  //  inside the map
+        self->rc = s_pack (&self->out, value, 1);  //  inside the map
 }
 
 shf_err_t
@@ -666,25 +725,16 @@ shf_mpack_map_finish (shf_mpack_map_t **self_p, char **data_p, size_t *size_p)
     *self_p = NULL;
     *data_p = NULL;
     *size_p = 0;
-    //  -1 is the sbuffer failing to grow: out of memory.
-    assert (self->rc != -1);
     shf_err_t rc =
         self->rc || self->written != self->count ? SHF_EINVAL : SHF_OK;
     if (rc == SHF_OK) {
-        *size_p = self->sbuf.size;
-        *data_p = msgpack_sbuffer_release (&self->sbuf);
+        *size_p = self->out.size;
+        *data_p = (char *) self->out.data;
     }
-    msgpack_sbuffer_destroy (&self->sbuf);
+    else
+        free (self->out.data);
     free (self);
     return rc;
-}
-
-static int
-s_count_write (void *data, const char *buf, size_t len)
-{
-    (void) buf;
-    *(size_t *) data += len;
-    return 0;
 }
 
 shf_err_t
@@ -692,14 +742,12 @@ shf_mpack_size (const json_t *value, size_t *size_p)
 {
     assert (value);
     assert (size_p);
-    size_t size = 0;
-    msgpack_packer pk;
-    msgpack_packer_init (&pk, &size, s_count_write);
-    if (s_pack (&pk, value, 0)) {
+    s_out_t o = {NULL, 0, 0, true};
+    if (s_pack (&o, value, 0)) {
         *size_p = 0;
         return SHF_EINVAL;
     }
-    *size_p = size;
+    *size_p = o.size;
     return SHF_OK;
 }
 
@@ -739,6 +787,51 @@ s_expect_reject (const void *data, size_t size, const char *why, bool verbose)
     assert (err [0]);
 }
 
+//  The oracle for our encoder: msgpack-c's packer, which picks the
+//  smallest encoding of everything.
+static void
+s_reference_pack (msgpack_packer *pk, json_t *v)
+{
+    const char *key;
+    size_t len, i;
+    json_t *member;
+    switch (json_typeof (v)) {
+        case JSON_OBJECT:
+            msgpack_pack_map (pk, json_object_size (v));
+            json_object_keylen_foreach (v, key, len, member)
+            {
+                msgpack_pack_str (pk, len);
+                msgpack_pack_str_body (pk, key, len);
+                s_reference_pack (pk, member);
+            }
+            break;
+        case JSON_ARRAY:
+            msgpack_pack_array (pk, json_array_size (v));
+            json_array_foreach (v, i, member) s_reference_pack (pk, member);
+            break;
+        case JSON_STRING:
+            msgpack_pack_str (pk, json_string_length (v));
+            msgpack_pack_str_body (pk, json_string_value (v),
+                                   json_string_length (v));
+            break;
+        case JSON_INTEGER:
+            msgpack_pack_int64 (pk, json_integer_value (v));
+            break;
+        case JSON_REAL:
+            msgpack_pack_double (pk, json_real_value (v));
+            break;
+        case JSON_TRUE:
+            msgpack_pack_true (pk);
+            break;
+        case JSON_FALSE:
+            msgpack_pack_false (pk);
+            break;
+        case JSON_NULL:
+            msgpack_pack_nil (pk);
+            break;
+    }
+}
+
 static void
 s_round_trip (const json_t *value)
 {
@@ -748,6 +841,13 @@ s_round_trip (const json_t *value)
     size_t counted;
     assert (shf_mpack_size (value, &counted) == SHF_OK);
     assert (counted == size);
+    msgpack_sbuffer ref;
+    msgpack_sbuffer_init (&ref);
+    msgpack_packer pk;
+    msgpack_packer_init (&pk, &ref, msgpack_sbuffer_write);
+    s_reference_pack (&pk, (json_t *) value);
+    assert (ref.size == size && memcmp (ref.data, data, size) == 0);
+    msgpack_sbuffer_destroy (&ref);
     json_t *back = s_decode_ok (data, size);
     assert (json_equal (back, (json_t *) value));
     json_decref (back);
