@@ -379,8 +379,8 @@ s_answer (self_t *self, uint32_t seq, shf_err_t rc, const char *message,
 {
     zmsg_t *msg = zmsg_new ();
     zmsg_addstr (msg, "REPORTED");
-    zmsg_addstrf (msg, "%" PRIu32, seq);
-    zmsg_addstrf (msg, "%d", (int) rc);
+    shf_wlink_outcome_t outcome = {seq, (int32_t) rc};
+    zmsg_addmem (msg, &outcome, sizeof outcome);
     zmsg_addstr (msg, message ? message : "");
     s_add_ptr (msg, reply);
     s_tell (self, &msg);
@@ -690,11 +690,13 @@ s_from_api (self_t *self)
         zstr_free (&size);
     }
     else if (streq (command, "REPORT")) {
-        char *seq = zmsg_popstr (msg);
+        zframe_t *seq_frame = zmsg_pop (msg);
         json_t *report = s_pop_ptr (msg);
-        assert (seq && report);
-        s_report (self, (uint32_t) strtoul (seq, NULL, 10), report);
-        zstr_free (&seq);
+        uint32_t seq;
+        assert (seq_frame && zframe_size (seq_frame) == sizeof seq && report);
+        memcpy (&seq, zframe_data (seq_frame), sizeof seq);
+        zframe_destroy (&seq_frame);
+        s_report (self, seq, report);
     }
     else if (streq (command, "HANDBACK")) {
         token = zmsg_popstr (msg);
@@ -872,7 +874,7 @@ shf_wlink_report (zactor_t *link, uint32_t seq, json_t **msg_p)
     assert (json_is_string (json_object_get (*msg_p, "token")));
     zmsg_t *msg = zmsg_new ();
     zmsg_addstr (msg, "REPORT");
-    zmsg_addstrf (msg, "%" PRIu32, seq);
+    zmsg_addmem (msg, &seq, sizeof seq);
     s_add_ptr (msg, *msg_p);
     *msg_p = NULL;
     shf_wlink_send (link, &msg);

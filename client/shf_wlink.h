@@ -13,7 +13,7 @@
     API -> actor                     actor -> API
       HB token size details*           TASK task*
       REPORT seq msg*                  CANCELED token
-      HANDBACK token                   REPORTED seq status message reply*
+      HANDBACK token                   REPORTED outcome message reply*
       STOP                             CLOSED
       CLOSE
       $TERM
@@ -38,7 +38,9 @@
     - TASK: a task to run (json_t *, the task frame as received; its
       slot is counted until REPORT or HANDBACK).
     - CANCELED: a heartbeat reply said this task's activity was cancelled.
-    - REPORTED: reply is the node's reply (json_t *), or NULL.
+    - REPORTED: reply is the node's reply (json_t *), or NULL; outcome
+      is a shf_wlink_outcome_t (seq and status, as bytes: both ends are
+      one process). REPORT's seq is a uint32_t as bytes too.
 
     Thread rule: the actor owns the connection; the pipe end is the
     worker's, which uses it through the pipe I/O helpers below only (see
@@ -48,6 +50,12 @@
 #define SHF_WLINK_H_INCLUDED
 #include "shf_conn.h"
 #include <czmq.h>
+
+//  REPORTED's second frame.
+typedef struct {
+    uint32_t seq;    //  the report's, 0 for none
+    int32_t status;  //  shf_err_t
+} shf_wlink_outcome_t;
 #include <jansson.h>
 
 //  How often the worker tells the node it is alive, in ms.

@@ -231,13 +231,16 @@ s_reported (shf_worker_t *self, zmsg_t **answer_p, uint32_t *seq_p,
         return SHF_OK;
     }
     char *command = zmsg_popstr (answer);
-    char *got_seq = zmsg_popstr (answer);
-    char *status = zmsg_popstr (answer);
+    shf_wlink_outcome_t outcome = {0, SHF_OK};
+    zframe_t *frame = zmsg_pop (answer);
+    if (frame && zframe_size (frame) == sizeof outcome)
+        memcpy (&outcome, zframe_data (frame), sizeof outcome);
+    zframe_destroy (&frame);
     char *message = zmsg_popstr (answer);
     json_t *reply = shf_wlink_pop_json (answer);
     zmsg_destroy (answer_p);
-    *seq_p = got_seq ? (uint32_t) strtoul (got_seq, NULL, 10) : 0;
-    shf_err_t rc = (shf_err_t) atoi (status ? status : "0");
+    *seq_p = outcome.seq;
+    shf_err_t rc = (shf_err_t) outcome.status;
     if (reply && quiet_ok && json_is_true (json_object_get (reply, "ok")))
         rc = SHF_OK;  //  an accepted async result leaves the error alone
     else if (reply)
@@ -246,8 +249,6 @@ s_reported (shf_worker_t *self, zmsg_t **answer_p, uint32_t *seq_p,
         shf_lasterr_fail (&self->err, rc, "%s", message ? message : "");
     json_decref (reply);
     zstr_free (&command);
-    zstr_free (&got_seq);
-    zstr_free (&status);
     zstr_free (&message);
     return rc;
 }
@@ -376,8 +377,6 @@ s_report (shf_worker_t *self, shf_task_t **task_p, json_t *msg, bool wait)
         free (own_token);
         return SHF_OK;
     }
-    char seq_text [16];
-    snprintf (seq_text, sizeof seq_text, "%" PRIu32, seq);
     zsock_t *pipe = zactor_sock (self->link);
     while (true) {
         zmsg_t *raw = shf_wlink_recv (pipe, -1);
@@ -389,8 +388,14 @@ s_report (shf_worker_t *self, shf_task_t **task_p, json_t *msg, bool wait)
         zmsg_t *answer = s_take (self, raw);
         if (!answer)
             continue;
-        bool mine = zframe_streq (zmsg_first (answer), "REPORTED")
-                    && zframe_streq (zmsg_next (answer), seq_text);
+        bool mine = false;
+        if (zframe_streq (zmsg_first (answer), "REPORTED")) {
+            zframe_t *frame = zmsg_next (answer);
+            shf_wlink_outcome_t outcome = {0, SHF_OK};
+            if (frame && zframe_size (frame) == sizeof outcome)
+                memcpy (&outcome, zframe_data (frame), sizeof outcome);
+            mine = outcome.seq == seq;
+        }
         if (!mine) {
             s_collect (self, &answer);
             continue;
