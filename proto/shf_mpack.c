@@ -441,7 +441,7 @@ fail:
 //  self-test). With counting set nothing is stored, only sized.
 
 //  Most values we encode (messages, states, events) are a few hundred
-//  bytes; msgpack-c would start every buffer at 8 KiB.
+//  bytes: the buffer starts there and doubles.
 #define S_ENCODE_INIT_SIZE 512
 
 typedef struct {
@@ -539,7 +539,7 @@ s_put_str (s_out_t *o, const char *str, size_t len)
     memcpy (at + head, str, len);
 }
 
-//  A map (maps) or array header of n entries.
+//  The header of a map (map set) or an array of n entries.
 static void
 s_put_container (s_out_t *o, bool map, size_t n)
 {

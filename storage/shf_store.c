@@ -25,8 +25,8 @@
 #include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <inttypes.h>
 #include <ftw.h>
+#include <inttypes.h>
 #include <libgen.h>
 #include <lmdb.h>
 #include <pthread.h>
