@@ -216,6 +216,16 @@ s_take (shf_worker_t *self, zmsg_t *msg)
     return NULL;
 }
 
+//  The seq and status a REPORTED answer's second frame carries.
+static shf_wlink_outcome_t
+s_outcome (zframe_t *frame)
+{
+    shf_wlink_outcome_t outcome = {0, SHF_OK};
+    if (frame && zframe_size (frame) == sizeof outcome)
+        memcpy (&outcome, zframe_data (frame), sizeof outcome);
+    return outcome;
+}
+
 //  Reads a REPORTED answer (destroyed): the report's seq (0 for another
 //  message) and its outcome, with the error set when it failed (and
 //  cleared when it succeeded, unless quiet_ok: the last refused async
@@ -231,10 +241,8 @@ s_reported (shf_worker_t *self, zmsg_t **answer_p, uint32_t *seq_p,
         return SHF_OK;
     }
     char *command = zmsg_popstr (answer);
-    shf_wlink_outcome_t outcome = {0, SHF_OK};
     zframe_t *frame = zmsg_pop (answer);
-    if (frame && zframe_size (frame) == sizeof outcome)
-        memcpy (&outcome, zframe_data (frame), sizeof outcome);
+    shf_wlink_outcome_t outcome = s_outcome (frame);
     zframe_destroy (&frame);
     char *message = zmsg_popstr (answer);
     json_t *reply = shf_wlink_pop_json (answer);
@@ -388,14 +396,8 @@ s_report (shf_worker_t *self, shf_task_t **task_p, json_t *msg, bool wait)
         zmsg_t *answer = s_take (self, raw);
         if (!answer)
             continue;
-        bool mine = false;
-        if (zframe_streq (zmsg_first (answer), "REPORTED")) {
-            zframe_t *frame = zmsg_next (answer);
-            shf_wlink_outcome_t outcome = {0, SHF_OK};
-            if (frame && zframe_size (frame) == sizeof outcome)
-                memcpy (&outcome, zframe_data (frame), sizeof outcome);
-            mine = outcome.seq == seq;
-        }
+        bool mine = zframe_streq (zmsg_first (answer), "REPORTED")
+                    && s_outcome (zmsg_next (answer)).seq == seq;
         if (!mine) {
             s_collect (self, &answer);
             continue;
