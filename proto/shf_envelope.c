@@ -68,14 +68,7 @@ s_left (const s_cursor_t *c)
 static bool
 s_read_be (s_cursor_t *c, size_t n, uint64_t *value_p)
 {
-    if (s_left (c) < n)
-        return false;
-    uint64_t value = 0;
-    for (size_t i = 0; i < n; i++)
-        value = (value << 8) | c->p [i];
-    c->p += n;
-    *value_p = value;
-    return true;
+    return shf_mpack_read_be (&c->p, c->end, n, value_p);
 }
 
 //  Skips n bytes of body (a string, bin or ext payload) if they are there.

@@ -69,14 +69,7 @@ s_left (const s_reader_t *r)
 static bool
 s_read_be (s_reader_t *r, size_t n, uint64_t *value_p)
 {
-    if (s_left (r) < n)
-        return false;
-    uint64_t value = 0;
-    for (size_t i = 0; i < n; i++)
-        value = (value << 8) | r->p [i];
-    r->p += n;
-    *value_p = value;
-    return true;
+    return shf_mpack_read_be (&r->p, r->end, n, value_p);
 }
 
 //  Strict UTF-8: no overlong forms, no surrogates, nothing above U+10FFFF.

@@ -24,6 +24,23 @@
 #define SHF_MPACK_MAX_DEPTH 64
 #define SHF_MPACK_MAX_VALUES (256 * 1024)
 
+//  Reads a big-endian unsigned integer of n bytes (n <= 8) at *p if they
+//  lie before end, and moves *p past it. The one bounded read under every
+//  msgpack cursor here: this decoder's, shf_envelope's and shf_token's.
+static inline bool
+shf_mpack_read_be (const uint8_t **p, const uint8_t *end, size_t n,
+                   uint64_t *value_p)
+{
+    if ((size_t) (end - *p) < n)
+        return false;
+    uint64_t value = 0;
+    for (size_t i = 0; i < n; i++)
+        value = (value << 8) | (*p) [i];
+    *p += n;
+    *value_p = value;
+    return true;
+}
+
 //  Decode exactly one msgpack value occupying all of data[0..size).
 //  On success *value_p is the caller's. Returns SHF_EINVAL (malformed,
 //  truncated, trailing bytes, non-string or duplicate key, too deep,

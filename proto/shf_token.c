@@ -283,14 +283,7 @@ typedef struct {
 static bool
 s_be (s_cursor_t *c, size_t n, uint64_t *value)
 {
-    if ((size_t) (c->end - c->p) < n)
-        return false;
-    uint64_t v = 0;
-    for (size_t i = 0; i < n; i++)
-        v = (v << 8) | c->p [i];
-    c->p += n;
-    *value = v;
-    return true;
+    return shf_mpack_read_be (&c->p, c->end, n, value);
 }
 
 static bool

@@ -555,11 +555,13 @@ s_from_shard (self_t *self, zmq_msg_t *frames, int count)
             zmq_msg_send (&frames [2], frontend, 0);
         if (count == 4) {
             //  [token]: the answer is to that task's report
-            char *token = strndup (zmq_msg_data (&frames [3]),
-                                   zmq_msg_size (&frames [3]));
-            assert (token);
-            shf_workers_release (self->workers, token);
-            free (token);
+            char token [SHF_TOKEN_MAX_TEXT + 1];
+            size_t size = zmq_msg_size (&frames [3]);
+            if (size < sizeof token) {
+                memcpy (token, zmq_msg_data (&frames [3]), size);
+                token [size] = 0;
+                shf_workers_release (self->workers, token);
+            }
         }
     }
     else if (shf_frames_is (&frames [0], "TASK") && count == 2) {

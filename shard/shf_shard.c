@@ -1134,15 +1134,22 @@ s_for_reader (const self_t *self, const s_in_t *in)
 }
 
 //  Keeps a read (taken from in) until s_flush_reads hands it on.
+//  Appends *in to an array of inputs (reads, batch or held), growing it.
+static void
+s_in_append (s_in_t **array, size_t *n, size_t *cap, const s_in_t *in)
+{
+    if (*n == *cap) {
+        *cap = *cap ? *cap * 2 : 64;
+        *array = realloc (*array, *cap * sizeof (s_in_t));
+        assert (*array);
+    }
+    (*array) [(*n)++] = *in;
+}
+
 static void
 s_read_defer (self_t *self, s_in_t *in)
 {
-    if (self->n_reads == self->cap_reads) {
-        self->cap_reads = self->cap_reads ? self->cap_reads * 2 : 16;
-        self->reads = realloc (self->reads, self->cap_reads * sizeof (s_in_t));
-        assert (self->reads);
-    }
-    self->reads [self->n_reads++] = *in;
+    s_in_append (&self->reads, &self->n_reads, &self->cap_reads, in);
     memset (in, 0, sizeof *in);
 }
 
@@ -1227,17 +1234,6 @@ s_decode_raw (self_t *self, const s_in_t *in, zmq_msg_t *frame)
     return msg;
 }
 
-//  Room for one more input at self->in [self->n_in].
-static void
-s_in_room (self_t *self)
-{
-    if (self->n_in == self->cap_in) {
-        self->cap_in = self->cap_in ? self->cap_in * 2 : 64;
-        self->in = realloc (self->in, self->cap_in * sizeof (s_in_t));
-        assert (self->in);
-    }
-}
-
 //  DISPATCHED notes are held back for a round of the loop: the run's next
 //  input (the worker's result, for a short activity) usually comes in that
 //  time, and then both transitions land in one batch, which writes the
@@ -1248,70 +1244,42 @@ s_in_room (self_t *self)
 static void
 s_hold (self_t *self, const s_in_t *in)
 {
-    if (self->n_held == self->cap_held) {
-        self->cap_held = self->cap_held ? self->cap_held * 2 : 64;
-        self->held = realloc (self->held, self->cap_held * sizeof (s_in_t));
-        assert (self->held);
-    }
-    s_in_t *held = &self->held [self->n_held++];
-    *held = *in;
-    held->round = self->round;
+    s_in_append (&self->held, &self->n_held, &self->cap_held, in);
+    self->held [self->n_held - 1].round = self->round;
 }
 
-//  Does the held note concern the run (ns, wf_id)? Without a wf_id, the
-//  input may concern any run.
-static bool
-s_held_for (const s_in_t *held, const char *ns, const char *wf_id)
-{
-    return !wf_id
-           || (strcmp (held->note->token.wf_id, wf_id) == 0
-               && strcmp (held->note->token.ns, ns) == 0);
-}
-
-//  Queues request *in (at self->in [n_in], not yet counted) behind every
-//  held note of its run.
+//  Moves held notes into the batch: with request, those of its run (all of
+//  them when its run is not known); without, those held since an earlier
+//  round (every one when all).
 static void
-s_unhold_for (self_t *self, s_in_t *in)
+s_unhold (self_t *self, const s_in_t *request, bool all)
 {
-    const char *ns, *wf_id;
-    if (in->note) {
-        ns = in->note->token.ns;
-        wf_id = in->note->token.wf_id;
+    const char *ns = NULL, *wf_id = NULL;
+    if (request && request->note && request->note->has_token) {
+        ns = request->note->token.ns;
+        wf_id = request->note->token.wf_id;
     }
-    else {
-        ns = shf_msg_str (in->msg, "ns");
+    else if (request) {
+        //  s_decode_raw set what a start's note carried in the message
+        ns = shf_msg_str (request->msg, "ns");
+        wf_id = shf_msg_str (request->msg, "wf_id");
         if (!ns)
             ns = SHF_MSG_DEFAULT_NS;
-        wf_id = shf_msg_str (in->msg, "wf_id");
     }
-    s_in_t request = *in;
     size_t kept = 0;
     for (size_t i = 0; i < self->n_held; i++) {
-        if (s_held_for (&self->held [i], ns, wf_id)) {
-            s_in_room (self);
-            self->in [self->n_in++] = self->held [i];
-        }
+        const s_in_t *held = &self->held [i];
+        bool take;
+        if (!request)
+            take = all || held->round < self->round;
         else
-            self->held [kept++] = self->held [i];
-    }
-    self->n_held = kept;
-    s_in_room (self);
-    self->in [self->n_in++] = request;
-}
-
-//  Releases into the batch the notes held since an earlier round (all of
-//  them when closing).
-static void
-s_unhold_old (self_t *self, bool all)
-{
-    size_t kept = 0;
-    for (size_t i = 0; i < self->n_held; i++) {
-        if (all || self->held [i].round < self->round) {
-            s_in_room (self);
-            self->in [self->n_in++] = self->held [i];
-        }
+            take = !wf_id
+                   || (streq (held->note->token.wf_id, wf_id)
+                       && streq (held->note->token.ns, ns));
+        if (take)
+            s_in_append (&self->in, &self->n_in, &self->cap_in, held);
         else
-            self->held [kept++] = self->held [i];
+            self->held [kept++] = *held;
     }
     self->n_held = kept;
 }
@@ -1332,9 +1300,8 @@ s_take (self_t *self, void *pipe)
     if (shf_frames_is (&parts [0], "$TERM"))
         self->terminated = true;
     else {
-        s_in_room (self);
-        s_in_t *in = &self->in [self->n_in];
-        memset (in, 0, sizeof *in);
+        s_in_t taken = {0};
+        s_in_t *in = &taken;
         bool raw = shf_frames_is (&parts [0], "RAW");
         if ((raw || shf_frames_is (&parts [0], "REQ")) && (n == 3 || n == 4)) {
             in->kind = 'R';
@@ -1361,9 +1328,8 @@ s_take (self_t *self, void *pipe)
             s_hold (self, in);
         else if (in->kind && in->msg) {
             if (in->kind == 'R')
-                s_unhold_for (self, in);  //  moves *in
-            else
-                self->n_in++;
+                s_unhold (self, in, false);
+            s_in_append (&self->in, &self->n_in, &self->cap_in, in);
         }
         else {
             zframe_destroy (&in->identity);
@@ -1834,7 +1800,7 @@ shf_shard (zsock_t *pipe, void *vargs)
         if (n < 0)
             break;
         self->round++;
-        s_unhold_old (self, false);
+        s_unhold (self, NULL, false);
         if (item.revents & ZMQ_POLLIN)
             while (self->n_in < SHF_SHARD_BATCH
                    && s_take (self, zsock_resolve (pipe)))
@@ -1853,7 +1819,7 @@ shf_shard (zsock_t *pipe, void *vargs)
         if (self->n_reads && !self->txn && self->n_in == 0)
             s_flush_reads (self);
     }
-    s_unhold_old (self, true);
+    s_unhold (self, NULL, true);
     if (self->txn || self->n_in > self->n_done)
         s_process (self, true);  //  commit what lingered or was held
     if (self->n_reads)
