@@ -31,3 +31,4 @@ run bench_timers 1000 10000 5000 1
 run bench_timers 1000 10000 5000 0
 run bench_fairness 2000 8 64
 run bench_scale "$scale_n" 2000
+run bench_fsync_growth                # the disk: fdatasync of a growing file
