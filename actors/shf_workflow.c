@@ -165,16 +165,14 @@ s_ref (json_t *value)
     return value ? json_incref (value) : json_null ();
 }
 
-//  The input's payload, copied: the caller keeps ownership of its own.
+//  A new reference to the input's payload: shared, not copied, as no
+//  value the run stores is ever changed (shf_wf_input_t.payload).
 static json_t *
 s_payload (const shf_wf_input_t *in)
 {
     if (!in->payload)
         return json_null ();
-    json_t *copy = json_deep_copy (in->payload);
-    if (!copy)
-        abort ();
-    return copy;
+    return json_incref ((json_t *) in->payload);
 }
 
 static int64_t
@@ -216,22 +214,51 @@ shf_wf_output_init (shf_wf_output_t *self)
 {
     assert (self);
     memset (self, 0, sizeof *self);
-    self->events = json_array ();
-    if (!self->events)
-        abort ();
+    shf_mpack_seq_init (&self->history);
 }
 
 void
 shf_wf_output_reset (shf_wf_output_t *self)
 {
     assert (self);
-    json_decref (self->events);
+    shf_mpack_seq_clear (&self->history);
+    self->n_events = 0;
+    self->history_failed = false;
     for (size_t i = 0; i < self->n_effects; i++) {
         json_decref (self->effects [i].input);
         json_decref (self->effects [i].heartbeat_details);
     }
+    self->n_effects = 0;
+}
+
+void
+shf_wf_output_free (shf_wf_output_t *self)
+{
+    assert (self);
+    shf_wf_output_reset (self);
+    shf_mpack_seq_free (&self->history);
+    free (self->events);
     free (self->effects);
     shf_wf_output_init (self);
+}
+
+json_t *
+shf_wf_output_events (const shf_wf_output_t *self)
+{
+    assert (self);
+    json_t *events = json_array ();
+    if (!events)
+        abort ();
+    for (size_t i = 0; i < self->n_events && !self->history_failed; i++) {
+        const shf_wf_event_t *e = &self->events [i];
+        json_t *event;
+        if (shf_mpack_decode (self->history.out.data + e->at, e->size, &event,
+                              NULL, 0)
+                != SHF_OK
+            || json_array_append_new (events, event) != 0)
+            abort ();  //  we wrote it: it decodes
+    }
+    return events;
 }
 
 //  A rendered value must travel in a task or a reply: within the payload
@@ -249,28 +276,84 @@ s_fits (const json_t *value)
            && shf_mpack_depth (value) <= S_MAX_VALUE_DEPTH;
 }
 
-//  Appends an event numbered from the state's counter; returns it borrowed
-//  so the caller can add attributes.
-static json_t *
-s_event (s_run_t *r, const char *type)
+//  Closes the event being written, if one is.
+static void
+s_event_end (s_run_t *r)
 {
-    int64_t id = s_int (r->state, "next_event_id");
-    s_set_int (r->state, "next_event_id", id + 1);
-    json_t *event = json_object ();
-    s_set_int (event, "id", id);
-    s_set (event, "type", s_name (type));
-    s_set_int (event, "time", r->now);
-    if (json_array_append_new (r->out->events, event) != 0)
-        abort ();
-    return event;
+    shf_wf_output_t *out = r->out;
+    if (out->history.is_open
+        && shf_mpack_seq_end (&out->history,
+                              &out->events [out->n_events - 1].size)
+               != SHF_OK)
+        out->history_failed = true;
 }
 
-static json_t *
+//  Starts the next event, numbered from the state's counter (closing the
+//  one before): its attributes follow with s_ev_*, before any other event
+//  is started. Returns its id.
+static int64_t
+s_event (s_run_t *r, const char *type)
+{
+    s_event_end (r);
+    int64_t id = s_int (r->state, "next_event_id");
+    s_set_int (r->state, "next_event_id", id + 1);
+    shf_wf_output_t *out = r->out;
+    if (out->n_events == out->cap_events) {
+        size_t cap = out->cap_events ? out->cap_events * 2 : 8;
+        shf_wf_event_t *events = realloc (out->events, cap * sizeof *events);
+        if (!events)
+            abort ();
+        out->events = events;
+        out->cap_events = cap;
+    }
+    shf_wf_event_t *event = &out->events [out->n_events++];
+    event->id = id;
+    event->size = 0;
+    event->at = shf_mpack_seq_begin (&out->history);
+    shf_mpack_seq_int (&out->history, "id", id);
+    shf_mpack_seq_str (&out->history, "type", type);
+    shf_mpack_seq_int (&out->history, "time", r->now);
+    return id;
+}
+
+//  Attributes of the event being written. Strings given to s_ev_str are
+//  valid UTF-8 already (constants, names from the definition); NULL
+//  values are written as null.
+static void
+s_ev_str (s_run_t *r, const char *key, const char *value)
+{
+    if (value)
+        shf_mpack_seq_str (&r->out->history, key, value);
+    else
+        shf_mpack_seq_json (&r->out->history, key, NULL);
+}
+
+static void
+s_ev_int (s_run_t *r, const char *key, int64_t value)
+{
+    shf_mpack_seq_int (&r->out->history, key, value);
+}
+
+static void
+s_ev_json (s_run_t *r, const char *key, const json_t *value)
+{
+    shf_mpack_seq_json (&r->out->history, key, value);
+}
+
+//  A value made for the event alone.
+static void
+s_ev_json_new (s_run_t *r, const char *key, json_t *value)
+{
+    s_ev_json (r, key, value);
+    json_decref (value);
+}
+
+static int64_t
 s_step_event (s_run_t *r, const char *type, size_t idx)
 {
-    json_t *event = s_event (r, type);
-    s_set (event, "step", s_name (shf_def_step_id (r->def, idx)));
-    return event;
+    int64_t id = s_event (r, type);
+    s_ev_str (r, "step", shf_def_step_id (r->def, idx));
+    return id;
 }
 
 static shf_effect_t *
@@ -507,8 +590,8 @@ s_close (s_run_t *r, const char *status, json_t *failure, const char *type,
         if (s_task_open (r, i))
             s_task_cancel (r, i);
         if (open) {
-            json_t *event = s_step_event (r, "StepCanceled", i);
-            s_set (event, "attempt", s_ref (json_object_get (rec, "attempt")));
+            s_step_event (r, "StepCanceled", i);
+            s_ev_json (r, "attempt", json_object_get (rec, "attempt"));
         }
         json_object_del (rec, "retry_due");
         s_set_status (r, rec, S_CANCELED);
@@ -516,9 +599,14 @@ s_close (s_run_t *r, const char *status, json_t *failure, const char *type,
     }
     while (json_array_size (r->timers) > 0)
         s_timer_cancel_at (r, 0);
-    json_t *event = s_event (r, type);
+    s_event (r, type);
     if (attrs) {
-        json_object_update (event, attrs);
+        const char *key;
+        json_t *value;
+        json_object_foreach (attrs, key, value)
+        {
+            s_ev_json (r, key, value);
+        }
         json_decref (attrs);
     }
     s_set (r->state, "status", s_name (status));
@@ -588,12 +676,12 @@ s_dispatch (s_run_t *r, size_t idx, uint32_t attempt)
     s_set_status (r, rec, S_SCHEDULED);
 
     json_t *input = json_object_get (rec, "input");
-    json_t *event = s_step_event (r, "StepScheduled", idx);
-    s_set_int (event, "attempt", attempt);
-    s_set (event, "activity", s_name (shf_def_step_activity (r->def, idx)));
-    s_set (event, "queue", s_name (shf_def_step_queue (r->def, idx)));
+    s_step_event (r, "StepScheduled", idx);
+    s_ev_int (r, "attempt", attempt);
+    s_ev_str (r, "activity", shf_def_step_activity (r->def, idx));
+    s_ev_str (r, "queue", shf_def_step_queue (r->def, idx));
     if (attempt == 1)
-        s_set (event, "input", s_ref (input));
+        s_ev_json (r, "input", input);
 
     shf_effect_t *task = s_effect (r, SHF_EFFECT_TASK);
     task->step = shf_def_step_id (r->def, idx);
@@ -626,9 +714,10 @@ s_activity_started (s_run_t *r, size_t idx, const char *worker, bool arm)
     if (worker)
         s_set_text (rec, "worker", worker);
     s_set_status (r, rec, S_STARTED);
-    json_t *event = s_step_event (r, "ActivityStarted", idx);
-    s_set (event, "attempt", s_ref (json_object_get (rec, "attempt")));
-    s_set_text (event, "worker", worker);
+    s_step_event (r, "ActivityStarted", idx);
+    s_ev_json (r, "attempt", json_object_get (rec, "attempt"));
+    //  the record's copy: made valid UTF-8 by s_set_text
+    s_ev_json (r, "worker", worker ? json_object_get (rec, "worker") : NULL);
     s_timers_drop (r, idx, T_SCHEDULE_TO_START, NULL);
     if (!arm)
         return;
@@ -666,9 +755,9 @@ static void
 s_activity_timed_out (s_run_t *r, size_t idx, const char *kind)
 {
     json_t *rec = s_rec (r, idx);
-    json_t *event = s_step_event (r, "ActivityTimedOut", idx);
-    s_set (event, "attempt", s_ref (json_object_get (rec, "attempt")));
-    s_set (event, "failure", s_failure ("Timeout", kind));
+    s_step_event (r, "ActivityTimedOut", idx);
+    s_ev_json (r, "attempt", json_object_get (rec, "attempt"));
+    s_ev_json_new (r, "failure", s_failure ("Timeout", kind));
     if (strcmp (kind, T_SCHEDULE_TO_CLOSE) == 0) {
         s_step_fail (r, idx, "Timeout", kind, true);  //  caps every retry
         return;
@@ -749,10 +838,10 @@ s_step_reach (s_run_t *r, size_t idx)
             s_set_int (rec, "started_at", r->now);
             s_set_status (r, rec, S_STARTED);
             int64_t due = s_add (r->now, shf_def_step_sleep (r->def, idx));
-            json_t *event = s_step_event (r, "TimerStarted", idx);
+            s_step_event (r, "TimerStarted", idx);
             uint64_t id = s_timer_add (r, (int) idx, T_SLEEP, due);
-            s_set_int (event, "timer_id", (int64_t) id);
-            s_set_int (event, "due", due);
+            s_ev_int (r, "timer_id", (int64_t) id);
+            s_ev_int (r, "due", due);
             break;
         }
         case SHF_STEP_WAIT_SIGNAL: {
@@ -761,13 +850,13 @@ s_step_reach (s_run_t *r, size_t idx)
             s_set_int (rec, "scheduled_at", r->now);
             s_set_int (rec, "started_at", r->now);
             s_set_status (r, rec, S_STARTED);
-            json_t *event = s_step_event (r, "StepScheduled", idx);
-            s_set_int (event, "attempt", 1);
-            s_set (event, "signal", json_string (name));
-            s_set (rec, "seq", json_incref (json_object_get (event, "id")));
+            int64_t seq = s_step_event (r, "StepScheduled", idx);
+            s_ev_int (r, "attempt", 1);
+            s_ev_str (r, "signal", name);
+            s_set_int (rec, "seq", seq);
             json_t *payload = s_signal_take (r, name);
             if (payload) {
-                s_set (event, "signal_taken", json_true ());
+                s_ev_json (r, "signal_taken", json_true ());
                 s_step_complete (r, idx, payload);
                 break;
             }
@@ -884,13 +973,13 @@ s_on_start (s_run_t *r)
     r->steps = steps;
     r->timers = json_object_get (state, "timers");
 
-    json_t *event = s_event (r, "WorkflowStarted");
-    s_set (event, "workflow_id", json_incref (wf_id));
-    s_set (event, "run_id", json_incref (run_id));
-    s_set (event, "namespace", json_incref (ns));
-    s_set (event, "name", s_name (shf_def_name (r->def)));
-    s_set_int (event, "version", shf_def_version (r->def));
-    s_set (event, "input", s_ref (json_object_get (state, "input")));
+    s_event (r, "WorkflowStarted");
+    s_ev_json (r, "workflow_id", wf_id);
+    s_ev_json (r, "run_id", run_id);
+    s_ev_json (r, "namespace", ns);
+    s_ev_str (r, "name", shf_def_name (r->def));
+    s_ev_int (r, "version", shf_def_version (r->def));
+    s_ev_json (r, "input", json_object_get (state, "input"));
     int64_t timeout = shf_def_timeout (r->def);
     if (timeout > 0)
         s_timer_add (r, -1, T_WORKFLOW, s_add (r->now, timeout));
@@ -947,9 +1036,9 @@ s_on_activity_completed (s_run_t *r)
     if (s_rec_is (r, idx, S_SCHEDULED))
         s_activity_started (r, idx, r->in->worker, false);
     json_t *output = s_payload (r->in);
-    json_t *event = s_step_event (r, "ActivityCompleted", idx);
-    s_set_int (event, "attempt", r->in->attempt);
-    s_set (event, "output", json_incref (output));
+    s_step_event (r, "ActivityCompleted", idx);
+    s_ev_int (r, "attempt", r->in->attempt);
+    s_ev_json (r, "output", output);
     s_step_complete (r, idx, output);
     s_advance (r);
     return SHF_OK;
@@ -966,14 +1055,16 @@ s_on_activity_failed (s_run_t *r)
         s_activity_started (r, idx, r->in->worker, false);
     const char *type = r->in->error_type ? r->in->error_type : "Error";
     json_t *failure = s_failure (type, r->in->error_message);
-    json_t *event = s_step_event (r, "ActivityFailed", idx);
-    s_set_int (event, "attempt", r->in->attempt);
-    s_set (event, "failure", json_incref (failure));
+    s_step_event (r, "ActivityFailed", idx);
+    s_ev_int (r, "attempt", r->in->attempt);
+    s_ev_json (r, "failure", failure);
     json_t *rec = s_rec (r, idx);
-    s_set (rec, "failure", failure);
-    //  the strings now live in the state: use those (sanitised) copies
+    s_set (rec, "failure", json_incref (failure));
+    //  the strings now live in the state: use those (sanitised) copies,
+    //  kept alive here while a failed step's record gets a new failure
     s_attempt_failed (r, idx, s_str (failure, "type"),
                       s_str (failure, "message"));
+    json_decref (failure);
     s_advance (r);
     return SHF_OK;
 }
@@ -1051,14 +1142,14 @@ s_on_timer_fired (s_run_t *r)
         s_close (r, "timed_out", failure, "WorkflowTimedOut", attrs);
     }
     else if (strcmp (kind, T_SLEEP) == 0) {
-        json_t *event = s_step_event (r, "TimerFired", step);
-        s_set_int (event, "timer_id", (int64_t) r->in->timer_id);
+        s_step_event (r, "TimerFired", step);
+        s_ev_int (r, "timer_id", (int64_t) r->in->timer_id);
         s_step_complete (r, step, json_null ());
     }
     else if (strcmp (kind, T_WAIT_SIGNAL) == 0) {
-        json_t *event = s_step_event (r, "TimerFired", step);
-        s_set_int (event, "timer_id", (int64_t) r->in->timer_id);
-        s_set (event, "kind", s_name (kind));
+        s_step_event (r, "TimerFired", step);
+        s_ev_int (r, "timer_id", (int64_t) r->in->timer_id);
+        s_ev_str (r, "kind", kind);
         s_step_fail (r, step, "Timeout", "wait_signal", false);
     }
     else if (strcmp (kind, T_RETRY) == 0)
@@ -1092,9 +1183,9 @@ s_on_signal (s_run_t *r)
     if (!name_json)
         return s_reject (r, SHF_EINVAL, "signal name must be UTF-8");
     json_t *payload = s_payload (r->in);
-    json_t *event = s_event (r, "SignalReceived");
-    s_set (event, "signal", name_json);
-    s_set (event, "input", json_incref (payload));
+    s_event (r, "SignalReceived");
+    s_ev_json_new (r, "signal", name_json);
+    s_ev_json (r, "input", payload);
     s_set (json_object_get (r->state, "last_signal"), name,
            json_incref (payload));
     s_dirty (r);
@@ -1115,8 +1206,7 @@ s_on_signal (s_run_t *r)
         }
     }
     if (waiter >= 0) {
-        s_set (event, "step",
-               s_name (shf_def_step_id (r->def, (size_t) waiter)));
+        s_ev_str (r, "step", shf_def_step_id (r->def, (size_t) waiter));
         s_step_complete (r, (size_t) waiter, payload);
         s_advance (r);
         return SHF_OK;
@@ -1141,8 +1231,8 @@ s_on_cancel (s_run_t *r, bool terminate)
                   : s_failure ("Canceled", reason ? reason : "canceled");
     s_set (failure, "step", json_null ());
     if (!terminate) {
-        json_t *event = s_event (r, "CancelRequested");
-        s_set_text (event, "reason", reason);
+        s_event (r, "CancelRequested");
+        s_ev_json_new (r, "reason", s_text (reason));
     }
     json_t *attrs = json_object ();
     s_set_text (attrs, "reason", reason);
@@ -1179,7 +1269,7 @@ shf_err_t
 shf_workflow_apply (const shf_def_t *def, json_t *state,
                     const shf_wf_input_t *input, shf_wf_output_t *out)
 {
-    assert (def && state && input && out && out->events);
+    assert (def && state && input && out);
     s_run_t run = {.def = def,
                    .state = state,
                    .steps = json_object_get (state, "steps"),
@@ -1235,6 +1325,7 @@ shf_workflow_apply (const shf_def_t *def, json_t *state,
                                (int) input->kind);
                 break;
         }
+    s_event_end (r);
     s_dirty (r);
     return rc;
 }

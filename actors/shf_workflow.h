@@ -7,7 +7,9 @@
     input (start, activity started/completed/failed, timer fired, signal,
     cancel, terminate, heartbeat), mutates the state in place and appends:
       - history events (SPEC.md event types, each with "id", "type", "time"
-        and the attributes SPEC names), numbered from the state's counter;
+        and the attributes SPEC names), numbered from the state's counter,
+        written as msgpack maps as the transition goes (the bytes the
+        shard stores: no JSON tree is built for an event);
       - effects the shard must carry out in the SAME transaction: create or
         drop an activity task, create or drop a durable timer, and a final
         "closed" effect when the run ends.
@@ -31,6 +33,7 @@
 #ifndef SHF_WORKFLOW_H_INCLUDED
 #define SHF_WORKFLOW_H_INCLUDED
 #include "shf_def.h"
+#include "../proto/shf_mpack.h"
 
 typedef enum {
     SHF_WF_START,             //  namespace, workflow_id, run_id, payload=input
@@ -59,7 +62,10 @@ typedef struct {
     const char *reason;  //  NULL = no reason given
     const char *error_type;
     const char *error_message;
-    const json_t *payload;  //  borrowed; NULL means JSON null
+    //  Borrowed; NULL means JSON null. The run may keep a reference to it
+    //  (states share values, never change them): the caller must not
+    //  change it afterwards either.
+    const json_t *payload;
 } shf_wf_input_t;
 
 typedef enum {
@@ -84,8 +90,22 @@ typedef struct {
     int64_t due;                //  TIMER, TIMER_CANCEL: ms since the epoch
 } shf_effect_t;
 
+//  One history event of a transition: the msgpack map (SPEC.md event, with
+//  "id", "type", "time" first) at history.out.data [at, at + size).
 typedef struct {
-    json_t *events;         //  array of history events (owned)
+    int64_t id;
+    size_t at;
+    size_t size;
+} shf_wf_event_t;
+
+typedef struct {
+    //  The events are written as msgpack while the transition runs, the
+    //  bytes the shard stores, with no JSON tree built for them.
+    shf_mpack_seq_t history;
+    shf_wf_event_t *events;  //  n_events used of cap_events
+    size_t n_events;
+    size_t cap_events;
+    bool history_failed;    //  a value too deep to encode (events unusable)
     shf_effect_t *effects;  //  owned; n_effects used of cap
     size_t n_effects;
     size_t cap;
@@ -94,8 +114,15 @@ typedef struct {
 
 void shf_wf_output_init (shf_wf_output_t *self);
 
-//  Frees events, effect inputs and the effect array; re-initialises.
+//  Forgets events and effects (freeing effect inputs); keeps the buffers
+//  for the next transition.
 void shf_wf_output_reset (shf_wf_output_t *self);
+
+void shf_wf_output_free (shf_wf_output_t *self);
+
+//  The events decoded, as an array of JSON objects (tests and tools); the
+//  caller owns it.
+json_t *shf_wf_output_events (const shf_wf_output_t *self);
 
 //  Apply one input. For SHF_WF_START, state must be an empty object.
 //  Returns SHF_OK (state, events and effects updated), or without any

@@ -437,12 +437,8 @@ fail:
 //  bytes: the buffer starts there and doubles.
 #define S_ENCODE_INIT_SIZE 512
 
-typedef struct {
-    uint8_t *data;
-    size_t size;   //  bytes written (or counted)
-    size_t alloc;  //  bytes of data
-    bool counting;
-} s_out_t;
+//  data [0, size) written (or size counted), of alloc bytes.
+typedef shf_mpack_out_t s_out_t;
 
 //  Room for n more bytes; NULL when counting (the caller only sizes).
 static inline uint8_t *
@@ -728,6 +724,104 @@ shf_mpack_map_finish (shf_mpack_map_t **self_p, char **data_p, size_t *size_p)
         free (self->out.data);
     free (self);
     return rc;
+}
+
+void
+shf_mpack_seq_init (shf_mpack_seq_t *self)
+{
+    assert (self);
+    memset (self, 0, sizeof *self);
+}
+
+void
+shf_mpack_seq_clear (shf_mpack_seq_t *self)
+{
+    assert (self);
+    self->out.size = 0;
+    self->is_open = false;
+    self->fields = 0;
+    self->rc = 0;
+}
+
+void
+shf_mpack_seq_free (shf_mpack_seq_t *self)
+{
+    assert (self);
+    free (self->out.data);
+    shf_mpack_seq_init (self);
+}
+
+size_t
+shf_mpack_seq_begin (shf_mpack_seq_t *self)
+{
+    assert (self && !self->is_open);
+    self->open = self->out.size;
+    self->fields = 0;
+    self->rc = 0;
+    self->is_open = true;
+    s_room (&self->out, 1);  //  a fixmap header; more at the end if needed
+    return self->open;
+}
+
+//  The key of the next field; false when the map already failed.
+static bool
+s_seq_key (shf_mpack_seq_t *self, const char *key)
+{
+    assert (self->is_open);
+    self->fields++;
+    if (self->rc == 0)
+        s_put_str (&self->out, key, strlen (key));
+    return self->rc == 0;
+}
+
+void
+shf_mpack_seq_str (shf_mpack_seq_t *self, const char *key, const char *value)
+{
+    if (s_seq_key (self, key))
+        s_put_str (&self->out, value, strlen (value));
+}
+
+void
+shf_mpack_seq_int (shf_mpack_seq_t *self, const char *key, int64_t value)
+{
+    if (s_seq_key (self, key))
+        s_put_int (&self->out, value);
+}
+
+void
+shf_mpack_seq_json (shf_mpack_seq_t *self, const char *key, const json_t *value)
+{
+    if (!s_seq_key (self, key))
+        return;
+    if (!value)
+        s_head (&self->out, 0xc0, 0, 0);
+    else
+        self->rc = s_pack (&self->out, value, 1);  //  inside the map
+}
+
+shf_err_t
+shf_mpack_seq_end (shf_mpack_seq_t *self, size_t *size_p)
+{
+    assert (self && self->is_open && size_p);
+    self->is_open = false;
+    *size_p = 0;
+    if (self->rc || self->fields > UINT16_MAX) {
+        self->out.size = self->open;
+        return SHF_EINVAL;
+    }
+    if (self->fields < 16)
+        self->out.data [self->open] = (uint8_t) (0x80 | self->fields);
+    else {
+        //  Two more header bytes: the fields move up.
+        size_t body = self->out.size - self->open - 1;
+        s_room (&self->out, 2);
+        uint8_t *at = self->out.data + self->open;
+        memmove (at + 3, at + 1, body);
+        at [0] = 0xde;
+        s_be (at + 1, self->fields, 2);
+    }
+    *size_p = self->out.size - self->open;
+    return SHF_OK;
 }
 
 shf_err_t
@@ -1063,6 +1157,56 @@ shf_mpack_test (bool verbose)
     memset (flat + 5, 0x80, many);
     s_expect_reject (flat, 5 + many, "values", verbose);
     free (flat);
+
+    //  Maps written back to back: each the bytes shf_mpack_encode makes of
+    //  the same object (a fixmap, then one of 17 fields that needs map16);
+    //  a map with a value too deep is taken back whole.
+    shf_mpack_seq_t seq;
+    shf_mpack_seq_init (&seq);
+    json_t *small =
+        json_pack ("{s:i, s:s, s:[i, n]}", "id", 7, "type", "X", "v", 300);
+    json_t *wide = json_object ();
+    json_t *levels = json_array ();  //  64 levels: too deep inside a map
+    for (int level = 1; level < SHF_MPACK_MAX_DEPTH; level++) {
+        json_t *outer = json_array ();
+        json_array_append_new (outer, levels);
+        levels = outer;
+    }
+    size_t at [2], sizes [2];
+    for (int round = 0; round < 2; round++) {
+        shf_mpack_seq_clear (&seq);
+        at [0] = shf_mpack_seq_begin (&seq);
+        shf_mpack_seq_int (&seq, "id", 7);
+        shf_mpack_seq_str (&seq, "type", "X");
+        shf_mpack_seq_json (&seq, "v", json_object_get (small, "v"));
+        assert (shf_mpack_seq_end (&seq, &sizes [0]) == SHF_OK);
+        at [1] = shf_mpack_seq_begin (&seq);
+        for (int f = 0; f < 17; f++) {
+            char key [8];
+            snprintf (key, sizeof key, "k%d", f);
+            shf_mpack_seq_int (&seq, key, f * 1000);
+            json_object_set_new (wide, key, json_integer (f * 1000));
+        }
+        assert (shf_mpack_seq_end (&seq, &sizes [1]) == SHF_OK);
+        size_t before = seq.out.size;
+        shf_mpack_seq_begin (&seq);
+        shf_mpack_seq_int (&seq, "id", 8);
+        shf_mpack_seq_json (&seq, "deep", levels);
+        assert (shf_mpack_seq_end (&seq, &size) == SHF_EINVAL && size == 0);
+        assert (seq.out.size == before);
+        const json_t *objects [2] = {small, wide};
+        for (int m = 0; m < 2; m++) {
+            assert (shf_mpack_encode (objects [m], &data, &size) == SHF_OK);
+            assert (size == sizes [m]);
+            assert (memcmp (seq.out.data + at [m], data, size) == 0);
+            free (data);
+        }
+        assert (at [1] == sizes [0] && seq.out.size == sizes [0] + sizes [1]);
+    }
+    json_decref (small);
+    json_decref (wide);
+    json_decref (levels);
+    shf_mpack_seq_free (&seq);
 
     //  NULL err is allowed.
     json_t *none = NULL;

@@ -81,6 +81,43 @@ void shf_mpack_map_json (shf_mpack_map_t *self, const char *key,
 shf_err_t shf_mpack_map_finish (shf_mpack_map_t **self_p, char **data_p,
                                 size_t *size_p) SHF_MUST_CHECK;
 
+//  Maps written back to back into one growing buffer, field by field, each
+//  map's count fixed only when it ends: a history event's attributes depend
+//  on the transition, and its map is written as the transition goes, with
+//  no JSON tree built and then encoded. Values are written as
+//  shf_mpack_encode writes them, and every map in the smallest header.
+typedef struct {
+    uint8_t *data;
+    size_t size;
+    size_t alloc;
+    bool counting;
+} shf_mpack_out_t;  //  shf_mpack.c's writer
+
+typedef struct {
+    shf_mpack_out_t out;  //  out.data [0, out.size): the maps so far
+    size_t open;          //  where the open map's header byte is
+    size_t fields;        //  fields written to the open map
+    bool is_open;
+    int rc;  //  the open map's first failure (a value nested too deep)
+} shf_mpack_seq_t;
+
+void shf_mpack_seq_init (shf_mpack_seq_t *self);
+//  Forgets the maps, keeps the buffer.
+void shf_mpack_seq_clear (shf_mpack_seq_t *self);
+void shf_mpack_seq_free (shf_mpack_seq_t *self);
+//  Opens a map (none may be open); returns the offset it starts at.
+size_t shf_mpack_seq_begin (shf_mpack_seq_t *self);
+void shf_mpack_seq_str (shf_mpack_seq_t *self, const char *key,
+                        const char *value);
+void shf_mpack_seq_int (shf_mpack_seq_t *self, const char *key, int64_t value);
+//  value NULL is written as nil.
+void shf_mpack_seq_json (shf_mpack_seq_t *self, const char *key,
+                         const json_t *value);
+//  Closes the open map; *size_p is its size in bytes. SHF_EINVAL when a
+//  value nested deeper than SHF_MPACK_MAX_DEPTH: the map is taken back.
+shf_err_t shf_mpack_seq_end (shf_mpack_seq_t *self,
+                             size_t *size_p) SHF_MUST_CHECK;
+
 //  The number of bytes shf_mpack_encode would produce, counted without
 //  allocating (used to check payload limits). SHF_EINVAL as encode.
 shf_err_t

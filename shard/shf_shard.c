@@ -122,6 +122,7 @@ typedef struct {
     size_t n_in, cap_in;
     shf_wf_output_t wf_out;
     uint64_t n_commits;  //  for the debug line at exit: batch sizing
+    uint64_t n_state_writes;
     uint64_t n_inputs;
     zactor_t *reader;  //  answers describe, history and the read gathers
     shf_reader_args_t reader_args;
@@ -368,19 +369,19 @@ s_persist (self_t *self, json_t *state, shf_wf_output_t *wo, bool is_new)
     const char *run_id = shf_workflow_run_id (state);
     shf_key_t key;
 
-    //  history events
+    //  history events, stored as the actor wrote them
+    if (wo->history_failed)
+        return SHF_EINVAL;
     size_t i;
-    json_t *event;
-    json_array_foreach (wo->events, i, event)
-    {
+    for (i = 0; i < wo->n_events; i++) {
+        const shf_wf_event_t *event = &wo->events [i];
         shf_key_init (&key);
         shf_key_run (&key, ns, wf_id, run_id);
-        shf_key_u64 (&key, (uint64_t) json_integer_value (
-                               json_object_get (event, "id")));
+        shf_key_u64 (&key, (uint64_t) event->id);
         if (key.overflow)
             return SHF_ETOOLARGE;
-        rc = shf_txn_put_json (self->txn, SHF_DB_HISTORY, key.data, key.size,
-                               event);
+        rc = shf_txn_put (self->txn, SHF_DB_HISTORY, key.data, key.size,
+                          wo->history.out.data + event->at, event->size);
         if (rc)
             return rc;
     }
@@ -1480,6 +1481,7 @@ s_flush_dirty (self_t *self)
                                          key.size, state);
         if (rc)
             return rc;
+        self->n_state_writes++;
     }
     zhashx_purge (self->dirty);
     return SHF_OK;
@@ -1826,8 +1828,9 @@ shf_shard (zsock_t *pipe, void *vargs)
         s_flush_reads (self);
     //  Answers what it was given, then ends: no reader outlives the store.
     zactor_destroy (&self->reader);
-    shf_debug ("shard %u: %" PRIu64 " commits, %" PRIu64 " inputs", self->id,
-               self->n_commits, self->n_inputs);
+    shf_debug ("shard %u: %" PRIu64 " commits, %" PRIu64 " inputs, %" PRIu64
+               " state writes",
+               self->id, self->n_commits, self->n_inputs, self->n_state_writes);
     s_in_clear (self);
     s_out_clear (self);
     free (self->in);
@@ -1836,8 +1839,7 @@ shf_shard (zsock_t *pipe, void *vargs)
     for (size_t i = 0; i < self->n_held; i++)
         free (self->held [i].note);
     free (self->held);
-    shf_wf_output_reset (&self->wf_out);
-    json_decref (self->wf_out.events);  //  reset re-initialises it
+    shf_wf_output_free (&self->wf_out);
     shf_cache_destroy (&self->cache);
     zhashx_destroy (&self->dirty);
     shf_defs_destroy (&self->defs);
