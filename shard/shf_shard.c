@@ -89,6 +89,9 @@ typedef struct {
     zframe_t *identity;
     json_t *msg;
     shf_shard_note_t *note;  //  what the router added; may be NULL
+    //  A report's own task's DISPATCHED note, taken from those held: the
+    //  report records the start with the result (s_absorbs)
+    shf_shard_note_t *started;
     uint32_t gather_id;
     uint64_t round;  //  held DISPATCHED: the loop round that took it
 } s_in_t;
@@ -752,11 +755,15 @@ s_wf_control (self_t *self, zframe_t *identity, uint64_t id, const json_t *msg,
     return SHF_OK;
 }
 
+static shf_err_t s_dispatched (self_t *self, const shf_shard_note_t *note);
+
 //  complete / fail / hb: the router verified the token's MAC and put its
-//  fields in the note.
+//  fields in the note. started: the task's DISPATCHED note when the report
+//  took it (s_absorbs).
 static shf_err_t
 s_activity (self_t *self, zframe_t *identity, uint64_t id, const json_t *msg,
-            shf_op_t op, const shf_shard_note_t *note)
+            shf_op_t op, const shf_shard_note_t *note,
+            const shf_shard_note_t *started)
 {
     const char *ns = note->token.ns;
     const char *wf_id = note->token.wf_id;
@@ -805,7 +812,8 @@ s_activity (self_t *self, zframe_t *identity, uint64_t id, const json_t *msg,
     rc = s_apply (self, def, state, &input, false, why, sizeof why);
     if (rc && !s_fatal (rc)) {
         s_reply_error (self, identity, id, rc, why);
-        return SHF_OK;
+        //  the start stands even though its report did not
+        return started ? s_dispatched (self, started) : SHF_OK;
     }
     if (rc)
         return rc;
@@ -835,7 +843,7 @@ s_release_with_answer (self_t *self, size_t mark, const char *token)
 
 static shf_err_t
 s_request (self_t *self, zframe_t *identity, json_t *msg,
-           const shf_shard_note_t *note)
+           const shf_shard_note_t *note, const shf_shard_note_t *started)
 {
     uint64_t id = (uint64_t) shf_msg_int (msg, "id", 0);
     const char *opname = s_str (msg, "op");
@@ -864,7 +872,8 @@ s_request (self_t *self, zframe_t *identity, json_t *msg,
                 return SHF_OK;
             }
             size_t mark = self->n_out;
-            shf_err_t rc = s_activity (self, identity, id, msg, op, note);
+            shf_err_t rc =
+                s_activity (self, identity, id, msg, op, note, started);
             if (op != SHF_OP_HEARTBEAT)
                 s_release_with_answer (self, mark, s_str (msg, "token"));
             return rc;
@@ -1109,6 +1118,7 @@ s_in_clear (self_t *self)
         zframe_destroy (&self->in [i].identity);
         json_decref (self->in [i].msg);
         free (self->in [i].note);
+        free (self->in [i].started);
     }
     self->n_in = 0;
 }
@@ -1238,10 +1248,12 @@ s_decode_raw (self_t *self, const s_in_t *in, zmq_msg_t *frame)
 //  DISPATCHED notes are held back for a round of the loop: the run's next
 //  input (the worker's result, for a short activity) usually comes in that
 //  time, and then both transitions land in one batch, which writes the
-//  run's state once instead of twice. Order is kept: a held note goes into
-//  the batch just before any input of its run, and whatever was held in an
-//  earlier round goes in at the next s_process; nothing a client or worker
-//  waits for is held, only the ActivityStarted record.
+//  run's state once instead of twice; when that input is the task's own
+//  result, the note goes with it and is not applied at all (s_absorbs).
+//  Order is kept: a held note goes into the batch just before any input
+//  of its run, and whatever was held in an earlier round goes in at the
+//  next s_process; nothing a client or worker waits for is held, only the
+//  ActivityStarted record.
 static void
 s_hold (self_t *self, const s_in_t *in)
 {
@@ -1249,11 +1261,39 @@ s_hold (self_t *self, const s_in_t *in)
     self->held [self->n_held - 1].round = self->round;
 }
 
+//  Whether a held DISPATCHED note is the start of the very task a report
+//  (complete, or fail other than a hand-back) is about. Such a note is not
+//  applied on its own: the state machine records ActivityStarted with the
+//  result when the step is still scheduled, so the pair costs one
+//  transition instead of two, and the start's timers are never armed only
+//  to be dropped in the same batch. If the report is refused, the note is
+//  applied after all, right after it (s_activity).
+static bool
+s_absorbs (const s_in_t *request, const shf_shard_note_t *held)
+{
+    const shf_shard_note_t *note = request->note;
+    if (request->started || !note || !note->has_token || !request->msg)
+        return false;
+    const char *op = shf_msg_str (request->msg, "op");
+    const char *etype =
+        shf_msg_str (json_object_get (request->msg, "error"), "type");
+    bool report = op
+                  && (streq (op, "complete")
+                      || (streq (op, "fail")
+                          && !(etype && streq (etype, "WorkerShutdown"))));
+    return report && note->token.attempt == held->token.attempt
+           && streq (note->token.step, held->token.step)
+           && streq (note->token.run_id, held->token.run_id)
+           && streq (note->token.wf_id, held->token.wf_id)
+           && streq (note->token.ns, held->token.ns);
+}
+
 //  Moves held notes into the batch: with request, those of its run (all of
-//  them when its run is not known); without, those held since an earlier
-//  round (every one when all).
+//  them when its run is not known), or into the request itself when it
+//  reports that note's task (s_absorbs); without, those held since an
+//  earlier round (every one when all).
 static void
-s_unhold (self_t *self, const s_in_t *request, bool all)
+s_unhold (self_t *self, s_in_t *request, bool all)
 {
     const char *ns = NULL, *wf_id = NULL;
     if (request && request->note && request->note->has_token) {
@@ -1277,7 +1317,9 @@ s_unhold (self_t *self, const s_in_t *request, bool all)
             take = !wf_id
                    || (streq (held->note->token.wf_id, wf_id)
                        && streq (held->note->token.ns, ns));
-        if (take)
+        if (take && request && s_absorbs (request, held->note))
+            request->started = held->note;
+        else if (take)
             s_in_append (&self->in, &self->n_in, &self->cap_in, held);
         else
             self->held [kept++] = *held;
@@ -1350,7 +1392,7 @@ s_run_batch (self_t *self, size_t from)
         s_in_t *in = &self->in [i];
         size_t mark = self->n_out;
         if (in->kind == 'R')
-            rc = s_request (self, in->identity, in->msg, in->note);
+            rc = s_request (self, in->identity, in->msg, in->note, in->started);
         else if (in->kind == 'G')
             rc = s_gather (self, in->gather_id, in->msg);
         else
@@ -1802,11 +1844,14 @@ shf_shard (zsock_t *pipe, void *vargs)
         if (n < 0)
             break;
         self->round++;
-        s_unhold (self, NULL, false);
         if (item.revents & ZMQ_POLLIN)
             while (self->n_in < SHF_SHARD_BATCH
                    && s_take (self, zsock_resolve (pipe)))
                 ;
+        //  After the reads, so a result read this round still finds its
+        //  task's note held (s_absorbs). A note of a run with no input
+        //  this round keeps its order by going in last.
+        s_unhold (self, NULL, false);
         if (self->terminated)
             break;
         bool timers_due =

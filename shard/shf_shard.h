@@ -16,7 +16,9 @@
       "DISPATCHED" ptr shf_shard_note_t * (the task's token fields and the
                    worker it went to; ownership passes). The shard may hold
                    it for one round of its loop (1 ms at most) so that it
-                   shares a batch with the run's next input.
+                   shares a batch with the run's next input; when that
+                   input is the task's own result, the result records the
+                   start and the note is not applied on its own.
       "$TERM"
     and (shard -> router), each sent only after the batch that caused it
     committed:

@@ -339,6 +339,19 @@ def history():
                 and e.get("step") == sid]
         S.check(len(comp) == 1 and comp[0].get("attempt") == 1,
                 "one ActivityCompleted(%s) carrying attempt 1" % sid, comp)
+        # The start is recorded once, between them, whether the shard
+        # applied the dispatch on its own or with the result it met.
+        started = [i for i, e in enumerate(evs)
+                   if e.get("type") == "ActivityStarted"
+                   and e.get("step") == sid]
+        S.check(len(started) == 1 and ps is not None and pc is not None
+                and ps < started[0] < pc
+                and evs[started[0]].get("attempt") == 1
+                and isinstance(evs[started[0]].get("worker"), str)
+                and evs[started[0]]["worker"] != "",
+                "one ActivityStarted(%s), after its schedule and before its "
+                "result, with attempt 1 and the worker" % sid,
+                [evs[i] for i in started])
     a_done, sk = pos("ActivityCompleted", "a"), pos("StepSkipped", "skipme")
     S.check(sk is not None and a_done is not None and a_done < sk,
             "StepSkipped(skipme) after ActivityCompleted(a)", types)
