@@ -738,6 +738,7 @@ shf_mpack_seq_clear (shf_mpack_seq_t *self)
 {
     assert (self);
     self->out.size = 0;
+    self->maps = 0;
     self->is_open = false;
     self->fields = 0;
     self->rc = 0;
@@ -755,6 +756,8 @@ size_t
 shf_mpack_seq_begin (shf_mpack_seq_t *self)
 {
     assert (self && !self->is_open);
+    if (self->out.size == 0)
+        s_room (&self->out, SHF_MPACK_SEQ_HEAD);
     self->open = self->out.size;
     self->fields = 0;
     self->rc = 0;
@@ -821,7 +824,29 @@ shf_mpack_seq_end (shf_mpack_seq_t *self, size_t *size_p)
         s_be (at + 1, self->fields, 2);
     }
     *size_p = self->out.size - self->open;
+    self->maps++;
     return SHF_OK;
+}
+
+void
+shf_mpack_seq_array (shf_mpack_seq_t *self, const uint8_t **data_p,
+                     size_t *size_p)
+{
+    assert (self && !self->is_open && data_p && size_p);
+    if (self->out.size == 0)
+        s_room (&self->out, SHF_MPACK_SEQ_HEAD);
+    //  s_put_container's header, ending where the maps begin
+    size_t n = self->maps;
+    size_t head = n < 16 ? 1 : n <= UINT16_MAX ? 3 : 5;
+    uint8_t *at = self->out.data + SHF_MPACK_SEQ_HEAD - head;
+    if (head == 1)
+        at [0] = (uint8_t) (0x90 | n);
+    else {
+        at [0] = head == 3 ? 0xdc : 0xdd;
+        s_be (at + 1, n, (int) head - 1);
+    }
+    *data_p = at;
+    *size_p = self->out.size - SHF_MPACK_SEQ_HEAD + head;
 }
 
 shf_err_t
@@ -1201,8 +1226,37 @@ shf_mpack_test (bool verbose)
             assert (memcmp (seq.out.data + at [m], data, size) == 0);
             free (data);
         }
-        assert (at [1] == sizes [0] && seq.out.size == sizes [0] + sizes [1]);
+        assert (at [0] == SHF_MPACK_SEQ_HEAD && at [1] == at [0] + sizes [0]
+                && seq.out.size == at [1] + sizes [1]);
+        //  both as one array: the bytes of encoding [small, wide]
+        const uint8_t *array;
+        size_t array_size;
+        shf_mpack_seq_array (&seq, &array, &array_size);
+        json_t *both = json_pack ("[O, O]", small, wide);
+        assert (shf_mpack_encode (both, &data, &size) == SHF_OK);
+        assert (size == array_size && memcmp (array, data, size) == 0);
+        free (data);
+        json_decref (both);
     }
+    //  17 maps take an array16 header; none, an empty array
+    shf_mpack_seq_clear (&seq);
+    const uint8_t *array;
+    size_t array_size;
+    shf_mpack_seq_array (&seq, &array, &array_size);
+    assert (array_size == 1 && array [0] == 0x90);
+    for (int m = 0; m < 17; m++) {
+        shf_mpack_seq_begin (&seq);
+        shf_mpack_seq_int (&seq, "id", m);
+        assert (shf_mpack_seq_end (&seq, &size) == SHF_OK);
+    }
+    shf_mpack_seq_array (&seq, &array, &array_size);
+    json_t *decoded;
+    assert (shf_mpack_decode (array, array_size, &decoded, NULL, 0) == SHF_OK);
+    assert (array [0] == 0xdc && json_array_size (decoded) == 17
+            && json_integer_value (
+                   json_object_get (json_array_get (decoded, 16), "id"))
+                   == 16);
+    json_decref (decoded);
     json_decref (small);
     json_decref (wide);
     json_decref (levels);

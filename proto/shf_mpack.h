@@ -94,12 +94,17 @@ typedef struct {
 } shf_mpack_out_t;  //  shf_mpack.c's writer
 
 typedef struct {
-    shf_mpack_out_t out;  //  out.data [0, out.size): the maps so far
-    size_t open;          //  where the open map's header byte is
-    size_t fields;        //  fields written to the open map
+    //  out.data [SHF_MPACK_SEQ_HEAD, out.size): the maps so far, after room
+    //  for the header that makes them one array (shf_mpack_seq_array)
+    shf_mpack_out_t out;
+    size_t maps;    //  maps closed
+    size_t open;    //  where the open map's header byte is
+    size_t fields;  //  fields written to the open map
     bool is_open;
     int rc;  //  the open map's first failure (a value nested too deep)
 } shf_mpack_seq_t;
+
+#define SHF_MPACK_SEQ_HEAD 5
 
 void shf_mpack_seq_init (shf_mpack_seq_t *self);
 //  Forgets the maps, keeps the buffer.
@@ -117,6 +122,11 @@ void shf_mpack_seq_json (shf_mpack_seq_t *self, const char *key,
 //  value nested deeper than SHF_MPACK_MAX_DEPTH: the map is taken back.
 shf_err_t shf_mpack_seq_end (shf_mpack_seq_t *self,
                              size_t *size_p) SHF_MUST_CHECK;
+//  The maps closed so far as one msgpack array, its header written in the
+//  room before them (no copy); borrowed until the next write. No map may
+//  be open.
+void shf_mpack_seq_array (shf_mpack_seq_t *self, const uint8_t **data_p,
+                          size_t *size_p);
 
 //  The number of bytes shf_mpack_encode would produce, counted without
 //  allocating (used to check payload limits). SHF_EINVAL as encode.

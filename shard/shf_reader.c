@@ -146,9 +146,39 @@ s_wf_describe (self_t *self, uint64_t id, const json_t *msg, json_t **reply_p)
     return rc;
 }
 
+//  Whether a history key is one of run's.
+static bool
+s_in_run (const void *k, size_t kl, const shf_key_t *run)
+{
+    return kl == run->size + 8 && memcmp (k, run->data, run->size) == 0;
+}
+
+//  Moves the cursor to the record that holds event first_id: a record is
+//  a transition's events, keyed by the first one's id, so the one at or
+//  after first_id may be preceded by one that holds it.
+static shf_err_t
+s_history_seek (shf_cursor_t *cur, const shf_key_t *run, const shf_key_t *from,
+                const void **k, size_t *kl, const void **v, size_t *vl)
+{
+    shf_err_t rc = shf_cursor_seek (cur, from->data, from->size, k, kl, v, vl);
+    if (rc == SHF_OK && *kl == from->size
+        && memcmp (*k, from->data, from->size) == 0)
+        return SHF_OK;
+    if (rc != SHF_OK && rc != SHF_ENOTFOUND)
+        return rc;
+    shf_err_t back = rc == SHF_OK ? shf_cursor_prev (cur, k, kl, v, vl)
+                                  : shf_cursor_last (cur, k, kl, v, vl);
+    if (back == SHF_OK && s_in_run (*k, *kl, run))
+        return SHF_OK;
+    if (back != SHF_OK && back != SHF_ENOTFOUND)
+        return back;
+    return shf_cursor_seek (cur, from->data, from->size, k, kl, v, vl);
+}
+
 //  One page of a run's history: events from first_id on, at most max of
 //  them and about SHF_READER_HISTORY_BYTES; *next_id_p is the first id
-//  not returned when more follow, else 0.
+//  not returned when more follow, else 0. A record holds one transition's
+//  events as an array (or, as written before, a single event).
 static shf_err_t
 s_history_page (self_t *self, const shf_key_t *run, uint64_t first_id,
                 int64_t max, json_t *events, uint64_t *next_id_p)
@@ -164,25 +194,43 @@ s_history_page (self_t *self, const shf_key_t *run, uint64_t first_id,
         return rc;
     const void *k, *v;
     size_t kl, vl, bytes = 0;
-    rc = shf_cursor_seek (cur, from.data, from.size, &k, &kl, &v, &vl);
-    while (rc == SHF_OK && kl == run->size + 8
-           && memcmp (k, run->data, run->size) == 0) {
-        if ((int64_t) json_array_size (events) >= max
-            || (bytes > 0 && bytes + vl > SHF_READER_HISTORY_BYTES)) {
-            *next_id_p = shf_key_get_u64 ((const char *) k + run->size);
+    rc = s_history_seek (cur, run, &from, &k, &kl, &v, &vl);
+    while (rc == SHF_OK && s_in_run (k, kl, run) && !*next_id_p) {
+        uint64_t key_id = shf_key_get_u64 ((const char *) k + run->size);
+        if (bytes > 0 && bytes + vl > SHF_READER_HISTORY_BYTES) {
+            *next_id_p = key_id > first_id ? key_id : first_id;
             break;
         }
-        json_t *event;
-        rc = shf_store_decode (SHF_DB_HISTORY, v, vl, &event);
+        json_t *record;
+        rc = shf_store_decode (SHF_DB_HISTORY, v, vl, &record);
         if (rc)
             break;
-        json_t *t = json_object_get (event, "time");
-        if (json_is_integer (t))
-            json_object_set_new (event, "time",
-                                 s_time_json (json_integer_value (t)));
-        json_array_append_new (events, event);
+        if (!json_is_array (record)) {
+            json_t *single = json_array ();
+            json_array_append_new (single, record);
+            record = single;
+        }
+        size_t i;
+        json_t *event;
+        json_array_foreach (record, i, event)
+        {
+            json_t *id = json_object_get (event, "id");
+            if (json_integer_value (id) < (json_int_t) first_id)
+                continue;
+            if ((int64_t) json_array_size (events) >= max) {
+                *next_id_p = (uint64_t) json_integer_value (id);
+                break;
+            }
+            json_t *t = json_object_get (event, "time");
+            if (json_is_integer (t))
+                json_object_set_new (event, "time",
+                                     s_time_json (json_integer_value (t)));
+            json_array_append (events, event);
+        }
+        json_decref (record);
         bytes += vl;
-        rc = shf_cursor_next (cur, &k, &kl, &v, &vl);
+        if (!*next_id_p)
+            rc = shf_cursor_next (cur, &k, &kl, &v, &vl);
     }
     shf_cursor_close (&cur);
     return rc == SHF_ENOTFOUND ? SHF_OK : rc;
@@ -521,9 +569,12 @@ shf_reader_test (bool verbose)
     assert (rc == SHF_OK);
 
     //  One definition and one run started from it, as the shard stores
-    //  them (state, history, index entry).
+    //  them (state, history, index entry). Three parallel steps: the start
+    //  has four events.
     const char *doc = "{\"name\": \"greet\", \"version\": 2, \"queue\": \"q\","
-                      " \"steps\": [{\"id\": \"a\", \"activity\": \"hi\"}]}";
+                      " \"steps\": [{\"id\": \"a\", \"activity\": \"hi\"},"
+                      " {\"id\": \"b\", \"activity\": \"hi\", \"after\": []},"
+                      " {\"id\": \"c\", \"activity\": \"hi\", \"after\": []}]}";
     shf_def_t *def = NULL;
     rc = shf_def_compile (doc, strlen (doc), &def, NULL, 0);
     assert (rc == SHF_OK);
@@ -551,16 +602,25 @@ shf_reader_test (bool verbose)
     rc = shf_workflow_apply (def, state, &input, &out);
     assert (rc == SHF_OK);
     size_t out_events = out.n_events;
-    assert (out_events > 0 && !out.history_failed);
-    for (size_t i = 0; i < out.n_events; i++) {
-        shf_key_init (&key);
-        shf_key_run (&key, "default", "w1", "r1");
-        shf_key_u64 (&key, (uint64_t) out.events [i].id);
-        rc = shf_txn_put (txn, SHF_DB_HISTORY, key.data, key.size,
-                          out.history.out.data + out.events [i].at,
-                          out.events [i].size);
-        assert (rc == SHF_OK);
-    }
+    assert (out_events == 4 && !out.history_failed);
+    //  The first event as written before one record held a transition (a
+    //  lone map, as an upgraded run has it), the rest as the shard writes
+    //  now: one array under the first one's id.
+    shf_key_init (&key);
+    shf_key_run (&key, "default", "w1", "r1");
+    shf_key_u64 (&key, (uint64_t) out.events [0].id);
+    rc = shf_txn_put (txn, SHF_DB_HISTORY, key.data, key.size,
+                      out.history.out.data + out.events [0].at,
+                      out.events [0].size);
+    assert (rc == SHF_OK);
+    json_t *rest = shf_wf_output_events (&out);
+    json_array_remove (rest, 0);
+    shf_key_init (&key);
+    shf_key_run (&key, "default", "w1", "r1");
+    shf_key_u64 (&key, (uint64_t) out.events [1].id);
+    rc = shf_txn_put_json (txn, SHF_DB_HISTORY, key.data, key.size, rest);
+    assert (rc == SHF_OK);
+    json_decref (rest);
     shf_key_exec (&key, "default", "w1");
     rc = shf_txn_put_json (txn, SHF_DB_EXEC, key.data, key.size, state);
     assert (rc == SHF_OK);
@@ -633,26 +693,36 @@ shf_reader_test (bool verbose)
         json_is_string (json_object_get (json_array_get (events, 0), "time")));
     json_decref (reply);
 
-    //  history pages: page_size 1, then the tokens to the end
-    char token [SHF_MSG_PAGE_TOKEN_MAX] = "";
-    size_t paged = 0;
-    for (int page = 0; page < 10; page++) {
-        json_t *ask =
-            json_pack ("{s:s, s:i, s:s, s:s, s:i}", "op", "wf_history", "id", 5,
-                       "ns", "default", "wf_id", "w1", "page_size", 1);
-        if (*token)
-            json_object_set_new (ask, "page_token", json_string (token));
-        reply = s_test_ask (zactor_sock (reader), router, "REQ", ask);
-        body = json_object_get (reply, "body");
-        assert (json_array_size (json_object_get (body, "events")) == 1);
-        paged++;
-        const char *next = s_str (body, "next_page_token");
-        snprintf (token, sizeof token, "%s", next ? next : "");
-        json_decref (reply);
-        if (!next)
-            break;
+    //  history pages of 1, 2 and 3 events, then the tokens to the end:
+    //  pages start and end inside records too, and every event comes once,
+    //  in order
+    for (int page_size = 1; page_size <= 3; page_size++) {
+        char token [SHF_MSG_PAGE_TOKEN_MAX] = "";
+        size_t paged = 0;
+        for (int page = 0; page < 10; page++) {
+            json_t *ask = json_pack ("{s:s, s:i, s:s, s:s, s:i}", "op",
+                                     "wf_history", "id", 5, "ns", "default",
+                                     "wf_id", "w1", "page_size", page_size);
+            if (*token)
+                json_object_set_new (ask, "page_token", json_string (token));
+            reply = s_test_ask (zactor_sock (reader), router, "REQ", ask);
+            body = json_object_get (reply, "body");
+            json_t *got = json_object_get (body, "events");
+            size_t n = json_array_size (got);
+            assert (n >= 1 && n <= (size_t) page_size);
+            for (size_t i = 0; i < n; i++)
+                assert (json_integer_value (
+                            json_object_get (json_array_get (got, i), "id"))
+                        == (json_int_t) (paged + i + 1));
+            paged += n;
+            const char *next = s_str (body, "next_page_token");
+            snprintf (token, sizeof token, "%s", next ? next : "");
+            json_decref (reply);
+            if (!next)
+                break;
+        }
+        assert (paged == out_events);
     }
-    assert (paged == out_events);
     //  unknown runs: not_found, as the shard answered
     const char *ops [] = {"wf_describe", "wf_history"};
     for (int o = 0; o < 2; o++) {

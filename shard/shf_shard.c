@@ -372,22 +372,25 @@ s_persist (self_t *self, json_t *state, shf_wf_output_t *wo, bool is_new)
     const char *run_id = shf_workflow_run_id (state);
     shf_key_t key;
 
-    //  history events, stored as the actor wrote them
+    //  The transition's events, one record under the first one's id: an
+    //  array of the maps the actor wrote (one B-tree entry, not one each).
     if (wo->history_failed)
         return SHF_EINVAL;
-    size_t i;
-    for (i = 0; i < wo->n_events; i++) {
-        const shf_wf_event_t *event = &wo->events [i];
+    if (wo->n_events > 0) {
         shf_key_init (&key);
         shf_key_run (&key, ns, wf_id, run_id);
-        shf_key_u64 (&key, (uint64_t) event->id);
+        shf_key_u64 (&key, (uint64_t) wo->events [0].id);
         if (key.overflow)
             return SHF_ETOOLARGE;
-        rc = shf_txn_put (self->txn, SHF_DB_HISTORY, key.data, key.size,
-                          wo->history.out.data + event->at, event->size);
+        const uint8_t *record;
+        size_t record_size;
+        shf_mpack_seq_array (&wo->history, &record, &record_size);
+        rc = shf_txn_put (self->txn, SHF_DB_HISTORY, key.data, key.size, record,
+                          record_size);
         if (rc)
             return rc;
     }
+    size_t i;
     bool closed = false;
     for (i = 0; i < wo->n_effects; i++) {
         shf_effect_t *e = &wo->effects [i];
