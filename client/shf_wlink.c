@@ -306,10 +306,36 @@ s_pop_ptr (zmsg_t *msg)
     return ptr;
 }
 
-json_t *
-shf_wlink_pop_json (zmsg_t *msg)
+zmsg_t *
+shf_wlink_item_msg (const shf_wlink_item_t *item)
 {
-    return s_pop_ptr (msg);
+    assert (item && item->kind);
+    zmsg_t *msg = zmsg_new ();
+    assert (msg);
+    zmsg_addmem (msg, item, sizeof *item);
+    return msg;
+}
+
+const shf_wlink_item_t *
+shf_wlink_item_peek (zmsg_t *msg, shf_wlink_item_t *copy)
+{
+    zframe_t *frame = msg && zmsg_size (msg) == 1 ? zmsg_first (msg) : NULL;
+    if (!frame || zframe_size (frame) != sizeof *copy)
+        return NULL;
+    memcpy (copy, zframe_data (frame), sizeof *copy);
+    bool item =
+        copy->kind >= SHF_WLINK_TASK && copy->kind <= SHF_WLINK_REPORTED;
+    return item ? copy : NULL;
+}
+
+bool
+shf_wlink_item_take (zmsg_t **msg_p, shf_wlink_item_t *item)
+{
+    assert (msg_p && item);
+    if (!shf_wlink_item_peek (*msg_p, item))
+        return false;
+    zmsg_destroy (msg_p);
+    return true;
 }
 
 void
@@ -319,10 +345,14 @@ shf_wlink_discard (zmsg_t **msg_p)
     zmsg_t *msg = *msg_p;
     if (!msg)
         return;
+    shf_wlink_item_t item;
+    if (shf_wlink_item_take (msg_p, &item)) {
+        json_decref (item.json);
+        free (item.message);
+        return;
+    }
     zframe_t *first = zmsg_first (msg);
-    if (first
-        && (zframe_streq (first, "TASK") || zframe_streq (first, "REPORTED")
-            || zframe_streq (first, "REPORT") || zframe_streq (first, "HB"))) {
+    if (first && zframe_streq (first, "HB")) {
         zframe_t *last = zmsg_last (msg);
         json_t *json = NULL;
         if (last != first && zframe_size (last) == sizeof json) {
@@ -377,12 +407,13 @@ static void
 s_answer (self_t *self, uint32_t seq, shf_err_t rc, const char *message,
           json_t *reply)
 {
-    zmsg_t *msg = zmsg_new ();
-    zmsg_addstr (msg, "REPORTED");
-    shf_wlink_outcome_t outcome = {seq, (int32_t) rc};
-    zmsg_addmem (msg, &outcome, sizeof outcome);
-    zmsg_addstr (msg, message ? message : "");
-    s_add_ptr (msg, reply);
+    shf_wlink_item_t item = {.kind = SHF_WLINK_REPORTED,
+                             .seq = seq,
+                             .status = (int32_t) rc,
+                             .json = reply,
+                             .message =
+                                 message && *message ? strdup (message) : NULL};
+    zmsg_t *msg = shf_wlink_item_msg (&item);
     s_tell (self, &msg);
 }
 
@@ -605,9 +636,8 @@ s_task (self_t *self, json_t *msg)
     self->held++;
     shf_hbman_track (self->hbman, token,
                      shf_msg_int (msg, "heartbeat_timeout_ms", 0));
-    zmsg_t *out = zmsg_new ();
-    zmsg_addstr (out, "TASK");
-    s_add_ptr (out, json_incref (msg));
+    shf_wlink_item_t item = {.kind = SHF_WLINK_TASK, .json = json_incref (msg)};
+    zmsg_t *out = shf_wlink_item_msg (&item);
     s_tell (self, &out);
 }
 
@@ -674,6 +704,16 @@ s_from_api (self_t *self)
             self->terminated = true;  //  the context is ending
         return false;
     }
+    shf_wlink_item_t item;
+    if (shf_wlink_item_take (&msg, &item)) {
+        if (item.kind == SHF_WLINK_REPORT && item.json)
+            s_report (self, item.seq, item.json);
+        else {
+            json_decref (item.json);
+            free (item.message);
+        }
+        return true;
+    }
     char *command = zmsg_popstr (msg);
     char *token = NULL;
     if (!command)
@@ -688,15 +728,6 @@ s_from_api (self_t *self)
         shf_hbman_record (self->hbman, token, &details,
                           (size_t) strtoull (size, NULL, 10), s_now ());
         zstr_free (&size);
-    }
-    else if (streq (command, "REPORT")) {
-        zframe_t *seq_frame = zmsg_pop (msg);
-        json_t *report = s_pop_ptr (msg);
-        uint32_t seq;
-        assert (seq_frame && zframe_size (seq_frame) == sizeof seq && report);
-        memcpy (&seq, zframe_data (seq_frame), sizeof seq);
-        zframe_destroy (&seq_frame);
-        s_report (self, seq, report);
     }
     else if (streq (command, "HANDBACK")) {
         token = zmsg_popstr (msg);
@@ -872,11 +903,10 @@ shf_wlink_report (zactor_t *link, uint32_t seq, json_t **msg_p)
 {
     assert (link && msg_p && *msg_p);
     assert (json_is_string (json_object_get (*msg_p, "token")));
-    zmsg_t *msg = zmsg_new ();
-    zmsg_addstr (msg, "REPORT");
-    zmsg_addmem (msg, &seq, sizeof seq);
-    s_add_ptr (msg, *msg_p);
+    shf_wlink_item_t item = {
+        .kind = SHF_WLINK_REPORT, .seq = seq, .json = *msg_p};
     *msg_p = NULL;
+    zmsg_t *msg = shf_wlink_item_msg (&item);
     shf_wlink_send (link, &msg);
 }
 

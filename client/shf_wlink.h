@@ -8,14 +8,14 @@
     resend of reports. shf_worker (shardflow.h) is its only user: it
     starts it with zactor_new (shf_wlink, args) and talks to it over the
     pipe with the helpers below. Pointers in messages hand ownership over;
-    one always travels in its message's last frame.
+    one travels in its message's last frame, or inside an item.
 
     API -> actor                     actor -> API
-      HB token size details*           TASK task*
-      REPORT seq msg*                  CANCELED token
-      HANDBACK token                   REPORTED outcome message reply*
-      STOP                             CLOSED
-      CLOSE
+      HB token size details*           TASK task* (an item)
+      REPORT seq msg* (an item)        CANCELED token
+      HANDBACK token                   REPORTED seq status message reply*
+      STOP                               (an item)
+      CLOSE                            CLOSED
       $TERM
 
     - HB: new heartbeat details (json_t *, stolen) of a running task; they
@@ -38,9 +38,8 @@
     - TASK: a task to run (json_t *, the task frame as received; its
       slot is counted until REPORT or HANDBACK).
     - CANCELED: a heartbeat reply said this task's activity was cancelled.
-    - REPORTED: reply is the node's reply (json_t *), or NULL; outcome
-      is a shf_wlink_outcome_t (seq and status, as bytes: both ends are
-      one process). REPORT's seq is a uint32_t as bytes too.
+    - REPORTED: reply is the node's reply (json_t *), or NULL; status
+      the local outcome, with a message when it failed.
 
     Thread rule: the actor owns the connection; the pipe end is the
     worker's, which uses it through the pipe I/O helpers below only (see
@@ -51,12 +50,34 @@
 #include "shf_conn.h"
 #include <czmq.h>
 
-//  REPORTED's second frame.
-typedef struct {
-    uint32_t seq;    //  the report's, 0 for none
-    int32_t status;  //  shf_err_t
-} shf_wlink_outcome_t;
 #include <jansson.h>
+
+//  TASK, REPORT and REPORTED, three to a task, travel as one frame holding
+//  this (both ends are one process, and 32 bytes fit a libzmq message
+//  without an allocation), told from the other commands, whose first frame
+//  is text, by the kind byte.
+typedef enum {
+    SHF_WLINK_TASK = 1,
+    SHF_WLINK_REPORT,
+    SHF_WLINK_REPORTED
+} shf_wlink_kind_t;
+
+typedef struct {
+    uint8_t kind;    //  shf_wlink_kind_t
+    uint32_t seq;    //  REPORT, REPORTED: the report's (0: none)
+    int32_t status;  //  REPORTED: shf_err_t
+    json_t *json;    //  the task, the request, the node's reply (or NULL)
+    char *message;   //  REPORTED: why it failed locally, or NULL
+} shf_wlink_item_t;  //  json and message are handed over with it
+
+//  A message of one item.
+zmsg_t *shf_wlink_item_msg (const shf_wlink_item_t *item);
+//  The item msg is, or NULL (borrowed: msg still owns what it hands over).
+const shf_wlink_item_t *shf_wlink_item_peek (zmsg_t *msg,
+                                             shf_wlink_item_t *copy);
+//  When msg is an item: *item gets it, with what it hands over, and msg
+//  is destroyed; else false and msg is left alone.
+bool shf_wlink_item_take (zmsg_t **msg_p, shf_wlink_item_t *item);
 
 //  How often the worker tells the node it is alive, in ms.
 #define SHF_WLINK_KEEPALIVE_MS 1000
@@ -101,8 +122,6 @@ int shf_wlink_send (void *sock, zmsg_t **msg_p);
 //  socket is closed (ETERM).
 zmsg_t *shf_wlink_recv (void *sock, int timeout_ms);
 
-//  The json_t * in the message's next frame (the caller's), or NULL.
-json_t *shf_wlink_pop_json (zmsg_t *msg);
 //  Destroy a message of the pipe, and the json it hands over, if any.
 void shf_wlink_discard (zmsg_t **msg_p);
 

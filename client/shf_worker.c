@@ -146,7 +146,9 @@ shf_worker_destroy (shf_worker_t **self_p)
     zmsg_t *msg;
     while ((msg = shf_wlink_recv (pipe, -1))) {
         msg = s_take (self, msg);
-        bool closed = msg && zframe_streq (zmsg_first (msg), "CLOSED");
+        shf_wlink_item_t item;
+        bool closed = msg && !shf_wlink_item_peek (msg, &item)
+                      && zframe_streq (zmsg_first (msg), "CLOSED");
         shf_wlink_discard (&msg);
         if (closed)
             break;
@@ -186,11 +188,12 @@ s_take (shf_worker_t *self, zmsg_t *msg)
 {
     if (!msg)
         return NULL;
-    char *command = zmsg_popstr (msg);
-    if (!command)
-        ;
-    else if (streq (command, "TASK")) {
-        json_t *task = shf_wlink_pop_json (msg);
+    shf_wlink_item_t item;
+    if (shf_wlink_item_peek (msg, &item)) {
+        if (item.kind != SHF_WLINK_TASK)
+            return msg;
+        zmsg_destroy (&msg);
+        json_t *task = item.json;
         const char *token = json_string_value (json_object_get (task, "token"));
         if (!token)
             ;
@@ -199,7 +202,11 @@ s_take (shf_worker_t *self, zmsg_t *msg)
         else
             json_array_append (self->queued, task);
         json_decref (task);
+        return NULL;
     }
+    char *command = zmsg_popstr (msg);
+    if (!command)
+        ;
     else if (streq (command, "CANCELED")) {
         char *token = zmsg_popstr (msg);
         if (token)
@@ -216,16 +223,6 @@ s_take (shf_worker_t *self, zmsg_t *msg)
     return NULL;
 }
 
-//  The seq and status a REPORTED answer's second frame carries.
-static shf_wlink_outcome_t
-s_outcome (zframe_t *frame)
-{
-    shf_wlink_outcome_t outcome = {0, SHF_OK};
-    if (frame && zframe_size (frame) == sizeof outcome)
-        memcpy (&outcome, zframe_data (frame), sizeof outcome);
-    return outcome;
-}
-
 //  Reads a REPORTED answer (destroyed): the report's seq (0 for another
 //  message) and its outcome, with the error set when it failed (and
 //  cleared when it succeeded, unless quiet_ok: the last refused async
@@ -234,21 +231,18 @@ static shf_err_t
 s_reported (shf_worker_t *self, zmsg_t **answer_p, uint32_t *seq_p,
             bool quiet_ok)
 {
-    zmsg_t *answer = *answer_p;
     *seq_p = 0;
-    if (!zframe_streq (zmsg_first (answer), "REPORTED")) {
+    shf_wlink_item_t item;
+    if (!shf_wlink_item_peek (*answer_p, &item)
+        || item.kind != SHF_WLINK_REPORTED) {
         shf_wlink_discard (answer_p);
         return SHF_OK;
     }
-    char *command = zmsg_popstr (answer);
-    zframe_t *frame = zmsg_pop (answer);
-    shf_wlink_outcome_t outcome = s_outcome (frame);
-    zframe_destroy (&frame);
-    char *message = zmsg_popstr (answer);
-    json_t *reply = shf_wlink_pop_json (answer);
-    zmsg_destroy (answer_p);
-    *seq_p = outcome.seq;
-    shf_err_t rc = (shf_err_t) outcome.status;
+    shf_wlink_item_take (answer_p, &item);
+    char *message = item.message;
+    json_t *reply = item.json;
+    *seq_p = item.seq;
+    shf_err_t rc = (shf_err_t) item.status;
     if (reply && quiet_ok && json_is_true (json_object_get (reply, "ok")))
         rc = SHF_OK;  //  an accepted async result leaves the error alone
     else if (reply)
@@ -256,8 +250,7 @@ s_reported (shf_worker_t *self, zmsg_t **answer_p, uint32_t *seq_p,
     else if (rc != SHF_OK)
         shf_lasterr_fail (&self->err, rc, "%s", message ? message : "");
     json_decref (reply);
-    zstr_free (&command);
-    zstr_free (&message);
+    free (message);
     return rc;
 }
 
@@ -396,8 +389,9 @@ s_report (shf_worker_t *self, shf_task_t **task_p, json_t *msg, bool wait)
         zmsg_t *answer = s_take (self, raw);
         if (!answer)
             continue;
-        bool mine = zframe_streq (zmsg_first (answer), "REPORTED")
-                    && s_outcome (zmsg_next (answer)).seq == seq;
+        shf_wlink_item_t item;
+        bool mine = shf_wlink_item_peek (answer, &item)
+                    && item.kind == SHF_WLINK_REPORTED && item.seq == seq;
         if (!mine) {
             s_collect (self, &answer);
             continue;
