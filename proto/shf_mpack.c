@@ -553,15 +553,16 @@ s_pack_object (s_out_t *o, json_t *v, int depth, const char *tag,
     size_t tag_len = tag ? strlen (tag) : 0;
     bool extra = tag && !json_object_get (v, tag);
     s_put_container (o, true, json_object_size (v) + (extra ? 1 : 0));
-    const char *key;
-    size_t key_len;
-    json_t *member;
-    json_object_keylen_foreach (v, key, key_len, member)
-    {
+    //  The iterator walked directly: json_object_keylen_foreach maps each
+    //  key back to its iterator three times a member.
+    for (void *it = json_object_iter (v); it;
+         it = json_object_iter_next (v, it)) {
+        const char *key = json_object_iter_key (it);
+        size_t key_len = json_object_iter_key_len (it);
         if (tag && key_len == tag_len && memcmp (key, tag, tag_len) == 0)
             continue;
         s_put_str (o, key, key_len);
-        int rc = s_pack (o, member, depth + 1);
+        int rc = s_pack (o, json_object_iter_value (it), depth + 1);
         if (rc)
             return rc;
     }
@@ -971,11 +972,10 @@ shf_mpack_depth (const json_t *value)
 {
     int deepest = 0;
     if (json_is_object (value)) {
-        const char *key;
-        const json_t *member;
-        json_object_foreach ((json_t *) value, key, member)
-        {
-            int d = shf_mpack_depth (member);
+        json_t *object = (json_t *) value;
+        for (void *it = json_object_iter (object); it;
+             it = json_object_iter_next (object, it)) {
+            int d = shf_mpack_depth (json_object_iter_value (it));
             if (d > deepest)
                 deepest = d;
         }

@@ -429,14 +429,13 @@ s_validate (const json_t *msg, shf_op_t *op_p, uint64_t *id_p, char *err,
     //  in table order, so the first problem reported is as before.
     const s_field_t *fields = s_ops [op].fields;
     const json_t *values [S_MAX_FIELDS] = {NULL};
-    const char *key;
-    json_t *member;
-    json_object_foreach ((json_t *) msg, key, member)
-    {
+    for (void *it = json_object_iter ((json_t *) msg); it;
+         it = json_object_iter_next ((json_t *) msg, it)) {
+        const char *key = json_object_iter_key (it);
         for (size_t i = 0; fields [i].name; i++)
             if (fields [i].name [0] == key [0]
                 && strcmp (fields [i].name, key) == 0) {
-                values [i] = member;
+                values [i] = json_object_iter_value (it);
                 break;
             }
     }
