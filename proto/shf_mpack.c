@@ -512,6 +512,14 @@ s_put_int (s_out_t *o, int64_t v)
 static void
 s_put_str (s_out_t *o, const char *str, size_t len)
 {
+    //  Keys and most values: a fixstr that fits the room already there.
+    if (!o->counting && len < 32 && o->alloc - o->size > len) {
+        uint8_t *at = o->data + o->size;
+        at [0] = (uint8_t) (0xa0 | len);
+        memcpy (at + 1, str, len);
+        o->size += len + 1;
+        return;
+    }
     size_t head = len < 32            ? 1
                   : len <= UINT8_MAX  ? 2
                   : len <= UINT16_MAX ? 3
