@@ -716,6 +716,17 @@ shf_mpack_map_json (shf_mpack_map_t *self, const char *key, const json_t *value)
         self->rc = s_pack (&self->out, value, 1);  //  inside the map
 }
 
+void
+shf_mpack_map_raw (shf_mpack_map_t *self, const char *key, const void *value,
+                   size_t size)
+{
+    if (!s_map_key (self, key))
+        return;
+    uint8_t *at = s_room (&self->out, size);
+    if (at)
+        memcpy (at, value, size);
+}
+
 shf_err_t
 shf_mpack_map_finish (shf_mpack_map_t **self_p, char **data_p, size_t *size_p)
 {

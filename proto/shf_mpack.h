@@ -74,6 +74,9 @@ void shf_mpack_map_int (shf_mpack_map_t *self, const char *key, int64_t value);
 //  value NULL is written as nil.
 void shf_mpack_map_json (shf_mpack_map_t *self, const char *key,
                          const json_t *value);
+//  value: the bytes of one msgpack value, written as they are.
+void shf_mpack_map_raw (shf_mpack_map_t *self, const char *key,
+                        const void *value, size_t size);
 
 //  Ends the map (self is destroyed): *data_p is the caller's (free()).
 //  SHF_EINVAL when a value nests deeper than SHF_MPACK_MAX_DEPTH or the

@@ -572,6 +572,19 @@ s_reply (uint64_t id, bool ok)
     return reply;
 }
 
+shf_err_t
+shf_msg_encode_ack (uint64_t id, char **data_p, size_t *size_p)
+{
+    //  s_reply's members, then body, then encode's "v"
+    shf_mpack_map_t *map = shf_mpack_map_new (5);
+    shf_mpack_map_str (map, "op", "reply");
+    shf_mpack_map_int (map, "id", (int64_t) id);
+    shf_mpack_map_raw (map, "ok", "\xc3", 1);    //  true
+    shf_mpack_map_raw (map, "body", "\x80", 1);  //  {}
+    shf_mpack_map_int (map, "v", SHF_MSG_VERSION);
+    return shf_mpack_map_finish (&map, data_p, size_p);
+}
+
 json_t *
 shf_msg_reply_ok (uint64_t id, json_t *body)
 {
@@ -1113,5 +1126,21 @@ shf_msg_test (bool verbose)
     char formatted [SHF_MSG_PAGE_TOKEN_MAX];
     shf_msg_page_token_format (formatted, sizeof formatted, "r1", 7);
     assert (strcmp (formatted, "r1.7") == 0);
+    //  A plain acknowledgement: the bytes of the reply it stands for.
+    {
+        const uint64_t ids [] = {0, 1, 127, 128, 65536, 1ull << 40};
+        for (size_t i = 0; i < sizeof ids / sizeof ids [0]; i++) {
+            char *ack, *ref;
+            size_t ack_size, ref_size;
+            assert (shf_msg_encode_ack (ids [i], &ack, &ack_size) == SHF_OK);
+            json_t *plain = shf_msg_reply_ok (ids [i], json_object ());
+            assert (shf_msg_encode (plain, &ref, &ref_size) == SHF_OK);
+            assert (ack_size == ref_size && memcmp (ack, ref, ack_size) == 0);
+            json_decref (plain);
+            free (ack);
+            free (ref);
+        }
+    }
+
     printf ("OK\n");
 }

@@ -121,6 +121,11 @@ typedef struct {
 shf_err_t shf_msg_encode_task (const shf_msg_task_t *task, char **data_p,
                                size_t *size_p) SHF_MUST_CHECK;
 
+//  The bytes shf_msg_encode gives for shf_msg_reply_ok (id, {}), a plain
+//  acknowledgement (of a task's report), written without a tree.
+shf_err_t shf_msg_encode_ack (uint64_t id, char **data_p,
+                              size_t *size_p) SHF_MUST_CHECK;
+
 //  Build replies (caller owns). body is stolen (NULL -> null).
 json_t *
     shf_msg_reply_ok (uint64_t id, json_t *body);

@@ -11,6 +11,7 @@
 #define SHF_REPLY_H_INCLUDED
 #include <jansson.h>
 #include <stddef.h>
+#include <stdint.h>
 
 //  Encodes reply and sends it on socket (a raw libzmq socket) for the
 //  client of that identity; the encoded bytes are handed over, not copied.
@@ -18,5 +19,11 @@
 //  as a fourth frame so the router stops tracking it for WorkerLost.
 void shf_reply_send (void *socket, const void *identity, size_t identity_size,
                      const json_t *reply, const char *release);
+
+//  As shf_reply_send with shf_msg_reply_ok (id, {}), encoded without a
+//  tree: how a task's report is acknowledged, three times a workflow.
+void shf_reply_send_ack (void *socket, const void *identity,
+                         size_t identity_size, uint64_t id,
+                         const char *release);
 
 #endif

@@ -72,14 +72,14 @@ typedef enum {
 typedef struct {
     s_out_kind_t kind;
     zframe_t *identity;  //  REPLY, WAIT
-    json_t *body;        //  REPLY: reply msg; GATHERED: reply;
+    json_t *body;        //  REPLY: reply msg (NULL: an ack); GATHERED: reply;
                          //  WAKE: result body
     shf_shard_task_t *task;  //  TASK
     char *queue;         //  CANCEL
     char *token;         //  CANCEL; REPLY: the report's token to release
     char *exec_key;      //  WAIT, WAKE
     uint32_t gather_id;
-    uint64_t id;       //  WAIT: request id
+    uint64_t id;       //  WAIT: request id; REPLY without body: the ack's
     int64_t deadline;  //  WAIT: mono ms
 } s_out_t;
 
@@ -189,6 +189,18 @@ s_reply (self_t *self, zframe_t *identity, uint64_t id, json_t *body)
     s_out_t *o = s_out_push (self, S_OUT_REPLY);
     o->identity = zframe_dup (identity);
     o->body = shf_msg_reply_ok (id, body);
+}
+
+//  A report's plain acknowledgement: encoded at send time without a tree
+//  (an S_OUT_REPLY without body).
+static void
+s_reply_ack (self_t *self, zframe_t *identity, uint64_t id)
+{
+    if (!identity || zframe_size (identity) == 0)
+        return;
+    s_out_t *o = s_out_push (self, S_OUT_REPLY);
+    o->identity = zframe_dup (identity);
+    o->id = id;
 }
 
 static void
@@ -825,7 +837,7 @@ s_activity (self_t *self, zframe_t *identity, uint64_t id, const json_t *msg,
         if (rc && rc != SHF_ENOTFOUND)
             return rc;
     }
-    s_reply (self, identity, id, json_object ());
+    s_reply_ack (self, identity, id);
     return SHF_OK;
 }
 
@@ -1436,7 +1448,14 @@ s_send_outbox (self_t *self)
         s_out_t *o = &self->out [i];
         switch (o->kind) {
             case S_OUT_REPLY: {
-                s_send_reply (self, &o->identity, o->body, o->token);
+                if (o->body)
+                    s_send_reply (self, &o->identity, o->body, o->token);
+                else {
+                    shf_reply_send_ack (
+                        zsock_resolve (self->pipe), zframe_data (o->identity),
+                        zframe_size (o->identity), o->id, o->token);
+                    zframe_destroy (&o->identity);
+                }
                 break;
             }
             case S_OUT_TASK: {
