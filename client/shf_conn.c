@@ -14,6 +14,7 @@
 */
 #include "shf_conn.h"
 #include "shf_log.h"
+#include "shf_task.h"
 #include <czmq.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -182,9 +183,44 @@ s_read_frame (shf_conn_t *self, zmq_msg_t *frame)
     return true;
 }
 
-shf_err_t
-shf_conn_recv (shf_conn_t *self, int timeout_ms, json_t **msg_p, shf_op_t *op_p,
-               uint64_t *id_p)
+//  Whether a frame opens as a node writes a task: "op": "task" among its
+//  first bytes (after the map's header and "v"). Only a guess at what to
+//  try first: the frame is read in full either way.
+static bool
+s_task_first (const uint8_t *data, size_t size)
+{
+    static const uint8_t op_task [] = {0xa2, 'o', 'p', 0xa4,
+                                       't',  'a', 's', 'k'};
+    size_t look = size < 16 ? size : 16;
+    return look >= sizeof op_task
+           && memmem (data, look, op_task, sizeof op_task) != NULL;
+}
+
+//  One frame decoded, or with task_p a task frame read into a task.
+static shf_err_t
+s_decode (const zmq_msg_t *frame, json_t **msg_p, shf_task_t **task_p,
+          shf_op_t *op_p, uint64_t *id_p, char *err, size_t errlen)
+{
+    const uint8_t *data = zmq_msg_data ((zmq_msg_t *) frame);
+    size_t size = zmq_msg_size ((zmq_msg_t *) frame);
+    if (task_p && s_task_first (data, size)) {
+        *op_p = SHF_OP_TASK;
+        *id_p = 0;  //  the node sends tasks unasked
+        return shf_task_read (data, size, task_p, err, errlen);
+    }
+    shf_err_t rc = shf_msg_decode (data, size, msg_p, op_p, id_p, err, errlen);
+    if (rc == SHF_OK && task_p && *op_p == SHF_OP_TASK) {
+        //  a task with its members in another order
+        json_decref (*msg_p);
+        *msg_p = NULL;
+        rc = shf_task_read (data, size, task_p, err, errlen);
+    }
+    return rc;
+}
+
+static shf_err_t
+s_recv (shf_conn_t *self, int timeout_ms, json_t **msg_p, shf_task_t **task_p,
+        shf_op_t *op_p, uint64_t *id_p)
 {
     int64_t deadline = s_now_ms () + (timeout_ms > 0 ? timeout_ms : 0);
     while (true) {
@@ -195,8 +231,7 @@ shf_conn_recv (shf_conn_t *self, int timeout_ms, json_t **msg_p, shf_op_t *op_p,
             shf_op_t op = SHF_OP_INVALID;
             uint64_t id = 0;
             shf_err_t rc =
-                shf_msg_decode (zmq_msg_data (&frame), zmq_msg_size (&frame),
-                                &msg, &op, &id, err, sizeof err);
+                s_decode (&frame, &msg, task_p, &op, &id, err, sizeof err);
             zmq_msg_close (&frame);
             if (rc == SHF_OK) {
                 *msg_p = msg;
@@ -221,6 +256,22 @@ shf_conn_recv (shf_conn_t *self, int timeout_ms, json_t **msg_p, shf_op_t *op_p,
             && (items [1].revents & ZMQ_POLLIN))
             shf_conn_check (self);
     }
+}
+
+shf_err_t
+shf_conn_recv (shf_conn_t *self, int timeout_ms, json_t **msg_p, shf_op_t *op_p,
+               uint64_t *id_p)
+{
+    return s_recv (self, timeout_ms, msg_p, NULL, op_p, id_p);
+}
+
+shf_err_t
+shf_conn_recv_work (shf_conn_t *self, int timeout_ms, json_t **msg_p,
+                    shf_task_t **task_p, shf_op_t *op_p, uint64_t *id_p)
+{
+    assert (task_p);
+    *task_p = NULL;
+    return s_recv (self, timeout_ms, msg_p, task_p, op_p, id_p);
 }
 
 bool

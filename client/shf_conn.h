@@ -10,6 +10,7 @@
 */
 #ifndef SHF_CONN_H_INCLUDED
 #define SHF_CONN_H_INCLUDED
+#include "shardflow.h"
 #include "shf_err.h"
 #include "shf_msg.h"
 #include <jansson.h>
@@ -40,6 +41,13 @@ shf_err_t shf_conn_send (shf_conn_t *self, const json_t *msg) SHF_MUST_CHECK;
 //  it waits it also reads the monitor's events (shf_conn_check).
 shf_err_t shf_conn_recv (shf_conn_t *self, int timeout_ms, json_t **msg_p,
                          shf_op_t *op_p, uint64_t *id_p) SHF_MUST_CHECK;
+
+//  As shf_conn_recv, except that a task frame is not decoded into a tree:
+//  it is read in place into a new task (shf_task_read), *task_p set (the
+//  caller's) and *msg_p NULL: what a worker's link reads.
+shf_err_t shf_conn_recv_work (shf_conn_t *self, int timeout_ms, json_t **msg_p,
+                              shf_task_t **task_p, shf_op_t *op_p,
+                              uint64_t *id_p) SHF_MUST_CHECK;
 
 //  Read the monitor's pending events without blocking. Costs a system
 //  call: call it when the monitor handle is readable.

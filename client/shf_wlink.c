@@ -39,6 +39,7 @@
 #include "shf_hbman.h"
 #include "shf_log.h"
 #include "shf_msg.h"
+#include "shf_task.h"
 #include "shf_thread.h"
 #include <errno.h>
 #include <inttypes.h>
@@ -347,7 +348,10 @@ shf_wlink_discard (zmsg_t **msg_p)
         return;
     shf_wlink_item_t item;
     if (shf_wlink_item_take (msg_p, &item)) {
-        json_decref (item.json);
+        if (item.kind == SHF_WLINK_TASK)
+            shf_task_destroy (&item.task);
+        else
+            json_decref (item.json);
         free (item.message);
         return;
     }
@@ -626,17 +630,17 @@ s_grant (self_t *self)
 //  From the node
 
 static void
-s_task (self_t *self, json_t *msg)
+s_task (self_t *self, shf_task_t *task)
 {
-    const char *token = json_string_value (json_object_get (msg, "token"));
+    const char *token = shf_task_token (task);
     if (self->stopping || self->closed) {
         s_hand_back (self, token);
+        shf_task_destroy (&task);
         return;
     }
     self->held++;
-    shf_hbman_track (self->hbman, token,
-                     shf_msg_int (msg, "heartbeat_timeout_ms", 0));
-    shf_wlink_item_t item = {.kind = SHF_WLINK_TASK, .json = json_incref (msg)};
+    shf_hbman_track (self->hbman, token, shf_task_heartbeat_timeout_ms (task));
+    shf_wlink_item_t item = {.kind = SHF_WLINK_TASK, .task = task};
     zmsg_t *out = shf_wlink_item_msg (&item);
     s_tell (self, &out);
 }
@@ -680,11 +684,13 @@ static void
 s_from_node (self_t *self)
 {
     json_t *msg;
+    shf_task_t *task;
     shf_op_t op;
     uint64_t id;
-    while (shf_conn_recv (self->conn, 0, &msg, &op, &id) == SHF_OK) {
-        if (op == SHF_OP_TASK)
-            s_task (self, msg);
+    while (shf_conn_recv_work (self->conn, 0, &msg, &task, &op, &id)
+           == SHF_OK) {
+        if (task)
+            s_task (self, task);
         else if (op == SHF_OP_REPLY && id)
             s_reply (self, msg, id);
         json_decref (msg);
@@ -709,8 +715,8 @@ s_from_api (self_t *self)
         if (item.kind == SHF_WLINK_REPORT && item.json)
             s_report (self, item.seq, item.json);
         else {
-            json_decref (item.json);
-            free (item.message);
+            zmsg_t *stray = shf_wlink_item_msg (&item);
+            shf_wlink_discard (&stray);
         }
         return true;
     }
@@ -863,14 +869,15 @@ shf_wlink (zsock_t *pipe, void *args)
     int64_t deadline = s_now () + S_TERM_WAIT_MS;
     while (zlistx_size (self->unacked) > 0 && s_now () < deadline) {
         json_t *msg;
+        shf_task_t *task;
         shf_op_t op;
         uint64_t id;
-        if (shf_conn_recv (self->conn, (int) (deadline - s_now ()), &msg, &op,
-                           &id)
+        if (shf_conn_recv_work (self->conn, (int) (deadline - s_now ()), &msg,
+                                &task, &op, &id)
             != SHF_OK)
             break;
-        if (op == SHF_OP_TASK)
-            s_task (self, msg);
+        if (task)
+            s_task (self, task);  //  handed back: stopping
         else if (op == SHF_OP_REPLY && id) {
             void *handle = zlistx_find (self->unacked, (void *) (uintptr_t) id);
             if (handle)

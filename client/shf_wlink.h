@@ -11,7 +11,7 @@
     one travels in its message's last frame, or inside an item.
 
     API -> actor                     actor -> API
-      HB token size details*           TASK task* (an item)
+      HB token size details*           TASK shf_task_t* (an item)
       REPORT seq msg* (an item)        CANCELED token
       HANDBACK token                   REPORTED seq status message reply*
       STOP                               (an item)
@@ -35,8 +35,8 @@
       more (tasks that still arrive are handed back). So no message that
       hands json over is left in the pipe for zactor_destroy to drop.
     - $TERM: gives hand-backs up to 2 s to be answered, then ends.
-    - TASK: a task to run (json_t *, the task frame as received; its
-      slot is counted until REPORT or HANDBACK).
+    - TASK: a task to run (shf_task_t *, read from its frame; its slot
+      is counted until REPORT or HANDBACK).
     - CANCELED: a heartbeat reply said this task's activity was cancelled.
     - REPORTED: reply is the node's reply (json_t *), or NULL; status
       the local outcome, with a message when it failed.
@@ -47,6 +47,7 @@
 */
 #ifndef SHF_WLINK_H_INCLUDED
 #define SHF_WLINK_H_INCLUDED
+#include "shardflow.h"
 #include "shf_conn.h"
 #include <czmq.h>
 
@@ -66,9 +67,12 @@ typedef struct {
     uint8_t kind;    //  shf_wlink_kind_t
     uint32_t seq;    //  REPORT, REPORTED: the report's (0: none)
     int32_t status;  //  REPORTED: shf_err_t
-    json_t *json;    //  the task, the request, the node's reply (or NULL)
+    union {
+        shf_task_t *task;  //  TASK
+        json_t *json;      //  REPORT: the request; REPORTED: the reply
+    };
     char *message;   //  REPORTED: why it failed locally, or NULL
-} shf_wlink_item_t;  //  json and message are handed over with it
+} shf_wlink_item_t;  //  what it points to is handed over with it
 
 //  A message of one item.
 zmsg_t *shf_wlink_item_msg (const shf_wlink_item_t *item);

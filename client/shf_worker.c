@@ -16,9 +16,10 @@
     reply; destroying the worker gives those replies a moment so the
     frames are not dropped unsent.
 
-    Tasks and report replies come over the pipe as json_t pointers, so
-    destroying the worker first reads the pipe up to the actor's CLOSED:
-    nothing that owns json is left in it for zactor_destroy to drop.
+    Tasks (shf_task_t, read from their frames by the actor) and report
+    replies (json_t) come over the pipe as pointers, so destroying the
+    worker first reads the pipe up to the actor's CLOSED: nothing that
+    owns memory is left in it for zactor_destroy to drop.
 
     Signals land on the application's thread, which is this side's: all
     its pipe I/O goes through shf_wlink_send / _recv, which a signal
@@ -33,6 +34,7 @@
 #include "shf_mpack.h"
 #include "shf_msg.h"
 #include "shf_token.h"
+#include "shf_task.h"
 #include "shf_wlink.h"
 #include <assert.h>
 #include <czmq.h>
@@ -45,15 +47,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-struct shf_task {
-    json_t *msg;    //  the task frame as received
-    char *input;    //  compact JSON text of msg.input
-    char *details;  //  compact JSON text of msg.heartbeat_details, or NULL
-};
-
 struct shf_worker {
     zactor_t *link;      //  shf_wlink: owns the connection
-    json_t *queued;      //  array of task frames not yet handed out
+    zlistx_t *queued;    //  shf_task_t * not yet handed out
     zhashx_t *canceled;  //  tokens the node said were cancelled
     bool stopping;
     uint32_t next_seq;  //  of reports
@@ -85,6 +81,15 @@ s_signals_restore (const sigset_t *saved)
     pthread_sigmask (SIG_SETMASK, saved, NULL);
 }
 
+//  Destroys the tasks not yet handed out.
+static void
+s_queue_clear (shf_worker_t *self)
+{
+    shf_task_t *task;
+    while ((task = zlistx_detach (self->queued, NULL)))
+        shf_task_destroy (&task);
+}
+
 shf_err_t
 shf_worker_open (shf_worker_t **self_p, const char *server, const char *queue,
                  int concurrency)
@@ -111,7 +116,7 @@ shf_worker_open (shf_worker_t **self_p, const char *server, const char *queue,
     s_signals_restore (&saved);
     assert (self->link);
     assert (args.conn == NULL);
-    self->queued = json_array ();
+    self->queued = zlistx_new ();
     self->canceled = zhashx_new ();
     assert (self->queued && self->canceled);
     zhashx_set_key_hasher (self->canceled, shf_token_hash);  //  by token
@@ -157,7 +162,8 @@ shf_worker_destroy (shf_worker_t **self_p)
     s_signals_block (&saved);
     zactor_destroy (&self->link);
     s_signals_restore (&saved);
-    json_decref (self->queued);
+    s_queue_clear (self);
+    zlistx_destroy (&self->queued);
     zhashx_destroy (&self->canceled);
     free (self);
     *self_p = NULL;
@@ -193,15 +199,13 @@ s_take (shf_worker_t *self, zmsg_t *msg)
         if (item.kind != SHF_WLINK_TASK)
             return msg;
         zmsg_destroy (&msg);
-        json_t *task = item.json;
-        const char *token = json_string_value (json_object_get (task, "token"));
-        if (!token)
-            ;
-        else if (self->stopping)
-            shf_wlink_hand_back (self->link, token);
+        shf_task_t *task = item.task;
+        if (self->stopping) {
+            shf_wlink_hand_back (self->link, shf_task_token (task));
+            shf_task_destroy (&task);
+        }
         else
-            json_array_append (self->queued, task);
-        json_decref (task);
+            zlistx_add_end (self->queued, task);
         return NULL;
     }
     char *command = zmsg_popstr (msg);
@@ -281,24 +285,13 @@ shf_worker_service (shf_worker_t *self)
     }
 }
 
-static char *
-s_dump (const json_t *value)
-{
-    char *text = json_dumps (value ? value : json_null (),
-                             JSON_COMPACT | JSON_ENCODE_ANY);
-    assert (text);
-    return text;
-}
-
 static void
 s_hand_back_queued (shf_worker_t *self)
 {
-    for (size_t i = 0; i < json_array_size (self->queued); i++) {
-        const char *token = json_string_value (
-            json_object_get (json_array_get (self->queued, i), "token"));
-        shf_wlink_hand_back (self->link, token);
-    }
-    json_array_clear (self->queued);
+    for (shf_task_t *task = zlistx_first (self->queued); task;
+         task = zlistx_next (self->queued))
+        shf_wlink_hand_back (self->link, shf_task_token (task));
+    s_queue_clear (self);
 }
 
 shf_err_t
@@ -313,17 +306,8 @@ shf_worker_poll (shf_worker_t *self, int timeout_ms, shf_task_t **task_p)
             //  A task that reached us after the stop goes back at once,
             //  and keeps doing so while the caller waits here.
             s_hand_back_queued (self);
-        else if (json_array_size (self->queued) > 0) {
-            json_t *msg = json_incref (json_array_get (self->queued, 0));
-            json_array_remove (self->queued, 0);
-            shf_task_t *task = calloc (1, sizeof *task);
-            assert (task);
-            task->msg = msg;
-            task->input = s_dump (json_object_get (msg, "input"));
-            json_t *details = json_object_get (msg, "heartbeat_details");
-            if (details && !json_is_null (details))
-                task->details = s_dump (details);
-            *task_p = task;
+        else if (zlistx_size (self->queued) > 0) {
+            *task_p = zlistx_detach (self->queued, NULL);
             return SHF_OK;
         }
         //  One message at a time, waiting in the receive itself: in
@@ -560,103 +544,4 @@ shf_worker_canceled (shf_worker_t *self, shf_task_t *task)
     assert (task);
     shf_worker_service (self);
     return zhashx_lookup (self->canceled, shf_task_token (task)) != NULL;
-}
-
-//  ---------------------------------------------------------------------
-//  Task accessors
-
-static const char *
-s_field (shf_task_t *self, const char *name)
-{
-    assert (self);
-    const char *value = json_string_value (json_object_get (self->msg, name));
-    return value ? value : "";
-}
-
-const char *
-shf_task_token (shf_task_t *self)
-{
-    return s_field (self, "token");
-}
-
-const char *
-shf_task_activity (shf_task_t *self)
-{
-    return s_field (self, "activity");
-}
-
-const char *
-shf_task_namespace (shf_task_t *self)
-{
-    return s_field (self, "ns");
-}
-
-const char *
-shf_task_workflow_id (shf_task_t *self)
-{
-    return s_field (self, "wf_id");
-}
-
-const char *
-shf_task_run_id (shf_task_t *self)
-{
-    return s_field (self, "run_id");
-}
-
-const char *
-shf_task_step (shf_task_t *self)
-{
-    return s_field (self, "step");
-}
-
-const char *
-shf_task_queue (shf_task_t *self)
-{
-    return s_field (self, "queue");
-}
-
-int64_t
-shf_task_attempt (shf_task_t *self)
-{
-    return json_integer_value (json_object_get (self->msg, "attempt"));
-}
-
-int64_t
-shf_task_start_to_close_ms (shf_task_t *self)
-{
-    return json_integer_value (
-        json_object_get (self->msg, "start_to_close_ms"));
-}
-
-int64_t
-shf_task_heartbeat_timeout_ms (shf_task_t *self)
-{
-    return json_integer_value (
-        json_object_get (self->msg, "heartbeat_timeout_ms"));
-}
-
-const char *
-shf_task_input (shf_task_t *self)
-{
-    return self->input;
-}
-
-const char *
-shf_task_heartbeat_details (shf_task_t *self)
-{
-    return self->details;
-}
-
-void
-shf_task_destroy (shf_task_t **self_p)
-{
-    assert (self_p);
-    shf_task_t *self = *self_p;
-    if (!self)
-        return;
-    json_decref (self->msg);
-    free (self->input);
-    free (self->details);
-    free (self);
-    *self_p = NULL;
 }
