@@ -13,7 +13,6 @@
     zero.
     Corpus: fuzz/corpus/taskmsg/ (replayed by ctest).
 */
-#include "shf_mpack.h"
 #include "shf_msg.h"
 #include "shf_taskmsg.h"
 #include "shf_envelope.h"
@@ -23,48 +22,6 @@
 #include <string.h>
 
 int LLVMFuzzerTestOneInput (const uint8_t *data, size_t size);
-
-static void
-s_str_agrees (shf_envelope_str_t str, const json_t *msg, const char *field)
-{
-    const json_t *value = json_object_get (msg, field);
-    if (!json_is_string (value)) {
-        assert (!str.ptr && str.len == 0);
-        return;
-    }
-    assert (str.ptr && str.len == json_string_length (value)
-            && memcmp (str.ptr, json_string_value (value), str.len) == 0);
-}
-
-//  A string or payload the reader hands out lies inside the frame.
-static bool
-s_inside (const void *ptr, size_t len, const uint8_t *data, size_t size)
-{
-    const uint8_t *p = ptr;
-    return p >= data && len <= size && (size_t) (p - data) <= size - len;
-}
-
-static void
-s_payload_agrees (const uint8_t *bytes, size_t len, const uint8_t *data,
-                  size_t size, const json_t *want)
-{
-    if (!want || json_is_null (want)) {
-        assert (!bytes && len == 0);
-        return;
-    }
-    assert (bytes && s_inside (bytes, len, data, size));
-    json_t *got = NULL;
-    assert (shf_mpack_decode (bytes, len, &got, NULL, 0) == SHF_OK);
-    assert (json_equal (got, (json_t *) want));
-    json_decref (got);
-}
-
-static int64_t
-s_int_of (const json_t *msg, const char *field)
-{
-    const json_t *value = json_object_get (msg, field);
-    return json_is_integer (value) ? json_integer_value (value) : 0;
-}
 
 int
 LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
@@ -89,26 +46,8 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
         want = SHF_EINVAL;
     assert (rc == want);
 
-    if (rc == SHF_OK) {
-        const shf_envelope_str_t *strs [] = {
-            &task.token, &task.ns,       &task.wf_id, &task.run_id,
-            &task.step,  &task.activity, &task.queue};
-        const char *names [] = {"token", "ns",       "wf_id", "run_id",
-                                "step",  "activity", "queue"};
-        for (size_t i = 0; i < sizeof names / sizeof names [0]; i++) {
-            assert (!strs [i]->ptr
-                    || s_inside (strs [i]->ptr, strs [i]->len, data, size));
-            s_str_agrees (*strs [i], msg, names [i]);
-        }
-        assert (task.attempt == s_int_of (msg, "attempt"));
-        assert (task.start_to_close_ms == s_int_of (msg, "start_to_close_ms"));
-        assert (task.heartbeat_timeout_ms
-                == s_int_of (msg, "heartbeat_timeout_ms"));
-        s_payload_agrees (task.input, task.input_size, data, size,
-                          json_object_get (msg, "input"));
-        s_payload_agrees (task.details, task.details_size, data, size,
-                          json_object_get (msg, "heartbeat_details"));
-    }
+    if (rc == SHF_OK)
+        assert (shf_taskmsg_agrees (&task, data, size, msg));
     else {
         shf_taskmsg_t zero;
         memset (&zero, 0, sizeof zero);

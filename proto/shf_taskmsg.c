@@ -738,38 +738,37 @@ shf_taskmsg_read (const void *data, size_t size, shf_taskmsg_t *task, char *err,
 }
 
 
-//  --------------------------------------------------------------------
-//  Self-test
-
-//  The string the reader gave agrees with the decoded message's field.
-static void
-s_str_agrees (shf_envelope_str_t str, const json_t *msg, const char *field)
+//  A string of the task agrees with the message's string field.
+static bool
+s_str_agrees (shf_envelope_str_t str, const uint8_t *frame, size_t size,
+              const json_t *msg, const char *field)
 {
     const json_t *value = json_object_get (msg, field);
-    if (!json_is_string (value)) {
-        assert (!str.ptr && str.len == 0);
-        return;
-    }
-    assert (str.ptr && str.len == json_string_length (value)
-            && memcmp (str.ptr, json_string_value (value), str.len) == 0);
+    if (!json_is_string (value))
+        return !str.ptr && str.len == 0;
+    const uint8_t *p = (const uint8_t *) str.ptr;
+    return p && p >= frame && str.len <= size
+           && (size_t) (p - frame) <= size - str.len
+           && str.len == json_string_length (value)
+           && memcmp (str.ptr, json_string_value (value), str.len) == 0;
 }
 
 //  A payload's bytes lie in the frame and decode to the message's value.
-static void
-s_payload_agrees (const uint8_t *bytes, size_t size, const void *data,
-                  size_t data_size, const json_t *want)
+static bool
+s_payload_agrees (const uint8_t *bytes, size_t len, const uint8_t *frame,
+                  size_t size, const json_t *want)
 {
-    if (!want || json_is_null (want)) {
-        assert (!bytes && size == 0);
-        return;
-    }
-    const uint8_t *frame = data;
-    assert (bytes && bytes >= frame && size <= data_size
-            && (size_t) (bytes - frame) <= data_size - size);
+    if (!want || json_is_null (want))
+        return !bytes && len == 0;
+    if (!bytes || bytes < frame || len > size
+        || (size_t) (bytes - frame) > size - len)
+        return false;
     json_t *got = NULL;
-    assert (shf_mpack_decode (bytes, size, &got, NULL, 0) == SHF_OK);
-    assert (json_equal (got, (json_t *) want));
+    if (shf_mpack_decode (bytes, len, &got, NULL, 0) != SHF_OK)
+        return false;
+    bool same = json_equal (got, (json_t *) want);
     json_decref (got);
+    return same;
 }
 
 static int64_t
@@ -778,6 +777,35 @@ s_int_of (const json_t *msg, const char *field)
     const json_t *value = json_object_get (msg, field);
     return json_is_integer (value) ? json_integer_value (value) : 0;
 }
+
+bool
+shf_taskmsg_agrees (const shf_taskmsg_t *task, const void *data, size_t size,
+                    const json_t *msg)
+{
+    assert (task && msg);
+    const uint8_t *frame = data;
+    const struct {
+        shf_envelope_str_t str;
+        const char *field;
+    } strs [] = {{task->token, "token"}, {task->ns, "ns"},
+                 {task->wf_id, "wf_id"}, {task->run_id, "run_id"},
+                 {task->step, "step"},   {task->activity, "activity"},
+                 {task->queue, "queue"}};
+    for (size_t i = 0; i < sizeof strs / sizeof strs [0]; i++)
+        if (!s_str_agrees (strs [i].str, frame, size, msg, strs [i].field))
+            return false;
+    return task->attempt == s_int_of (msg, "attempt")
+           && task->start_to_close_ms == s_int_of (msg, "start_to_close_ms")
+           && task->heartbeat_timeout_ms
+                  == s_int_of (msg, "heartbeat_timeout_ms")
+           && s_payload_agrees (task->input, task->input_size, frame, size,
+                                json_object_get (msg, "input"))
+           && s_payload_agrees (task->details, task->details_size, frame, size,
+                                json_object_get (msg, "heartbeat_details"));
+}
+
+//  --------------------------------------------------------------------
+//  Self-test
 
 //  Whether a frame's envelope reads and names another op than "task".
 static bool
@@ -809,23 +837,8 @@ s_agree (const void *data, size_t size, shf_taskmsg_t *task)
         fprintf (stderr, "shf_taskmsg: read %s (%s), decode %s (%s)\n",
                  shf_err_code (rc), err, shf_err_code (want), why);
     assert (rc == want);
-    if (rc == SHF_OK) {
-        s_str_agrees (task->token, msg, "token");
-        s_str_agrees (task->ns, msg, "ns");
-        s_str_agrees (task->wf_id, msg, "wf_id");
-        s_str_agrees (task->run_id, msg, "run_id");
-        s_str_agrees (task->step, msg, "step");
-        s_str_agrees (task->activity, msg, "activity");
-        s_str_agrees (task->queue, msg, "queue");
-        assert (task->attempt == s_int_of (msg, "attempt"));
-        assert (task->start_to_close_ms == s_int_of (msg, "start_to_close_ms"));
-        assert (task->heartbeat_timeout_ms
-                == s_int_of (msg, "heartbeat_timeout_ms"));
-        s_payload_agrees (task->input, task->input_size, data, size,
-                          json_object_get (msg, "input"));
-        s_payload_agrees (task->details, task->details_size, data, size,
-                          json_object_get (msg, "heartbeat_details"));
-    }
+    if (rc == SHF_OK)
+        assert (shf_taskmsg_agrees (task, data, size, msg));
     else {
         assert (err [0]);
         shf_taskmsg_t zero;

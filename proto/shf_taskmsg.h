@@ -15,6 +15,7 @@
 #ifndef SHF_TASKMSG_H_INCLUDED
 #define SHF_TASKMSG_H_INCLUDED
 #include "shf_envelope.h"  //  shf_envelope_str_t: a string inside the frame
+#include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -38,6 +39,13 @@ typedef struct {
 //  for a message of another op; *task is then zeroed.
 shf_err_t shf_taskmsg_read (const void *data, size_t size, shf_taskmsg_t *task,
                             char *err, size_t errlen) SHF_MUST_CHECK;
+
+//  Whether a task read from a frame says what the frame's full decode
+//  (msg, op "task") says: every string, integer and payload equal, and
+//  every string and payload inside the frame. The property the self-test
+//  and the fuzz target check on every frame both accept.
+bool shf_taskmsg_agrees (const shf_taskmsg_t *task, const void *data,
+                         size_t size, const json_t *msg);
 
 void shf_taskmsg_test (bool verbose);
 
