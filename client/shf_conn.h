@@ -44,7 +44,9 @@ shf_err_t shf_conn_recv (shf_conn_t *self, int timeout_ms, json_t **msg_p,
 
 //  As shf_conn_recv, except that a task frame is not decoded into a tree:
 //  it is read in place into a new task (shf_task_read), *task_p set (the
-//  caller's) and *msg_p NULL: what a worker's link reads.
+//  caller's) and *msg_p NULL: what a worker's link reads. A report's
+//  acknowledgement is known by its bytes (shf_msg_ack_read) and given as
+//  one shared {"op":"reply","ok":true,"body":{}}: read it, never change it.
 shf_err_t shf_conn_recv_work (shf_conn_t *self, int timeout_ms, json_t **msg_p,
                               shf_task_t **task_p, shf_op_t *op_p,
                               uint64_t *id_p) SHF_MUST_CHECK;

@@ -3,7 +3,9 @@
 
     Any input must be refused (SHF_EINVAL or SHF_ETOOLARGE, with a message)
     or decoded into a valid message of a known op that encodes again and
-    decodes back to the same op, id and value. The same bytes, as text,
+    decodes back to the same op, id and value; bytes taken for an
+    acknowledgement without decoding (shf_msg_ack_read) must decode to
+    one. The same bytes, as text,
     are also a wf_history page token a client sends back: parsed, it must
     format back to exactly that text.
     Corpus: fuzz/corpus/msg/ (replayed by ctest).
@@ -43,6 +45,15 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
     uint64_t id;
     char err [512];
     shf_err_t rc = shf_msg_decode (data, size, &msg, &op, &id, err, sizeof err);
+    //  What a worker's link takes for an acknowledgement by its bytes is
+    //  one: a reply, ok, with an empty body and that id.
+    uint64_t ack_id;
+    if (shf_msg_ack_read (data, size, &ack_id)) {
+        assert (rc == SHF_OK && op == SHF_OP_REPLY && id == ack_id);
+        const json_t *body = json_object_get (msg, "body");
+        assert (json_is_true (json_object_get (msg, "ok"))
+                && json_is_object (body) && json_object_size (body) == 0);
+    }
     if (rc != SHF_OK) {
         assert (rc == SHF_EINVAL || rc == SHF_ETOOLARGE);
         assert (msg == NULL && op == SHF_OP_INVALID);

@@ -585,6 +585,48 @@ shf_msg_encode_ack (uint64_t id, char **data_p, size_t *size_p)
     return shf_mpack_map_finish (&map, data_p, size_p);
 }
 
+bool
+shf_msg_ack_read (const void *data, size_t size, uint64_t *id_p)
+{
+    //  shf_msg_encode_ack's bytes around the id, which is written in the
+    //  smallest of msgpack's unsigned forms
+    static const uint8_t head [] = {0x85, 0xa2, 'o', 'p',  0xa5, 'r', 'e',
+                                    'p',  'l',  'y', 0xa2, 'i',  'd'};
+    static const uint8_t tail [] = {
+        0xa2, 'o',  'k',  0xc3, 0xa4,           'b', 'o', 'd',
+        'y',  0x80, 0xa1, 'v',  SHF_MSG_VERSION};
+    const uint8_t *p = data;
+    if (size < sizeof head + 1 + sizeof tail
+        || memcmp (p, head, sizeof head) != 0)
+        return false;
+    p += sizeof head;
+    size_t left = size - sizeof head;
+    uint8_t type = *p++;
+    left--;
+    size_t n = type < 0x80    ? 0
+               : type == 0xcc ? 1
+               : type == 0xcd ? 2
+               : type == 0xce ? 4
+               : type == 0xcf ? 8
+                              : 9;
+    if (n > 8 || left != n + sizeof tail
+        || memcmp (p + n, tail, sizeof tail) != 0)
+        return false;
+    uint64_t id = type < 0x80 ? type : 0;
+    for (size_t i = 0; i < n; i++)
+        id = id << 8 | p [i];
+    //  the smallest form only, as the encoder writes it
+    uint64_t least = n == 0   ? 0
+                     : n == 1 ? 0x80
+                     : n == 2 ? 0x100
+                     : n == 4 ? 0x10000
+                              : 0x100000000ull;
+    if (id < least || id > INT64_MAX)
+        return false;
+    *id_p = id;
+    return true;
+}
+
 json_t *
 shf_msg_reply_ok (uint64_t id, json_t *body)
 {
@@ -1126,6 +1168,23 @@ shf_msg_test (bool verbose)
     char formatted [SHF_MSG_PAGE_TOKEN_MAX];
     shf_msg_page_token_format (formatted, sizeof formatted, "r1", 7);
     assert (strcmp (formatted, "r1.7") == 0);
+    //  An id in a wider form than needed is no ack (the encoder never
+    //  writes it), nor is a reply with another body.
+    {
+        const uint8_t wide [] = {0x85, 0xa2, 'o', 'p',  0xa5, 'r',  'e',
+                                 'p',  'l',  'y', 0xa2, 'i',  'd',  0xcc,
+                                 0x05, 0xa2, 'o', 'k',  0xc3, 0xa4, 'b',
+                                 'o',  'd',  'y', 0x80, 0xa1, 'v',  0x01};
+        uint64_t got;
+        assert (!shf_msg_ack_read (wide, sizeof wide, &got));
+        json_t *other = shf_msg_reply_ok (5, json_pack ("{s:i}", "x", 1));
+        char *bytes;
+        size_t bytes_size;
+        assert (shf_msg_encode (other, &bytes, &bytes_size) == SHF_OK);
+        assert (!shf_msg_ack_read (bytes, bytes_size, &got));
+        free (bytes);
+        json_decref (other);
+    }
     //  A plain acknowledgement: the bytes of the reply it stands for.
     {
         const uint64_t ids [] = {0, 1, 127, 128, 65536, 1ull << 40};
@@ -1136,6 +1195,18 @@ shf_msg_test (bool verbose)
             json_t *plain = shf_msg_reply_ok (ids [i], json_object ());
             assert (shf_msg_encode (plain, &ref, &ref_size) == SHF_OK);
             assert (ack_size == ref_size && memcmp (ack, ref, ack_size) == 0);
+            uint64_t read_id = 0;
+            assert (shf_msg_ack_read (ack, ack_size, &read_id)
+                    && read_id == ids [i]);
+            //  not an ack: cut short, one byte changed, a longer id form
+            assert (!shf_msg_ack_read (ack, ack_size - 1, &read_id));
+            for (size_t b = 0; b < ack_size; b++) {
+                ack [b] ^= 0x01;
+                uint64_t other;
+                assert (!shf_msg_ack_read (ack, ack_size, &other)
+                        || other != ids [i]);
+                ack [b] ^= 0x01;
+            }
             json_decref (plain);
             free (ack);
             free (ref);

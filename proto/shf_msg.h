@@ -49,7 +49,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define SHF_MSG_VERSION   1
+#define SHF_MSG_VERSION     1
 #define SHF_MSG_MAX_PAYLOAD (2u * 1024 * 1024)
 //  A frame may hold one full payload plus its envelope.
 #define SHF_MSG_MAX_FRAME (SHF_MSG_MAX_PAYLOAD + 64 * 1024)
@@ -81,8 +81,7 @@ typedef enum {
 } shf_op_t;
 
 //  "wf_start" etc.; NULL for an invalid op.
-const char *
-    shf_msg_op_name (shf_op_t op);
+const char *shf_msg_op_name (shf_op_t op);
 
 //  The op named by name[0..len) (not NUL-terminated: it may point into a
 //  frame); SHF_OP_INVALID when no op has exactly that name.
@@ -94,16 +93,14 @@ shf_op_t shf_msg_op_lookup (const char *name, size_t len);
 //  what to fix ("wf_start: field \"input\" is larger than 2 MiB",
 //  "field \"ns\" must be a string"), and *id_p is the id if one could be
 //  read (so the error reply can echo it).
-shf_err_t
-    shf_msg_decode (const void *data, size_t size, json_t **msg_p,
-                    shf_op_t *op_p, uint64_t *id_p, char *err,
-                    size_t errlen) SHF_MUST_CHECK;
+shf_err_t shf_msg_decode (const void *data, size_t size, json_t **msg_p,
+                          shf_op_t *op_p, uint64_t *id_p, char *err,
+                          size_t errlen) SHF_MUST_CHECK;
 
 //  Encode a message object (adds "v"). *data_p is the caller's (free()).
 //  SHF_ETOOLARGE when the encoding exceeds SHF_MSG_MAX_FRAME.
-shf_err_t
-    shf_msg_encode (const json_t *msg, char **data_p,
-                    size_t *size_p) SHF_MUST_CHECK;
+shf_err_t shf_msg_encode (const json_t *msg, char **data_p,
+                          size_t *size_p) SHF_MUST_CHECK;
 
 //  A task message (server -> worker), as a shard renders it.
 typedef struct {
@@ -126,11 +123,14 @@ shf_err_t shf_msg_encode_task (const shf_msg_task_t *task, char **data_p,
 shf_err_t shf_msg_encode_ack (uint64_t id, char **data_p,
                               size_t *size_p) SHF_MUST_CHECK;
 
+//  True when data[0..size) is exactly what shf_msg_encode_ack gives for
+//  some id (then *id_p is it): a worker's link knows an acknowledgement
+//  by its bytes, without decoding it.
+bool shf_msg_ack_read (const void *data, size_t size, uint64_t *id_p);
+
 //  Build replies (caller owns). body is stolen (NULL -> null).
-json_t *
-    shf_msg_reply_ok (uint64_t id, json_t *body);
-json_t *
-    shf_msg_reply_error (uint64_t id, shf_err_t err, const char *message);
+json_t *shf_msg_reply_ok (uint64_t id, json_t *body);
+json_t *shf_msg_reply_error (uint64_t id, shf_err_t err, const char *message);
 
 //  The namespace of a request that names none.
 #define SHF_MSG_DEFAULT_NS "default"
@@ -138,37 +138,30 @@ json_t *
 //  Gives a decoded request of an op that belongs to a namespace (all but
 //  the worker's poll, complete, fail and heartbeat) the default one when
 //  it names none: one rule for the router and the shards that decode.
-void
-    shf_msg_default_ns (json_t *msg, shf_op_t op);
+void shf_msg_default_ns (json_t *msg, shf_op_t op);
 
 //  Typed field readers for a validated message (borrowed / defaults).
-const char *
-    shf_msg_str (const json_t *msg, const char *field);  //  NULL if absent
-int64_t
-    shf_msg_int (const json_t *msg, const char *field, int64_t dflt);
-bool
-    shf_msg_bool (const json_t *msg, const char *field, bool dflt);
+const char *shf_msg_str (const json_t *msg,
+                         const char *field);  //  NULL if absent
+int64_t shf_msg_int (const json_t *msg, const char *field, int64_t dflt);
+bool shf_msg_bool (const json_t *msg, const char *field, bool dflt);
 
 //  True when s is a valid name: 1..255 bytes, valid UTF-8, no control chars.
-bool
-    shf_msg_valid_name (const char *s);
+bool shf_msg_valid_name (const char *s);
 
 //  wf_history page tokens, "RUN_ID.EVENT_ID": the run the pages are of
 //  and the first event of the next page. Opaque to clients, who send them
 //  back, so parsing checks everything: run_id a valid name that fits
 //  run_id_size, event id a decimal from 1 without leading zeros.
 #define SHF_MSG_PAGE_TOKEN_MAX (SHF_MSG_MAX_NAME + 24)
-bool
-    shf_msg_page_token_parse (const char *token, char *run_id,
-                              size_t run_id_size, uint64_t *event_id_p);
+bool shf_msg_page_token_parse (const char *token, char *run_id,
+                               size_t run_id_size, uint64_t *event_id_p);
 
 //  Writes the token of (run_id, event_id) into buf (at least
 //  SHF_MSG_PAGE_TOKEN_MAX bytes).
-void
-    shf_msg_page_token_format (char *buf, size_t size, const char *run_id,
-                               uint64_t event_id);
+void shf_msg_page_token_format (char *buf, size_t size, const char *run_id,
+                                uint64_t event_id);
 
-void
-    shf_msg_test (bool verbose);
+void shf_msg_test (bool verbose);
 
 #endif
