@@ -339,6 +339,17 @@ shf_wlink_item_take (zmsg_t **msg_p, shf_wlink_item_t *item)
     return true;
 }
 
+//  Frees what an item hands over.
+static void
+s_item_free (shf_wlink_item_t *item)
+{
+    if (item->kind == SHF_WLINK_TASK)
+        shf_task_destroy (&item->task);
+    else
+        json_decref (item->json);
+    free (item->message);
+}
+
 void
 shf_wlink_discard (zmsg_t **msg_p)
 {
@@ -348,11 +359,7 @@ shf_wlink_discard (zmsg_t **msg_p)
         return;
     shf_wlink_item_t item;
     if (shf_wlink_item_take (msg_p, &item)) {
-        if (item.kind == SHF_WLINK_TASK)
-            shf_task_destroy (&item.task);
-        else
-            json_decref (item.json);
-        free (item.message);
+        s_item_free (&item);
         return;
     }
     zframe_t *first = zmsg_first (msg);
@@ -714,10 +721,8 @@ s_from_api (self_t *self)
     if (shf_wlink_item_take (&msg, &item)) {
         if (item.kind == SHF_WLINK_REPORT && item.json)
             s_report (self, item.seq, item.json);
-        else {
-            zmsg_t *stray = shf_wlink_item_msg (&item);
-            shf_wlink_discard (&stray);
-        }
+        else
+            s_item_free (&item);
         return true;
     }
     char *command = zmsg_popstr (msg);

@@ -4,6 +4,8 @@
     never rename one; add new ones at the end.
 */
 #include "shf_err.h"
+#include <stdarg.h>
+#include <stdio.h>
 #include <string.h>
 
 static const struct {
@@ -53,4 +55,16 @@ shf_err_from_code (const char *code)
         if (strcmp (s_table [i].code, code) == 0)
             return (shf_err_t) i;
     return SHF_EINTERNAL;
+}
+
+shf_err_t
+shf_err_format (shf_err_t rc, char *err, size_t errlen, const char *format, ...)
+{
+    if (err && errlen > 0) {
+        va_list args;
+        va_start (args, format);
+        vsnprintf (err, errlen, format, args);
+        va_end (args);
+    }
+    return rc;
 }

@@ -7,6 +7,7 @@
 */
 #ifndef SHF_ERR_H_INCLUDED
 #define SHF_ERR_H_INCLUDED
+#include <stddef.h>
 
 typedef enum {
     SHF_OK = 0,
@@ -30,15 +31,18 @@ typedef enum {
 #define SHF_MUST_CHECK __attribute__ ((warn_unused_result))
 
 //  Stable wire code ("bad_request", "not_found", ...). Never NULL.
-const char *
-    shf_err_code (shf_err_t err);
+const char *shf_err_code (shf_err_t err);
 
 //  Human sentence for logs and CLI messages. Never NULL.
-const char *
-    shf_strerror (shf_err_t err);
+const char *shf_strerror (shf_err_t err);
 
 //  Parse a wire code back to an error; unknown codes give SHF_EINTERNAL.
-shf_err_t
-    shf_err_from_code (const char *code);
+shf_err_t shf_err_from_code (const char *code);
+
+//  Writes why into err (when err is given: decoders take an optional
+//  reason buffer) and returns rc, so a check can fail in one statement.
+shf_err_t shf_err_format (shf_err_t rc, char *err, size_t errlen,
+                          const char *format, ...)
+    __attribute__ ((format (printf, 4, 5)));
 
 #endif

@@ -415,17 +415,6 @@ s_nested (uint8_t *buf, size_t arrays, bool empty_inner)
     return 3 + arrays + 1;
 }
 
-//  xorshift64: a fixed sequence, so a failure replays.
-static uint64_t
-s_random (uint64_t *state)
-{
-    uint64_t x = *state;
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    return *state = x;
-}
-
 void
 shf_envelope_test (bool verbose)
 {
@@ -678,27 +667,8 @@ shf_envelope_test (bool verbose)
         char *copy = malloc (size + 2);
         assert (copy);
         for (int round = 0; round < 4000; round++) {
-            memcpy (copy, data, size);
-            size_t copy_size = size;
-            int edits = 1 + (int) (s_random (&seed) % 3);
-            for (int e = 0; e < edits; e++) {
-                uint64_t r = s_random (&seed);
-                size_t at = (size_t) (r % copy_size);
-                switch ((r >> 32) % 4) {
-                    case 0:
-                        copy [at] = (char) (r >> 40);
-                        break;
-                    case 1:
-                        copy [at] ^= (char) (1 << ((r >> 40) % 8));
-                        break;
-                    case 2:
-                        copy_size = at + 1;
-                        break;
-                    default:
-                        if (copy_size < size + 2)
-                            copy [copy_size++] = (char) (r >> 40);
-                }
-            }
+            size_t copy_size =
+                shf_mpack_mutate (data, size, (uint8_t *) copy, &seed);
             if (s_agree_count (copy, copy_size, &env, &decoded) == SHF_OK)
                 accepted++;
         }

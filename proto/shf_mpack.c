@@ -664,88 +664,6 @@ shf_mpack_encode_tagged (const json_t *object, const char *tag,
     return s_encode (object, tag, tag_value, data_p, size_p);
 }
 
-struct shf_mpack_map {
-    s_out_t out;
-    size_t count;    //  fields declared
-    size_t written;  //  fields written
-    int rc;          //  the first failure (s_pack's codes)
-};
-
-shf_mpack_map_t *
-shf_mpack_map_new (size_t count)
-{
-    shf_mpack_map_t *self = calloc (1, sizeof *self);
-    assert (self);
-    self->count = count;
-    s_put_container (&self->out, true, count);
-    return self;
-}
-
-//  The key of the next field; false when the map already failed.
-static bool
-s_map_key (shf_mpack_map_t *self, const char *key)
-{
-    self->written++;
-    if (self->rc == 0)
-        s_put_str (&self->out, key, strlen (key));
-    return self->rc == 0;
-}
-
-void
-shf_mpack_map_str (shf_mpack_map_t *self, const char *key, const char *value)
-{
-    if (s_map_key (self, key))
-        s_put_str (&self->out, value, strlen (value));
-}
-
-void
-shf_mpack_map_int (shf_mpack_map_t *self, const char *key, int64_t value)
-{
-    if (s_map_key (self, key))
-        s_put_int (&self->out, value);
-}
-
-void
-shf_mpack_map_json (shf_mpack_map_t *self, const char *key, const json_t *value)
-{
-    if (!s_map_key (self, key))
-        return;
-    if (!value)
-        s_head (&self->out, 0xc0, 0, 0);
-    else
-        self->rc = s_pack (&self->out, value, 1);  //  inside the map
-}
-
-void
-shf_mpack_map_raw (shf_mpack_map_t *self, const char *key, const void *value,
-                   size_t size)
-{
-    if (!s_map_key (self, key))
-        return;
-    uint8_t *at = s_room (&self->out, size);
-    if (at)
-        memcpy (at, value, size);
-}
-
-shf_err_t
-shf_mpack_map_finish (shf_mpack_map_t **self_p, char **data_p, size_t *size_p)
-{
-    shf_mpack_map_t *self = *self_p;
-    *self_p = NULL;
-    *data_p = NULL;
-    *size_p = 0;
-    shf_err_t rc =
-        self->rc || self->written != self->count ? SHF_EINVAL : SHF_OK;
-    if (rc == SHF_OK) {
-        *size_p = self->out.size;
-        *data_p = (char *) self->out.data;
-    }
-    else
-        free (self->out.data);
-    free (self);
-    return rc;
-}
-
 void
 shf_mpack_seq_init (shf_mpack_seq_t *self)
 {
@@ -867,6 +785,77 @@ shf_mpack_seq_array (shf_mpack_seq_t *self, const uint8_t **data_p,
     }
     *data_p = at;
     *size_p = self->out.size - SHF_MPACK_SEQ_HEAD + head;
+}
+
+//  A map of a count given first: the one map of a sequence, moved to the
+//  front of its buffer at the end.
+struct shf_mpack_map {
+    shf_mpack_seq_t seq;
+    size_t count;  //  fields declared
+};
+
+shf_mpack_map_t *
+shf_mpack_map_new (size_t count)
+{
+    shf_mpack_map_t *self = calloc (1, sizeof *self);
+    assert (self);
+    shf_mpack_seq_init (&self->seq);
+    shf_mpack_seq_begin (&self->seq);
+    self->count = count;
+    return self;
+}
+
+void
+shf_mpack_map_str (shf_mpack_map_t *self, const char *key, const char *value)
+{
+    shf_mpack_seq_str (&self->seq, key, value);
+}
+
+void
+shf_mpack_map_int (shf_mpack_map_t *self, const char *key, int64_t value)
+{
+    shf_mpack_seq_int (&self->seq, key, value);
+}
+
+void
+shf_mpack_map_json (shf_mpack_map_t *self, const char *key, const json_t *value)
+{
+    shf_mpack_seq_json (&self->seq, key, value);
+}
+
+void
+shf_mpack_map_raw (shf_mpack_map_t *self, const char *key, const void *value,
+                   size_t size)
+{
+    if (!s_seq_key (&self->seq, key))
+        return;
+    uint8_t *at = s_room (&self->seq.out, size);
+    if (at)
+        memcpy (at, value, size);
+}
+
+shf_err_t
+shf_mpack_map_finish (shf_mpack_map_t **self_p, char **data_p, size_t *size_p)
+{
+    shf_mpack_map_t *self = *self_p;
+    *self_p = NULL;
+    *data_p = NULL;
+    *size_p = 0;
+    size_t fields = self->seq.fields;
+    size_t size;
+    shf_err_t rc = shf_mpack_seq_end (&self->seq, &size);
+    if (rc == SHF_OK && fields == self->count) {
+        uint8_t *data = self->seq.out.data;
+        memmove (data, data + self->seq.open, size);
+        *data_p = (char *) data;
+        *size_p = size;
+    }
+    else {
+        rc = SHF_EINVAL;
+        free (self->seq.out.data);
+    }
+    free (self);
+    return rc;
 }
 
 shf_err_t
@@ -1012,6 +1001,44 @@ shf_mpack_depth (const json_t *value)
         return deepest + 1;
     }
     return 0;
+}
+
+static uint64_t
+s_random (uint64_t *state)
+{
+    uint64_t x = *state;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    return *state = x;
+}
+
+size_t
+shf_mpack_mutate (const void *frame, size_t size, uint8_t *out, uint64_t *seed)
+{
+    assert (frame && size > 0 && out && seed);
+    memcpy (out, frame, size);
+    size_t out_size = size;
+    int edits = 1 + (int) (s_random (seed) % 3);
+    for (int e = 0; e < edits; e++) {
+        uint64_t r = s_random (seed);
+        size_t at = (size_t) (r % out_size);
+        switch ((r >> 32) % 4) {
+            case 0:
+                out [at] = (uint8_t) (r >> 40);
+                break;
+            case 1:
+                out [at] ^= (uint8_t) (1 << ((r >> 40) % 8));
+                break;
+            case 2:
+                out_size = at + 1;
+                break;
+            default:
+                if (out_size < size + 2)
+                    out [out_size++] = (uint8_t) (r >> 40);
+        }
+    }
+    return out_size;
 }
 
 void

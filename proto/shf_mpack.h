@@ -21,7 +21,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define SHF_MPACK_MAX_DEPTH 64
+#define SHF_MPACK_MAX_DEPTH  64
 #define SHF_MPACK_MAX_VALUES (256 * 1024)
 
 //  Reads a big-endian unsigned integer of n bytes (n <= 8) at *p if they
@@ -46,15 +46,13 @@ shf_mpack_read_be (const uint8_t **p, const uint8_t *end, size_t n,
 //  truncated, trailing bytes, non-string or duplicate key, too deep,
 //  bin/ext, NaN/Inf, non-UTF-8 string) with a short reason in err (may be
 //  NULL), *value_p stays NULL.
-shf_err_t
-    shf_mpack_decode (const void *data, size_t size, json_t **value_p,
-                      char *err, size_t errlen) SHF_MUST_CHECK;
+shf_err_t shf_mpack_decode (const void *data, size_t size, json_t **value_p,
+                            char *err, size_t errlen) SHF_MUST_CHECK;
 
 //  Encode a JSON value. On success *data_p is the caller's (free()).
 //  SHF_EINVAL for values deeper than SHF_MPACK_MAX_DEPTH.
-shf_err_t
-    shf_mpack_encode (const json_t *value, char **data_p,
-                      size_t *size_p) SHF_MUST_CHECK;
+shf_err_t shf_mpack_encode (const json_t *value, char **data_p,
+                            size_t *size_p) SHF_MUST_CHECK;
 
 //  Encode an object with one more integer member, tag (replacing a member
 //  of that name), without copying the object: how messages get "v".
@@ -64,7 +62,8 @@ shf_err_t shf_mpack_encode_tagged (const json_t *object, const char *tag,
 
 //  A map written field by field, for messages of a fixed shape that are
 //  built without a JSON tree (the task a shard sends). The count is given
-//  first; values are written as shf_mpack_encode writes them.
+//  first and checked at the end; values are written as shf_mpack_encode
+//  writes them. (One map of a shf_mpack_seq_t, below.)
 typedef struct shf_mpack_map shf_mpack_map_t;
 
 shf_mpack_map_t *shf_mpack_map_new (size_t count);
@@ -79,8 +78,8 @@ void shf_mpack_map_raw (shf_mpack_map_t *self, const char *key,
                         const void *value, size_t size);
 
 //  Ends the map (self is destroyed): *data_p is the caller's (free()).
-//  SHF_EINVAL when a value nests deeper than SHF_MPACK_MAX_DEPTH or the
-//  fields written are not the count given.
+//  SHF_EINVAL when a value nests deeper than SHF_MPACK_MAX_DEPTH, the
+//  fields written are not the count given, or there are over 65,535.
 shf_err_t shf_mpack_map_finish (shf_mpack_map_t **self_p, char **data_p,
                                 size_t *size_p) SHF_MUST_CHECK;
 
@@ -133,20 +132,24 @@ void shf_mpack_seq_array (shf_mpack_seq_t *self, const uint8_t **data_p,
 
 //  The number of bytes shf_mpack_encode would produce, counted without
 //  allocating (used to check payload limits). SHF_EINVAL as encode.
-shf_err_t
-    shf_mpack_size (const json_t *value, size_t *size_p) SHF_MUST_CHECK;
+shf_err_t shf_mpack_size (const json_t *value, size_t *size_p) SHF_MUST_CHECK;
 
 //  True when s[0..len) is strict UTF-8 (no overlong forms, surrogates or
 //  code points above U+10FFFF), the rule the decoder applies to strings.
-bool
-    shf_mpack_utf8_valid (const char *s, size_t len);
+bool shf_mpack_utf8_valid (const char *s, size_t len);
 
 //  Nesting depth of a value: 0 for a scalar, 1 for a flat array or map.
 //  Recursive: call only on values the decoder (or a bounded builder) made.
-int
-    shf_mpack_depth (const json_t *value);
+int shf_mpack_depth (const json_t *value);
 
-void
-    shf_mpack_test (bool verbose);
+//  For self-tests that check a reader against the decoder: a copy of
+//  frame[0..size) (size > 0) with one to three random edits (a byte set,
+//  a bit flipped, the frame cut short, a byte appended) written to out,
+//  which has room for size + 2 bytes; returns its size. *seed moves on
+//  (xorshift: the same seed, the same edits).
+size_t shf_mpack_mutate (const void *frame, size_t size, uint8_t *out,
+                         uint64_t *seed);
+
+void shf_mpack_test (bool verbose);
 
 #endif

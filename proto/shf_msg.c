@@ -16,7 +16,6 @@
 #include "shf_mpack.h"
 #include "shf_token.h"
 #include <assert.h>
-#include <stdarg.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -149,22 +148,6 @@ static const char *s_statuses [] = {"running",  "completed",  "failed",
                                     "canceled", "terminated", "timed_out",
                                     NULL};
 
-static shf_err_t s_fail (shf_err_t rc, char *err, size_t errlen,
-                         const char *format, ...)
-    __attribute__ ((format (printf, 4, 5)));
-
-static shf_err_t
-s_fail (shf_err_t rc, char *err, size_t errlen, const char *format, ...)
-{
-    if (err && errlen > 0) {
-        va_list args;
-        va_start (args, format);
-        vsnprintf (err, errlen, format, args);
-        va_end (args);
-    }
-    return rc;
-}
-
 const char *
 shf_msg_op_name (shf_op_t op)
 {
@@ -210,31 +193,35 @@ s_check_str (const char *op, const char *path, const json_t *value,
              bool is_name, int64_t min, int64_t max, char *err, size_t errlen)
 {
     if (!json_is_string (value))
-        return s_fail (SHF_EINVAL, err, errlen,
-                       "%s: field \"%s\" must be a string", op, path);
+        return shf_err_format (SHF_EINVAL, err, errlen,
+                               "%s: field \"%s\" must be a string", op, path);
     const char *s = json_string_value (value);
     size_t len = json_string_length (value);
     if (is_name) {
         if (!s_name_ok (s, len))
-            return s_fail (SHF_EINVAL, err, errlen,
-                           "%s: field \"%s\" must be a name: 1 to %d bytes "
-                           "of UTF-8, no control characters",
-                           op, path, SHF_MSG_MAX_NAME);
+            return shf_err_format (
+                SHF_EINVAL, err, errlen,
+                "%s: field \"%s\" must be a name: 1 to %d bytes "
+                "of UTF-8, no control characters",
+                op, path, SHF_MSG_MAX_NAME);
         return SHF_OK;
     }
     if (min == 0 && (int64_t) len > max)
-        return s_fail (SHF_EINVAL, err, errlen,
-                       "%s: field \"%s\" must be a string of at most %lld "
-                       "bytes (it has %zu)",
-                       op, path, (long long) max, len);
+        return shf_err_format (
+            SHF_EINVAL, err, errlen,
+            "%s: field \"%s\" must be a string of at most %lld "
+            "bytes (it has %zu)",
+            op, path, (long long) max, len);
     if ((int64_t) len < min || (int64_t) len > max)
-        return s_fail (SHF_EINVAL, err, errlen,
-                       "%s: field \"%s\" must be a string of %lld to %lld "
-                       "bytes (it has %zu)",
-                       op, path, (long long) min, (long long) max, len);
+        return shf_err_format (
+            SHF_EINVAL, err, errlen,
+            "%s: field \"%s\" must be a string of %lld to %lld "
+            "bytes (it has %zu)",
+            op, path, (long long) min, (long long) max, len);
     if (memchr (s, 0, len))
-        return s_fail (SHF_EINVAL, err, errlen,
-                       "%s: field \"%s\" must not contain NUL bytes", op, path);
+        return shf_err_format (SHF_EINVAL, err, errlen,
+                               "%s: field \"%s\" must not contain NUL bytes",
+                               op, path);
     return SHF_OK;
 }
 
@@ -244,20 +231,22 @@ s_check_payload (const char *op, const char *path, const json_t *value,
 {
     size_t size;
     if (shf_mpack_size (value, &size) != SHF_OK)
-        return s_fail (SHF_EINVAL, err, errlen,
-                       "%s: field \"%s\" is nested too deeply", op, path);
+        return shf_err_format (SHF_EINVAL, err, errlen,
+                               "%s: field \"%s\" is nested too deeply", op,
+                               path);
     if (size > SHF_MSG_MAX_PAYLOAD)
-        return s_fail (SHF_ETOOLARGE, err, errlen,
-                       "%s: field \"%s\" is larger than %u MiB", op, path,
-                       SHF_MSG_MAX_PAYLOAD / (1024 * 1024));
+        return shf_err_format (SHF_ETOOLARGE, err, errlen,
+                               "%s: field \"%s\" is larger than %u MiB", op,
+                               path, SHF_MSG_MAX_PAYLOAD / (1024 * 1024));
     //  What clients send is stored inside run states, events and replies
     //  (and may be templated into deeper values): keep room for that under
     //  the codec's depth limit. Tasks carry rendered values: exempt.
     if (strcmp (op, "task") != 0
         && shf_mpack_depth (value) > SHF_MSG_MAX_PAYLOAD_DEPTH)
-        return s_fail (SHF_EINVAL, err, errlen,
-                       "%s: field \"%s\" is nested deeper than %d levels", op,
-                       path, SHF_MSG_MAX_PAYLOAD_DEPTH);
+        return shf_err_format (
+            SHF_EINVAL, err, errlen,
+            "%s: field \"%s\" is nested deeper than %d levels", op, path,
+            SHF_MSG_MAX_PAYLOAD_DEPTH);
     return SHF_OK;
 }
 
@@ -267,23 +256,23 @@ s_check_error (const char *op, const char *path, const json_t *value,
                const char *first, char *err, size_t errlen)
 {
     if (!json_is_object (value))
-        return s_fail (SHF_EINVAL, err, errlen,
-                       "%s: field \"%s\" must be a map {%s, message}", op, path,
-                       first);
+        return shf_err_format (SHF_EINVAL, err, errlen,
+                               "%s: field \"%s\" must be a map {%s, message}",
+                               op, path, first);
     char sub [64];
     const json_t *member = json_object_get (value, first);
     snprintf (sub, sizeof sub, "%s.%s", path, first);
     if (!member)
-        return s_fail (SHF_EINVAL, err, errlen, "%s: missing field \"%s\"", op,
-                       sub);
+        return shf_err_format (SHF_EINVAL, err, errlen,
+                               "%s: missing field \"%s\"", op, sub);
     shf_err_t rc = s_check_str (op, sub, member, true, 0, 0, err, errlen);
     if (rc)
         return rc;
     member = json_object_get (value, "message");
     snprintf (sub, sizeof sub, "%s.message", path);
     if (!member)
-        return s_fail (SHF_EINVAL, err, errlen, "%s: missing field \"%s\"", op,
-                       sub);
+        return shf_err_format (SHF_EINVAL, err, errlen,
+                               "%s: missing field \"%s\"", op, sub);
     return s_check_str (op, sub, member, false, 0, S_MAX_MESSAGE, err, errlen);
 }
 
@@ -291,23 +280,24 @@ static shf_err_t
 s_check_items (const char *op, const json_t *value, char *err, size_t errlen)
 {
     if (!json_is_array (value) || json_array_size (value) > S_MAX_ITEMS)
-        return s_fail (SHF_EINVAL, err, errlen,
-                       "%s: field \"items\" must be an array of at most %d "
-                       "entries",
-                       op, S_MAX_ITEMS);
+        return shf_err_format (
+            SHF_EINVAL, err, errlen,
+            "%s: field \"items\" must be an array of at most %d "
+            "entries",
+            op, S_MAX_ITEMS);
     for (size_t i = 0; i < json_array_size (value); i++) {
         const json_t *item = json_array_get (value, i);
         char path [64];
         snprintf (path, sizeof path, "items[%zu]", i);
         if (!json_is_object (item))
-            return s_fail (SHF_EINVAL, err, errlen,
-                           "%s: field \"%s\" must be a map {token, details}",
-                           op, path);
+            return shf_err_format (
+                SHF_EINVAL, err, errlen,
+                "%s: field \"%s\" must be a map {token, details}", op, path);
         const json_t *token = json_object_get (item, "token");
         snprintf (path, sizeof path, "items[%zu].token", i);
         if (!token)
-            return s_fail (SHF_EINVAL, err, errlen, "%s: missing field \"%s\"",
-                           op, path);
+            return shf_err_format (SHF_EINVAL, err, errlen,
+                                   "%s: missing field \"%s\"", op, path);
         shf_err_t rc = s_check_str (op, path, token, false, 1,
                                     SHF_TOKEN_MAX_TEXT, err, errlen);
         if (rc)
@@ -337,22 +327,23 @@ s_check_field (const char *op, const s_field_t *f, const json_t *value,
             if (!json_is_integer (value) || json_integer_value (value) < f->min
                 || json_integer_value (value) > f->max) {
                 if (f->max == INT64_MAX)
-                    return s_fail (SHF_EINVAL, err, errlen,
-                                   "%s: field \"%s\" must be an integer >= "
-                                   "%lld",
-                                   op, f->name, (long long) f->min);
-                return s_fail (SHF_EINVAL, err, errlen,
-                               "%s: field \"%s\" must be an integer from "
-                               "%lld to %lld",
-                               op, f->name, (long long) f->min,
-                               (long long) f->max);
+                    return shf_err_format (
+                        SHF_EINVAL, err, errlen,
+                        "%s: field \"%s\" must be an integer >= "
+                        "%lld",
+                        op, f->name, (long long) f->min);
+                return shf_err_format (
+                    SHF_EINVAL, err, errlen,
+                    "%s: field \"%s\" must be an integer from "
+                    "%lld to %lld",
+                    op, f->name, (long long) f->min, (long long) f->max);
             }
             return SHF_OK;
         case S_BOOL:
             if (!json_is_boolean (value))
-                return s_fail (SHF_EINVAL, err, errlen,
-                               "%s: field \"%s\" must be true or false", op,
-                               f->name);
+                return shf_err_format (SHF_EINVAL, err, errlen,
+                                       "%s: field \"%s\" must be true or false",
+                                       op, f->name);
             return SHF_OK;
         case S_PAYLOAD:
             return s_check_payload (op, f->name, value, err, errlen);
@@ -363,11 +354,11 @@ s_check_field (const char *op, const s_field_t *f, const json_t *value,
                 for (const char **s = s_statuses; *s; s++)
                     if (strcmp (*s, json_string_value (value)) == 0)
                         return SHF_OK;
-            return s_fail (SHF_EINVAL, err, errlen,
-                           "%s: field \"%s\" must be one of running, "
-                           "completed, failed, canceled, terminated, "
-                           "timed_out",
-                           op, f->name);
+            return shf_err_format (SHF_EINVAL, err, errlen,
+                                   "%s: field \"%s\" must be one of running, "
+                                   "completed, failed, canceled, terminated, "
+                                   "timed_out",
+                                   op, f->name);
         case S_ERROR:
             return s_check_error (op, f->name, value, "type", err, errlen);
         case S_RERROR:
@@ -375,7 +366,8 @@ s_check_field (const char *op, const s_field_t *f, const json_t *value,
         case S_ITEMS:
             return s_check_items (op, value, err, errlen);
     }
-    return s_fail (SHF_EINTERNAL, err, errlen, "%s: bad field table", op);
+    return shf_err_format (SHF_EINTERNAL, err, errlen, "%s: bad field table",
+                           op);
 }
 
 //  Everything after the msgpack: envelope, then the op's fields.
@@ -384,45 +376,48 @@ s_validate (const json_t *msg, shf_op_t *op_p, uint64_t *id_p, char *err,
             size_t errlen)
 {
     if (!json_is_object (msg))
-        return s_fail (SHF_EINVAL, err, errlen,
-                       "a message must be a msgpack map");
+        return shf_err_format (SHF_EINVAL, err, errlen,
+                               "a message must be a msgpack map");
     //  The id first, so that any later error can be answered to it.
     const json_t *id = json_object_get (msg, "id");
     bool has_id = id && !json_is_null (id);
     if (has_id) {
         if (!json_is_integer (id) || json_integer_value (id) < 0)
-            return s_fail (SHF_EINVAL, err, errlen,
-                           "field \"id\" must be an unsigned integer");
+            return shf_err_format (SHF_EINVAL, err, errlen,
+                                   "field \"id\" must be an unsigned integer");
         *id_p = (uint64_t) json_integer_value (id);
     }
     const json_t *v = json_object_get (msg, "v");
     if (!v)
-        return s_fail (SHF_EINVAL, err, errlen,
-                       "missing field \"v\" (the protocol version; this "
-                       "node speaks %d)",
-                       SHF_MSG_VERSION);
+        return shf_err_format (
+            SHF_EINVAL, err, errlen,
+            "missing field \"v\" (the protocol version; this "
+            "node speaks %d)",
+            SHF_MSG_VERSION);
     if (!json_is_integer (v) || json_integer_value (v) != SHF_MSG_VERSION) {
         if (json_is_integer (v))
-            return s_fail (SHF_EINVAL, err, errlen,
-                           "unsupported protocol version %lld (this node "
-                           "speaks %d)",
-                           (long long) json_integer_value (v), SHF_MSG_VERSION);
-        return s_fail (SHF_EINVAL, err, errlen,
-                       "unsupported protocol version (field \"v\" must be "
-                       "the integer %d)",
-                       SHF_MSG_VERSION);
+            return shf_err_format (
+                SHF_EINVAL, err, errlen,
+                "unsupported protocol version %lld (this node "
+                "speaks %d)",
+                (long long) json_integer_value (v), SHF_MSG_VERSION);
+        return shf_err_format (
+            SHF_EINVAL, err, errlen,
+            "unsupported protocol version (field \"v\" must be "
+            "the integer %d)",
+            SHF_MSG_VERSION);
     }
     const json_t *opv = json_object_get (msg, "op");
     if (!opv)
-        return s_fail (SHF_EINVAL, err, errlen, "missing field \"op\"");
+        return shf_err_format (SHF_EINVAL, err, errlen, "missing field \"op\"");
     if (!json_is_string (opv))
-        return s_fail (SHF_EINVAL, err, errlen,
-                       "field \"op\" must be a string");
+        return shf_err_format (SHF_EINVAL, err, errlen,
+                               "field \"op\" must be a string");
     shf_op_t op =
         shf_msg_op_lookup (json_string_value (opv), json_string_length (opv));
     if (op == SHF_OP_INVALID)
-        return s_fail (SHF_EINVAL, err, errlen, "unknown op \"%.64s\"",
-                       json_string_value (opv));
+        return shf_err_format (SHF_EINVAL, err, errlen, "unknown op \"%.64s\"",
+                               json_string_value (opv));
     const char *name = s_ops [op].name;
     //  One pass over the members finds each field's value (a lookup per
     //  table field cost a hash each, ~10 per message); the checks then go
@@ -445,8 +440,9 @@ s_validate (const json_t *msg, shf_op_t *op_p, uint64_t *id_p, char *err,
             value = NULL;  //  an optional nil is an absent field
         if (!value) {
             if (f->required)
-                return s_fail (SHF_EINVAL, err, errlen,
-                               "%s: missing field \"%s\"", name, f->name);
+                return shf_err_format (SHF_EINVAL, err, errlen,
+                                       "%s: missing field \"%s\"", name,
+                                       f->name);
             continue;
         }
         shf_err_t rc = s_check_field (name, f, value, err, errlen);
@@ -455,13 +451,14 @@ s_validate (const json_t *msg, shf_op_t *op_p, uint64_t *id_p, char *err,
     }
     if (op == SHF_OP_REPLY) {
         if (!has_id)
-            return s_fail (SHF_EINVAL, err, errlen,
-                           "reply: missing field \"id\"");
+            return shf_err_format (SHF_EINVAL, err, errlen,
+                                   "reply: missing field \"id\"");
         const json_t *error = json_object_get (msg, "error");
         if (!json_is_true (json_object_get (msg, "ok"))
             && (!error || json_is_null (error)))
-            return s_fail (SHF_EINVAL, err, errlen,
-                           "reply: missing field \"error\" (ok is false)");
+            return shf_err_format (
+                SHF_EINVAL, err, errlen,
+                "reply: missing field \"error\" (ok is false)");
     }
     *op_p = op;
     return SHF_OK;
@@ -480,14 +477,16 @@ shf_msg_decode (const void *data, size_t size, json_t **msg_p, shf_op_t *op_p,
     if (err && errlen > 0)
         err [0] = 0;
     if (size > SHF_MSG_MAX_FRAME)
-        return s_fail (SHF_ETOOLARGE, err, errlen,
-                       "frame of %zu bytes is larger than the limit of %u "
-                       "bytes",
-                       size, (unsigned) SHF_MSG_MAX_FRAME);
+        return shf_err_format (
+            SHF_ETOOLARGE, err, errlen,
+            "frame of %zu bytes is larger than the limit of %u "
+            "bytes",
+            size, (unsigned) SHF_MSG_MAX_FRAME);
     json_t *msg;
     char reason [200];
     if (shf_mpack_decode (data, size, &msg, reason, sizeof reason))
-        return s_fail (SHF_EINVAL, err, errlen, "bad frame: %s", reason);
+        return shf_err_format (SHF_EINVAL, err, errlen, "bad frame: %s",
+                               reason);
     shf_err_t rc = s_validate (msg, op_p, id_p, err, errlen);
     if (rc) {
         *op_p = SHF_OP_INVALID;

@@ -40,12 +40,13 @@ typedef struct {
 shf_err_t shf_taskmsg_read (const void *data, size_t size, shf_taskmsg_t *task,
                             char *err, size_t errlen) SHF_MUST_CHECK;
 
-//  Whether a task read from a frame says what the frame's full decode
-//  (msg, op "task") says: every string, integer and payload equal, and
-//  every string and payload inside the frame. The property the self-test
-//  and the fuzz target check on every frame both accept.
-bool shf_taskmsg_agrees (const shf_taskmsg_t *task, const void *data,
-                         size_t size, const json_t *msg);
+//  Whether a read of data[0..size) (rc, *task) says what shf_msg_decode
+//  says of the same bytes: the same code (SHF_EINVAL for a message of
+//  another op), and when both accept, every string, integer and payload
+//  equal, every string and payload inside the frame; on a refusal, *task
+//  all zero. The property the self-test and the fuzz target check.
+bool shf_taskmsg_agrees (shf_err_t rc, const shf_taskmsg_t *task,
+                         const void *data, size_t size);
 
 void shf_taskmsg_test (bool verbose);
 
