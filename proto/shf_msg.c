@@ -168,8 +168,8 @@ shf_msg_op_lookup (const char *name, size_t len)
     return SHF_OP_INVALID;
 }
 
-static bool
-s_name_ok (const char *s, size_t len)
+bool
+shf_msg_valid_namen (const char *s, size_t len)
 {
     if (len < 1 || len > SHF_MSG_MAX_NAME)
         return false;
@@ -184,7 +184,7 @@ s_name_ok (const char *s, size_t len)
 bool
 shf_msg_valid_name (const char *s)
 {
-    return s && s_name_ok (s, strnlen (s, SHF_MSG_MAX_NAME + 1));
+    return s && shf_msg_valid_namen (s, strnlen (s, SHF_MSG_MAX_NAME + 1));
 }
 
 //  Checks a string value; path names it in the message ("ns", "error.type").
@@ -198,7 +198,7 @@ s_check_str (const char *op, const char *path, const json_t *value,
     const char *s = json_string_value (value);
     size_t len = json_string_length (value);
     if (is_name) {
-        if (!s_name_ok (s, len))
+        if (!shf_msg_valid_namen (s, len))
             return shf_err_format (
                 SHF_EINVAL, err, errlen,
                 "%s: field \"%s\" must be a name: 1 to %d bytes "

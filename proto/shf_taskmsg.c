@@ -538,19 +538,6 @@ bad:
                            (size_t) (c.p - data));
 }
 
-static bool
-s_name_ok (const char *s, size_t len)
-{
-    if (len < 1 || len > SHF_MSG_MAX_NAME)
-        return false;
-    for (size_t i = 0; i < len; i++) {
-        unsigned char b = (unsigned char) s [i];
-        if (b < 0x20 || b == 0x7f)
-            return false;
-    }
-    return true;  //  UTF-8: checked by the walk
-}
-
 //  shf_msg.c's s_check_field for the kinds the tables above use; a field
 //  absent or (optional) nil is left alone.
 static shf_err_t
@@ -567,7 +554,8 @@ s_check_field (const char *op, const s_field_t *f, const s_value_t *value,
     const s_item_t *head = &value->head;
     switch (f->kind) {
         case S_KIND_NAME:
-            if (head->type != S_STR || !s_name_ok (head->str, head->n))
+            if (head->type != S_STR
+                || !shf_msg_valid_namen (head->str, head->n))
                 return shf_err_format (
                     SHF_EINVAL, err, errlen,
                     "%s: field \"%s\" must be a name: 1 to %d "
