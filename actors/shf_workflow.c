@@ -1,31 +1,17 @@
 /*  shf_workflow.c - the workflow state machine: (state, input) -> (events,
     effects).
 
-    A run's whole mutable state is one JSON object, persisted as-is by the
-    shard:
+    A run's whole mutable state is a shf_run_t (shf_run.h: the fields, and
+    the stored layout the shard writes). A step's record is found by its
+    definition index: shf_workflow_apply first lines the run's records up
+    with the definition's steps (s_check_state).
 
-      {"ns", "workflow_id", "run_id", "name", "version", "status",
-       "started_at", "closed_at" (null while open), "input", "output",
-       "failure", "next_event_id", "next_timer_id",
-       "steps": {ID: {"status", "attempt", ...}},
-       "timers": [{"id", "due", "step" (null: the workflow), "kind",
-                   "attempt"}],
-       "signals": {NAME: [payloads not yet taken, oldest first]},
-       "last_signal": {NAME: newest payload}}
-
-    A step record always has "status" and "attempt"; the other fields are
-    present once set (missing reads as null): "scheduled_at", "started_at",
-    "closed_at", "output", "failure" (the last one), "input" (the rendered
-    activity input, reused by every retry), "heartbeat_details",
-    "last_heartbeat", "worker", "retry_due" (set while waiting for a retry
-    timer), "seq" (the event id at which a wait_signal step began waiting:
-    signals go to the longest waiter first).
-
-    Invariants: a timer is in "timers" exactly while it is live, so a fired
-    timer id that is not there is stale; every input is validated before
-    anything is touched, so a rejected input changes nothing and appends
-    nothing; JSON values shared between the state, the expression context
-    and the output are never mutated after they are stored.
+    Invariants: a timer is in run->timers exactly while it is live, so a
+    fired timer id that is not there is stale; every input is validated
+    before anything is touched, so a rejected input changes nothing and
+    appends nothing; JSON values shared between the run, the expression
+    context and the output are never mutated after they are stored (a
+    change replaces the reference).
 
     Called by the shard thread for every input of a run, and by describe
     and result readers (read-only). Pure: time comes from input->now.
@@ -41,70 +27,23 @@
 #include <string.h>
 #include <time.h>
 
-#define S_PENDING   "pending"
-#define S_SCHEDULED "scheduled"
-#define S_STARTED   "started"
-#define S_COMPLETED "completed"
-#define S_FAILED    "failed"
-#define S_SKIPPED   "skipped"
-#define S_CANCELED  "canceled"
-
-//  Timer kinds
-#define T_WORKFLOW          "workflow"
-#define T_SLEEP             "sleep"
-#define T_WAIT_SIGNAL       "wait_signal"
-#define T_RETRY             "retry"
-#define T_SCHEDULE_TO_START "schedule_to_start"
-#define T_START_TO_CLOSE    "start_to_close"
-#define T_SCHEDULE_TO_CLOSE "schedule_to_close"
-#define T_HEARTBEAT         "heartbeat"
-
-//  Steps whose records s_rec keeps at hand (more are looked up each time).
-#define S_REC_CACHE 32
-
 //  One application of one input.
 typedef struct {
     const shf_def_t *def;
-    json_t *state;
-    json_t *steps;   //  state.steps (borrowed)
-    json_t *timers;  //  state.timers (borrowed)
+    shf_run_t *run;
     const shf_wf_input_t *in;
     shf_wf_output_t *out;
     int64_t now;
     json_t *ctx;  //  cached expression context, NULL when stale
-    //  Step records by definition index, looked up once per application
-    //  (a step's record object is made at start and never replaced).
-    json_t *recs [S_REC_CACHE];
 } s_run_t;
 
 
 //  --------------------------------------------------------------------
-//  Small JSON helpers
-
-static int64_t
-s_int (const json_t *obj, const char *key)
-{
-    const json_t *value = json_object_get (obj, key);
-    return json_is_integer (value) ? (int64_t) json_integer_value (value) : 0;
-}
-
-static const char *
-s_str (const json_t *obj, const char *key)
-{
-    const json_t *value = json_object_get (obj, key);
-    return json_is_string (value) ? json_string_value (value) : NULL;
-}
-
-static bool
-s_is (const json_t *obj, const char *key, const char *value)
-{
-    const char *text = s_str (obj, key);
-    return text && strcmp (text, value) == 0;
-}
+//  Small helpers
 
 //  Keys are literals, step ids of the compiled definition or a signal
-//  name already made into a JSON string: all valid UTF-8, so the setter
-//  that checks it again is not used.
+//  name already checked: all valid UTF-8, so the setter that checks it
+//  again is not used.
 static void
 s_set (json_t *obj, const char *key, json_t *value)
 {
@@ -121,8 +60,7 @@ s_set_int (json_t *obj, const char *key, int64_t value)
 
 //  A JSON string of a constant or a name from the compiled definition:
 //  both are valid UTF-8 already (definitions are checked when they are
-//  decoded), so the check json_string makes is skipped; ~11 strings per
-//  transition are made this way.
+//  decoded), so the check json_string makes is skipped.
 static json_t *
 s_name (const char *name)
 {
@@ -132,25 +70,40 @@ s_name (const char *name)
     return value;
 }
 
-//  A JSON string from outside text that may not be valid UTF-8: bytes that
-//  break it are replaced so the state always serialises.
+static char *
+s_strdup (const char *text)
+{
+    char *copy = strdup (text);
+    if (!copy)
+        abort ();
+    return copy;
+}
+
+//  A copy of outside text that may not be valid UTF-8: bytes that break
+//  it are replaced, so the run always serialises.
+static char *
+s_text_dup (const char *text)
+{
+    char *copy = s_strdup (text);
+    if (!shf_mpack_utf8_valid (copy, strlen (copy)))
+        for (char *p = copy; *p; p++)
+            if ((unsigned char) *p >= 0x80)
+                *p = '?';
+    return copy;
+}
+
+//  The same as a JSON string; null for no text.
 static json_t *
 s_text (const char *text)
 {
     if (!text)
         return json_null ();
-    json_t *value = json_string (text);
-    if (value)
-        return value;
-    char *copy = strdup (text);
-    if (!copy)
-        abort ();
-    for (char *p = copy; *p; p++)
-        if ((unsigned char) *p >= 0x80)
-            *p = '?';
-    value = json_string (copy);
+    char *copy = s_text_dup (text);
+    json_t *value = json_string_nocheck (copy);
     free (copy);
-    return value ? value : json_string ("?");
+    if (!value)
+        abort ();
+    return value;
 }
 
 static void
@@ -163,6 +116,14 @@ static json_t *
 s_ref (json_t *value)
 {
     return value ? json_incref (value) : json_null ();
+}
+
+//  Replaces a held reference (value is taken; NULL stores null).
+static void
+s_put (json_t **slot, json_t *value)
+{
+    json_decref (*slot);
+    *slot = value ? value : json_null ();
 }
 
 //  A new reference to the input's payload: shared, not copied, as no
@@ -295,8 +256,7 @@ static int64_t
 s_event (s_run_t *r, const char *type)
 {
     s_event_end (r);
-    int64_t id = s_int (r->state, "next_event_id");
-    s_set_int (r->state, "next_event_id", id + 1);
+    int64_t id = r->run->next_event_id++;
     shf_wf_output_t *out = r->out;
     if (out->n_events == out->cap_events) {
         size_t cap = out->cap_events ? out->cap_events * 2 : 8;
@@ -378,21 +338,16 @@ s_effect (s_run_t *r, shf_effect_kind_t kind)
 //  --------------------------------------------------------------------
 //  Steps, timers and the expression context
 
-static json_t *
+static shf_run_step_t *
 s_rec (s_run_t *r, size_t idx)
 {
-    if (idx >= S_REC_CACHE)
-        return json_object_get (r->steps, shf_def_step_id (r->def, idx));
-    if (!r->recs [idx])
-        r->recs [idx] =
-            json_object_get (r->steps, shf_def_step_id (r->def, idx));
-    return r->recs [idx];
+    return &r->run->steps [idx];
 }
 
 static bool
-s_rec_is (s_run_t *r, size_t idx, const char *status)
+s_rec_is (s_run_t *r, size_t idx, shf_step_status_t status)
 {
-    return s_is (s_rec (r, idx), "status", status);
+    return r->run->steps [idx].status == status;
 }
 
 static void
@@ -403,79 +358,83 @@ s_dirty (s_run_t *r)
 }
 
 static void
-s_set_status (s_run_t *r, json_t *rec, const char *status)
+s_set_status (s_run_t *r, shf_run_step_t *rec, shf_step_status_t status)
 {
-    s_set (rec, "status", s_name (status));
+    rec->status = status;
     s_dirty (r);
 }
 
-static bool
-s_is_open (const json_t *state)
+static void
+s_set_worker (shf_run_step_t *rec, const char *worker)
 {
-    return s_is (state, "status", "running");
+    free (rec->worker);
+    rec->worker = worker ? s_text_dup (worker) : NULL;
 }
 
-//  The context of SPEC.md expressions. Containers of the state that are
-//  mutated later are copied, so a template that returns one (for example
-//  "${signals}") cannot alias live state.
+static bool
+s_is_open (const shf_run_t *run)
+{
+    return run->started && run->status == SHF_RUN_RUNNING;
+}
+
+//  The context of SPEC.md expressions, built from the run. Containers that
+//  are changed later are copied, so a template that returns one (for
+//  example "${signals}") cannot alias live state.
 static json_t *
 s_context (s_run_t *r)
 {
     if (r->ctx)
         return r->ctx;
+    const shf_run_t *run = r->run;
     json_t *ctx = json_object ();
-    s_set (ctx, "input", s_ref (json_object_get (r->state, "input")));
+    s_set (ctx, "input", s_ref (run->input));
     json_t *steps = json_object ();
     size_t count = shf_def_step_count (r->def);
     for (size_t i = 0; i < count; i++) {
-        json_t *rec = s_rec (r, i);
+        const shf_run_step_t *rec = &run->steps [i];
         json_t *entry = json_object ();
-        s_set (entry, "output", s_ref (json_object_get (rec, "output")));
-        s_set (entry, "status", s_ref (json_object_get (rec, "status")));
-        s_set (entry, "attempt", s_ref (json_object_get (rec, "attempt")));
+        s_set (entry, "output", s_ref (rec->output));
+        s_set (entry, "status", s_name (shf_step_status_name (rec->status)));
+        s_set_int (entry, "attempt", rec->attempt);
         s_set (steps, shf_def_step_id (r->def, i), entry);
     }
     s_set (ctx, "steps", steps);
-    json_t *signals = json_copy (json_object_get (r->state, "last_signal"));
+    json_t *signals = json_copy (run->last_signal);
     s_set (ctx, "signals", signals ? signals : json_object ());
     json_t *workflow = json_object ();
-    s_set (workflow, "id", s_ref (json_object_get (r->state, "workflow_id")));
-    s_set (workflow, "run_id", s_ref (json_object_get (r->state, "run_id")));
+    s_set (workflow, "id", s_name (run->workflow_id));
+    s_set (workflow, "run_id", s_name (run->run_id));
     s_set (ctx, "workflow", workflow);
     r->ctx = ctx;
     return ctx;
 }
 
-//  A step id named in the state, as the def's borrowed string.
+//  A timer's step as the def's borrowed id (NULL: the workflow's).
 static const char *
-s_def_step_name (s_run_t *r, const char *id, int *idx_p)
+s_timer_step (s_run_t *r, const shf_run_timer_t *timer)
 {
-    int idx = id ? shf_def_step_index (r->def, id) : -1;
-    if (idx_p)
-        *idx_p = idx;
-    return idx >= 0 ? shf_def_step_id (r->def, (size_t) idx) : NULL;
+    if (timer->step < 0)
+        return NULL;
+    if ((size_t) timer->step < shf_def_step_count (r->def))
+        return shf_def_step_id (r->def, (size_t) timer->step);
+    return r->run->steps [timer->step].id;
 }
 
 static uint64_t
-s_timer_add (s_run_t *r, int idx, const char *kind, int64_t due)
+s_timer_add (s_run_t *r, int idx, shf_timer_kind_t kind, int64_t due)
 {
-    uint64_t id = (uint64_t) s_int (r->state, "next_timer_id");
-    s_set_int (r->state, "next_timer_id", (int64_t) id + 1);
-    uint32_t attempt =
-        idx >= 0 ? (uint32_t) s_int (s_rec (r, (size_t) idx), "attempt") : 0;
-    json_t *timer = json_object ();
-    s_set_int (timer, "id", (int64_t) id);
-    s_set_int (timer, "due", due);
-    s_set (timer, "step",
-           idx >= 0 ? s_name (shf_def_step_id (r->def, (size_t) idx))
-                    : json_null ());
-    s_set (timer, "kind", s_name (kind));
-    s_set_int (timer, "attempt", attempt);
-    if (json_array_append_new (r->timers, timer) != 0)
-        abort ();
+    shf_run_t *run = r->run;
+    uint64_t id = (uint64_t) run->next_timer_id++;
+    int64_t attempt = idx >= 0 ? run->steps [idx].attempt : 0;
+    shf_run_timer_t *timer = shf_run_timer_push (run);
+    timer->id = id;
+    timer->due = due;
+    timer->step = idx;
+    timer->kind = kind;
+    timer->attempt = attempt;
     shf_effect_t *effect = s_effect (r, SHF_EFFECT_TIMER);
     effect->step = idx >= 0 ? shf_def_step_id (r->def, (size_t) idx) : NULL;
-    effect->attempt = attempt;
+    effect->attempt = (uint32_t) attempt;
     effect->timer_id = id;
     effect->due = due;
     return id;
@@ -485,27 +444,26 @@ s_timer_add (s_run_t *r, int idx, const char *kind, int64_t due)
 static void
 s_timer_cancel_at (s_run_t *r, size_t pos)
 {
-    json_t *timer = json_array_get (r->timers, pos);
+    const shf_run_timer_t *timer = &r->run->timers [pos];
     shf_effect_t *effect = s_effect (r, SHF_EFFECT_TIMER_CANCEL);
-    effect->step = s_def_step_name (r, s_str (timer, "step"), NULL);
-    effect->attempt = (uint32_t) s_int (timer, "attempt");
-    effect->timer_id = (uint64_t) s_int (timer, "id");
-    effect->due = s_int (timer, "due");
-    json_array_remove (r->timers, pos);
+    effect->step = s_timer_step (r, timer);
+    effect->attempt = (uint32_t) timer->attempt;
+    effect->timer_id = timer->id;
+    effect->due = timer->due;
+    shf_run_timer_remove (r->run, pos);
 }
 
-//  Drops the step's timers: all of them, or those of one kind, or all but
-//  one kind (except != NULL).
+//  Drops the step's timers: all of them, or those of one kind (only >= 0),
+//  or all but one kind (except >= 0).
 static void
-s_timers_drop (s_run_t *r, size_t idx, const char *only, const char *except)
+s_timers_drop (s_run_t *r, size_t idx, int only, int except)
 {
-    const char *id = shf_def_step_id (r->def, idx);
     size_t pos = 0;
-    while (pos < json_array_size (r->timers)) {
-        json_t *timer = json_array_get (r->timers, pos);
-        bool match = s_is (timer, "step", id)
-                     && (!only || s_is (timer, "kind", only))
-                     && (!except || !s_is (timer, "kind", except));
+    while (pos < r->run->n_timers) {
+        const shf_run_timer_t *timer = &r->run->timers [pos];
+        bool match = timer->step == (int) idx
+                     && (only < 0 || (int) timer->kind == only)
+                     && (except < 0 || (int) timer->kind != except);
         if (match)
             s_timer_cancel_at (r, pos);
         else
@@ -516,8 +474,8 @@ s_timers_drop (s_run_t *r, size_t idx, const char *only, const char *except)
 static bool
 s_timer_find (s_run_t *r, uint64_t id, size_t *pos_p)
 {
-    for (size_t pos = 0; pos < json_array_size (r->timers); pos++)
-        if ((uint64_t) s_int (json_array_get (r->timers, pos), "id") == id) {
+    for (size_t pos = 0; pos < r->run->n_timers; pos++)
+        if (r->run->timers [pos].id == id) {
             *pos_p = pos;
             return true;
         }
@@ -529,11 +487,11 @@ s_timer_find (s_run_t *r, uint64_t id, size_t *pos_p)
 static bool
 s_task_open (s_run_t *r, size_t idx)
 {
-    json_t *rec = s_rec (r, idx);
+    const shf_run_step_t *rec = s_rec (r, idx);
     return shf_def_step_kind (r->def, idx) == SHF_STEP_ACTIVITY
-           && (s_is (rec, "status", S_SCHEDULED)
-               || s_is (rec, "status", S_STARTED))
-           && !json_object_get (rec, "retry_due");
+           && (rec->status == SHF_STEP_SCHEDULED
+               || rec->status == SHF_STEP_STARTED)
+           && !(rec->has & SHF_REC_RETRY_DUE);
 }
 
 static void
@@ -541,25 +499,23 @@ s_task_cancel (s_run_t *r, size_t idx)
 {
     shf_effect_t *effect = s_effect (r, SHF_EFFECT_TASK_CANCEL);
     effect->step = shf_def_step_id (r->def, idx);
-    effect->attempt = (uint32_t) s_int (s_rec (r, idx), "attempt");
+    effect->attempt = (uint32_t) s_rec (r, idx)->attempt;
 }
 
 //  Completed, skipped, or failed but optional: dependents may go on.
 static bool
 s_step_done (s_run_t *r, size_t idx)
 {
-    const char *status = s_str (s_rec (r, idx), "status");
-    return status
-           && (strcmp (status, S_COMPLETED) == 0
-               || strcmp (status, S_SKIPPED) == 0
-               || (strcmp (status, S_FAILED) == 0
-                   && shf_def_step_optional (r->def, idx)));
+    shf_step_status_t status = s_rec (r, idx)->status;
+    return status == SHF_STEP_COMPLETED || status == SHF_STEP_SKIPPED
+           || (status == SHF_STEP_FAILED
+               && shf_def_step_optional (r->def, idx));
 }
 
 static bool
 s_step_ready (s_run_t *r, size_t idx)
 {
-    if (!s_rec_is (r, idx, S_PENDING))
+    if (!s_rec_is (r, idx, SHF_STEP_PENDING))
         return false;
     size_t deps = shf_def_step_after_count (r->def, idx);
     for (size_t i = 0; i < deps; i++)
@@ -576,28 +532,29 @@ s_step_ready (s_run_t *r, size_t idx)
 //  StepCanceled event and their tasks are dropped), every timer is dropped,
 //  then the closing event (type, with attrs, owned) and the CLOSED effect.
 static void
-s_close (s_run_t *r, const char *status, json_t *failure, const char *type,
+s_close (s_run_t *r, shf_run_status_t status, json_t *failure, const char *type,
          json_t *attrs)
 {
     size_t count = shf_def_step_count (r->def);
     for (size_t i = 0; i < count; i++) {
-        json_t *rec = s_rec (r, i);
-        bool pending = s_is (rec, "status", S_PENDING);
-        bool open = s_is (rec, "status", S_SCHEDULED)
-                    || s_is (rec, "status", S_STARTED);
+        shf_run_step_t *rec = s_rec (r, i);
+        bool pending = rec->status == SHF_STEP_PENDING;
+        bool open = rec->status == SHF_STEP_SCHEDULED
+                    || rec->status == SHF_STEP_STARTED;
         if (!pending && !open)
             continue;
         if (s_task_open (r, i))
             s_task_cancel (r, i);
         if (open) {
             s_step_event (r, "StepCanceled", i);
-            s_ev_json (r, "attempt", json_object_get (rec, "attempt"));
+            s_ev_int (r, "attempt", rec->attempt);
         }
-        json_object_del (rec, "retry_due");
-        s_set_status (r, rec, S_CANCELED);
-        s_set_int (rec, "closed_at", r->now);
+        rec->has &= ~(unsigned) SHF_REC_RETRY_DUE;
+        s_set_status (r, rec, SHF_STEP_CANCELED);
+        rec->has |= SHF_REC_CLOSED_AT;
+        rec->closed_at = r->now;
     }
-    while (json_array_size (r->timers) > 0)
+    while (r->run->n_timers > 0)
         s_timer_cancel_at (r, 0);
     s_event (r, type);
     if (attrs) {
@@ -609,9 +566,10 @@ s_close (s_run_t *r, const char *status, json_t *failure, const char *type,
         }
         json_decref (attrs);
     }
-    s_set (r->state, "status", s_name (status));
-    s_set_int (r->state, "closed_at", r->now);
-    s_set (r->state, "failure", failure);
+    r->run->status = status;
+    r->run->has_closed_at = true;
+    r->run->closed_at = r->now;
+    s_put (&r->run->failure, failure);
     s_effect (r, SHF_EFFECT_CLOSED);
     s_dirty (r);
 }
@@ -625,7 +583,7 @@ s_fail_workflow (s_run_t *r, const char *type, const char *message, int idx)
                     : json_null ());
     json_t *attrs = json_object ();
     s_set (attrs, "failure", json_incref (failure));
-    s_close (r, "failed", failure, "WorkflowFailed", attrs);
+    s_close (r, SHF_RUN_FAILED, failure, "WorkflowFailed", attrs);
 }
 
 
@@ -633,14 +591,22 @@ s_fail_workflow (s_run_t *r, const char *type, const char *message, int idx)
 //  Step transitions
 
 static void
+s_closed_now (s_run_t *r, shf_run_step_t *rec)
+{
+    rec->has |= SHF_REC_CLOSED_AT;
+    rec->closed_at = r->now;
+}
+
+//  output is taken.
+static void
 s_step_complete (s_run_t *r, size_t idx, json_t *output)
 {
-    json_t *rec = s_rec (r, idx);
-    json_object_del (rec, "retry_due");
-    s_set (rec, "output", output);
-    s_set_int (rec, "closed_at", r->now);
-    s_set_status (r, rec, S_COMPLETED);
-    s_timers_drop (r, idx, NULL, NULL);
+    shf_run_step_t *rec = s_rec (r, idx);
+    rec->has &= ~(unsigned) SHF_REC_RETRY_DUE;
+    s_put (&rec->output, output);
+    s_closed_now (r, rec);
+    s_set_status (r, rec, SHF_STEP_COMPLETED);
+    s_timers_drop (r, idx, -1, -1);
 }
 
 //  The step gives up; cancel_task: its attempt still has a task to drop.
@@ -649,14 +615,14 @@ static void
 s_step_fail (s_run_t *r, size_t idx, const char *type, const char *message,
              bool cancel_task)
 {
-    json_t *rec = s_rec (r, idx);
+    shf_run_step_t *rec = s_rec (r, idx);
     if (cancel_task && s_task_open (r, idx))
         s_task_cancel (r, idx);
-    json_object_del (rec, "retry_due");
-    s_set (rec, "failure", s_failure (type, message));
-    s_set_int (rec, "closed_at", r->now);
-    s_set_status (r, rec, S_FAILED);
-    s_timers_drop (r, idx, NULL, NULL);
+    rec->has &= ~(unsigned) SHF_REC_RETRY_DUE;
+    s_put (&rec->failure, s_failure (type, message));
+    s_closed_now (r, rec);
+    s_set_status (r, rec, SHF_STEP_FAILED);
+    s_timers_drop (r, idx, -1, -1);
     if (!shf_def_step_optional (r->def, idx))
         s_fail_workflow (r, type, message, (int) idx);
 }
@@ -664,43 +630,42 @@ s_step_fail (s_run_t *r, size_t idx, const char *type, const char *message,
 //  Dispatches attempt `attempt` of an activity step: a TASK effect and its
 //  deadlines. The input was rendered once, when the step was reached.
 static void
-s_dispatch (s_run_t *r, size_t idx, uint32_t attempt)
+s_dispatch (s_run_t *r, size_t idx, int64_t attempt)
 {
-    json_t *rec = s_rec (r, idx);
-    s_set_int (rec, "attempt", attempt);
-    s_set_int (rec, "scheduled_at", r->now);
-    json_object_del (rec, "started_at");
-    json_object_del (rec, "worker");
-    json_object_del (rec, "retry_due");
-    json_object_del (rec, "last_heartbeat");
-    s_set_status (r, rec, S_SCHEDULED);
+    shf_run_step_t *rec = s_rec (r, idx);
+    rec->attempt = attempt;
+    rec->has |= SHF_REC_SCHEDULED_AT;
+    rec->scheduled_at = r->now;
+    rec->has &= ~(unsigned) (SHF_REC_STARTED_AT | SHF_REC_RETRY_DUE
+                             | SHF_REC_LAST_HEARTBEAT);
+    s_set_worker (rec, NULL);
+    s_set_status (r, rec, SHF_STEP_SCHEDULED);
 
-    json_t *input = json_object_get (rec, "input");
     s_step_event (r, "StepScheduled", idx);
     s_ev_int (r, "attempt", attempt);
     s_ev_str (r, "activity", shf_def_step_activity (r->def, idx));
     s_ev_str (r, "queue", shf_def_step_queue (r->def, idx));
     if (attempt == 1)
-        s_ev_json (r, "input", input);
+        s_ev_json (r, "input", rec->input);
 
     shf_effect_t *task = s_effect (r, SHF_EFFECT_TASK);
     task->step = shf_def_step_id (r->def, idx);
-    task->attempt = attempt;
+    task->attempt = (uint32_t) attempt;
     task->activity = shf_def_step_activity (r->def, idx);
     task->queue = shf_def_step_queue (r->def, idx);
-    task->input = s_ref (input);
-    json_t *details = json_object_get (rec, "heartbeat_details");
-    task->heartbeat_details = details ? json_incref (details) : NULL;
+    task->input = s_ref (rec->input);
+    task->heartbeat_details =
+        rec->heartbeat_details ? json_incref (rec->heartbeat_details) : NULL;
     task->start_to_close = shf_def_step_start_to_close (r->def, idx);
     task->heartbeat_timeout = shf_def_step_heartbeat (r->def, idx);
 
     int64_t to_close = shf_def_step_schedule_to_close (r->def, idx);
     if (attempt == 1 && to_close > 0)
-        s_timer_add (r, (int) idx, T_SCHEDULE_TO_CLOSE,
+        s_timer_add (r, (int) idx, SHF_TIMER_SCHEDULE_TO_CLOSE,
                      s_add (r->now, to_close));
     int64_t to_start = shf_def_step_schedule_to_start (r->def, idx);
     if (to_start > 0)
-        s_timer_add (r, (int) idx, T_SCHEDULE_TO_START,
+        s_timer_add (r, (int) idx, SHF_TIMER_SCHEDULE_TO_START,
                      s_add (r->now, to_start));
 }
 
@@ -709,69 +674,74 @@ s_dispatch (s_run_t *r, size_t idx, uint32_t attempt)
 static void
 s_activity_started (s_run_t *r, size_t idx, const char *worker, bool arm)
 {
-    json_t *rec = s_rec (r, idx);
-    s_set_int (rec, "started_at", r->now);
+    shf_run_step_t *rec = s_rec (r, idx);
+    rec->has |= SHF_REC_STARTED_AT;
+    rec->started_at = r->now;
     if (worker)
-        s_set_text (rec, "worker", worker);
-    s_set_status (r, rec, S_STARTED);
+        s_set_worker (rec, worker);
+    s_set_status (r, rec, SHF_STEP_STARTED);
     s_step_event (r, "ActivityStarted", idx);
-    s_ev_json (r, "attempt", json_object_get (rec, "attempt"));
-    //  the record's copy: made valid UTF-8 by s_set_text
-    s_ev_json (r, "worker", worker ? json_object_get (rec, "worker") : NULL);
-    s_timers_drop (r, idx, T_SCHEDULE_TO_START, NULL);
+    s_ev_int (r, "attempt", rec->attempt);
+    //  the record's copy: made valid UTF-8 by s_set_worker
+    s_ev_str (r, "worker", worker ? rec->worker : NULL);
+    s_timers_drop (r, idx, SHF_TIMER_SCHEDULE_TO_START, -1);
     if (!arm)
         return;
     int64_t to_close = shf_def_step_start_to_close (r->def, idx);
     if (to_close > 0)
-        s_timer_add (r, (int) idx, T_START_TO_CLOSE, s_add (r->now, to_close));
+        s_timer_add (r, (int) idx, SHF_TIMER_START_TO_CLOSE,
+                     s_add (r->now, to_close));
     int64_t heartbeat = shf_def_step_heartbeat (r->def, idx);
     if (heartbeat > 0)
-        s_timer_add (r, (int) idx, T_HEARTBEAT, s_add (r->now, heartbeat));
+        s_timer_add (r, (int) idx, SHF_TIMER_HEARTBEAT,
+                     s_add (r->now, heartbeat));
 }
 
-//  The open attempt failed (rec.failure is set): retry after the backoff,
+//  The open attempt failed (rec->failure is set): retry after the backoff,
 //  or give up.
 static void
 s_attempt_failed (s_run_t *r, size_t idx, const char *type, const char *message)
 {
-    json_t *rec = s_rec (r, idx);
+    shf_run_step_t *rec = s_rec (r, idx);
     const shf_retry_t *policy = shf_def_step_retry (r->def, idx);
-    uint32_t attempt =
-        (uint32_t) (s_int (rec, "attempt") - s_int (rec, "handbacks"));
+    int64_t handbacks = rec->has & SHF_REC_HANDBACKS ? rec->handbacks : 0;
+    uint32_t attempt = (uint32_t) (rec->attempt - handbacks);
     if (shf_retry_non_retryable (policy, type)
         || shf_retry_exhausted (policy, attempt)) {
         s_step_fail (r, idx, type, message, false);
         return;
     }
-    s_timers_drop (r, idx, NULL, T_SCHEDULE_TO_CLOSE);
+    s_timers_drop (r, idx, -1, SHF_TIMER_SCHEDULE_TO_CLOSE);
     int64_t due = s_add (r->now, shf_retry_backoff (policy, attempt));
-    s_set_status (r, rec, S_SCHEDULED);
-    s_set_int (rec, "retry_due", due);
-    s_timer_add (r, (int) idx, T_RETRY, due);
+    s_set_status (r, rec, SHF_STEP_SCHEDULED);
+    rec->has |= SHF_REC_RETRY_DUE;
+    rec->retry_due = due;
+    s_timer_add (r, (int) idx, SHF_TIMER_RETRY, due);
 }
 
 //  An activity deadline passed: the attempt is over and its task dropped.
 static void
-s_activity_timed_out (s_run_t *r, size_t idx, const char *kind)
+s_activity_timed_out (s_run_t *r, size_t idx, shf_timer_kind_t kind)
 {
-    json_t *rec = s_rec (r, idx);
+    shf_run_step_t *rec = s_rec (r, idx);
+    const char *name = shf_timer_kind_name (kind);
     s_step_event (r, "ActivityTimedOut", idx);
-    s_ev_json (r, "attempt", json_object_get (rec, "attempt"));
-    s_ev_json_new (r, "failure", s_failure ("Timeout", kind));
-    if (strcmp (kind, T_SCHEDULE_TO_CLOSE) == 0) {
-        s_step_fail (r, idx, "Timeout", kind, true);  //  caps every retry
+    s_ev_int (r, "attempt", rec->attempt);
+    s_ev_json_new (r, "failure", s_failure ("Timeout", name));
+    if (kind == SHF_TIMER_SCHEDULE_TO_CLOSE) {
+        s_step_fail (r, idx, "Timeout", name, true);  //  caps every retry
         return;
     }
     s_task_cancel (r, idx);
-    s_set (rec, "failure", s_failure ("Timeout", kind));
-    s_attempt_failed (r, idx, "Timeout", kind);
+    s_put (&rec->failure, s_failure ("Timeout", name));
+    s_attempt_failed (r, idx, "Timeout", name);
 }
 
 //  Takes the oldest buffered signal of that name, or NULL.
 static json_t *
 s_signal_take (s_run_t *r, const char *name)
 {
-    json_t *signals = json_object_get (r->state, "signals");
+    json_t *signals = r->run->signals;
     json_t *queue = json_object_get (signals, name);
     if (json_array_size (queue) == 0)
         return NULL;
@@ -782,11 +752,22 @@ s_signal_take (s_run_t *r, const char *name)
     return payload;
 }
 
+//  A wait or a sleep begins at once: its one attempt is running.
+static void
+s_step_begin (s_run_t *r, shf_run_step_t *rec)
+{
+    rec->attempt = 1;
+    rec->has |= SHF_REC_SCHEDULED_AT | SHF_REC_STARTED_AT;
+    rec->scheduled_at = r->now;
+    rec->started_at = r->now;
+    s_set_status (r, rec, SHF_STEP_STARTED);
+}
+
 //  The step's dependencies are done: evaluate `when`, then start it.
 static void
 s_step_reach (s_run_t *r, size_t idx)
 {
-    json_t *rec = s_rec (r, idx);
+    shf_run_step_t *rec = s_rec (r, idx);
     char err [200];
     const shf_expr_t *when = shf_def_step_when (r->def, idx);
     if (when) {
@@ -801,8 +782,8 @@ s_step_reach (s_run_t *r, size_t idx)
         bool go = shf_expr_truthy (value);
         json_decref (value);
         if (!go) {
-            s_set_int (rec, "closed_at", r->now);
-            s_set_status (r, rec, S_SKIPPED);
+            s_closed_now (r, rec);
+            s_set_status (r, rec, SHF_STEP_SKIPPED);
             s_step_event (r, "StepSkipped", idx);
             return;
         }
@@ -828,32 +809,27 @@ s_step_reach (s_run_t *r, size_t idx)
                              false);
                 return;
             }
-            s_set (rec, "input", input);
+            s_put (&rec->input, input);
             s_dispatch (r, idx, 1);
             break;
         }
         case SHF_STEP_SLEEP: {
-            s_set_int (rec, "attempt", 1);
-            s_set_int (rec, "scheduled_at", r->now);
-            s_set_int (rec, "started_at", r->now);
-            s_set_status (r, rec, S_STARTED);
+            s_step_begin (r, rec);
             int64_t due = s_add (r->now, shf_def_step_sleep (r->def, idx));
             s_step_event (r, "TimerStarted", idx);
-            uint64_t id = s_timer_add (r, (int) idx, T_SLEEP, due);
+            uint64_t id = s_timer_add (r, (int) idx, SHF_TIMER_SLEEP, due);
             s_ev_int (r, "timer_id", (int64_t) id);
             s_ev_int (r, "due", due);
             break;
         }
         case SHF_STEP_WAIT_SIGNAL: {
             const char *name = shf_def_step_signal (r->def, idx);
-            s_set_int (rec, "attempt", 1);
-            s_set_int (rec, "scheduled_at", r->now);
-            s_set_int (rec, "started_at", r->now);
-            s_set_status (r, rec, S_STARTED);
+            s_step_begin (r, rec);
             int64_t seq = s_step_event (r, "StepScheduled", idx);
             s_ev_int (r, "attempt", 1);
             s_ev_str (r, "signal", name);
-            s_set_int (rec, "seq", seq);
+            rec->has |= SHF_REC_SEQ;
+            rec->seq = seq;
             json_t *payload = s_signal_take (r, name);
             if (payload) {
                 s_ev_json (r, "signal_taken", json_true ());
@@ -862,7 +838,7 @@ s_step_reach (s_run_t *r, size_t idx)
             }
             int64_t timeout = shf_def_step_timeout (r->def, idx);
             if (timeout > 0)
-                s_timer_add (r, (int) idx, T_WAIT_SIGNAL,
+                s_timer_add (r, (int) idx, SHF_TIMER_WAIT_SIGNAL,
                              s_add (r->now, timeout));
             break;
         }
@@ -876,7 +852,7 @@ static void
 s_advance (s_run_t *r)
 {
     size_t count = shf_def_step_count (r->def);
-    if (!s_is_open (r->state))
+    if (!s_is_open (r->run))
         return;
     //  Only reaching a step can close the run, so that is when to look.
     bool progress = true;
@@ -886,7 +862,7 @@ s_advance (s_run_t *r)
             if (s_step_ready (r, i)) {
                 s_step_reach (r, i);
                 progress = true;
-                if (!s_is_open (r->state))
+                if (!s_is_open (r->run))
                     return;
             }
     }
@@ -914,75 +890,73 @@ s_advance (s_run_t *r)
         }
     }
     else if (count > 0)
-        output = s_ref (json_object_get (s_rec (r, count - 1), "output"));
+        output = s_ref (s_rec (r, count - 1)->output);
     else
         output = json_null ();
     json_t *attrs = json_object ();
     s_set (attrs, "output", json_incref (output));
-    s_set (r->state, "output", output);
-    s_close (r, "completed", NULL, "WorkflowCompleted", attrs);
+    s_put (&r->run->output, output);
+    s_close (r, SHF_RUN_COMPLETED, NULL, "WorkflowCompleted", attrs);
 }
 
 
 //  --------------------------------------------------------------------
 //  Inputs
 
+static bool
+s_utf8 (const char *text)
+{
+    return shf_mpack_utf8_valid (text, strlen (text));
+}
+
 static shf_err_t
 s_on_start (s_run_t *r)
 {
     const shf_wf_input_t *in = r->in;
-    if (json_object_size (r->state) != 0)
+    shf_run_t *run = r->run;
+    if (run->started)
         return s_reject (r, SHF_EINVAL, "start needs an empty state");
     if (!in->workflow_id || !*in->workflow_id || !in->run_id || !*in->run_id)
         return s_reject (r, SHF_EINVAL, "start needs a workflow_id and run_id");
-    json_t *wf_id = json_string (in->workflow_id);
-    json_t *run_id = json_string (in->run_id);
-    json_t *ns = json_string (in->namespace_ ? in->namespace_ : "default");
-    if (!wf_id || !run_id || !ns) {
-        json_decref (wf_id);
-        json_decref (run_id);
-        json_decref (ns);
+    const char *ns = in->namespace_ ? in->namespace_ : "default";
+    if (!s_utf8 (in->workflow_id) || !s_utf8 (in->run_id) || !s_utf8 (ns))
         return s_reject (r, SHF_EINVAL, "ids must be UTF-8");
-    }
-    json_t *state = r->state;
-    s_set (state, "ns", ns);
-    s_set (state, "workflow_id", wf_id);
-    s_set (state, "run_id", run_id);
-    s_set (state, "name", s_name (shf_def_name (r->def)));
-    s_set_int (state, "version", shf_def_version (r->def));
-    s_set (state, "status", s_name ("running"));
-    s_set_int (state, "started_at", r->now);
-    s_set (state, "closed_at", json_null ());
-    s_set (state, "input", s_payload (in));
-    s_set (state, "output", json_null ());
-    s_set (state, "failure", json_null ());
-    s_set_int (state, "next_event_id", 1);
-    s_set_int (state, "next_timer_id", 1);
-    json_t *steps = json_object ();
     size_t count = shf_def_step_count (r->def);
+    run->started = true;
+    run->ns = s_strdup (ns);
+    run->workflow_id = s_strdup (in->workflow_id);
+    run->run_id = s_strdup (in->run_id);
+    run->name = s_strdup (shf_def_name (r->def));
+    run->version = shf_def_version (r->def);
+    run->status = SHF_RUN_RUNNING;
+    run->started_at = r->now;
+    run->has_closed_at = false;
+    s_put (&run->input, s_payload (in));
+    s_put (&run->output, NULL);
+    s_put (&run->failure, NULL);
+    run->next_event_id = 1;
+    run->next_timer_id = 1;
+    run->steps = calloc (count ? count : 1, sizeof *run->steps);
+    if (!run->steps)
+        abort ();
+    run->n_steps = count;
     for (size_t i = 0; i < count; i++) {
-        json_t *rec = json_object ();
-        s_set (rec, "status", s_name (S_PENDING));
-        s_set_int (rec, "attempt", 0);
-        s_set (steps, shf_def_step_id (r->def, i), rec);
+        run->steps [i].id = s_strdup (shf_def_step_id (r->def, i));
+        run->steps [i].status = SHF_STEP_PENDING;
     }
-    s_set (state, "steps", steps);
-    s_set (state, "timers", json_array ());
-    s_set (state, "signals", json_object ());
-    s_set (state, "last_signal", json_object ());
-    r->steps = steps;
-    r->timers = json_object_get (state, "timers");
+    s_put (&run->signals, json_object ());
+    s_put (&run->last_signal, json_object ());
 
     s_event (r, "WorkflowStarted");
-    s_ev_json (r, "workflow_id", wf_id);
-    s_ev_json (r, "run_id", run_id);
-    s_ev_json (r, "namespace", ns);
+    s_ev_str (r, "workflow_id", run->workflow_id);
+    s_ev_str (r, "run_id", run->run_id);
+    s_ev_str (r, "namespace", run->ns);
     s_ev_str (r, "name", shf_def_name (r->def));
     s_ev_int (r, "version", shf_def_version (r->def));
-    s_ev_json (r, "input", json_object_get (state, "input"));
+    s_ev_json (r, "input", run->input);
     int64_t timeout = shf_def_timeout (r->def);
     if (timeout > 0)
-        s_timer_add (r, -1, T_WORKFLOW, s_add (r->now, timeout));
+        s_timer_add (r, -1, SHF_TIMER_WORKFLOW, s_add (r->now, timeout));
     s_advance (r);
     return SHF_OK;
 }
@@ -1000,14 +974,14 @@ s_open_attempt (s_run_t *r, size_t *idx_p)
     if (shf_def_step_kind (r->def, (size_t) idx) != SHF_STEP_ACTIVITY)
         return s_reject (r, SHF_EINVAL, "step \"%.100s\" is not an activity",
                          in->step);
-    json_t *rec = s_rec (r, (size_t) idx);
-    if (!s_task_open (r, (size_t) idx)
-        || s_int (rec, "attempt") != (int64_t) in->attempt)
+    const shf_run_step_t *rec = s_rec (r, (size_t) idx);
+    if (!s_task_open (r, (size_t) idx) || rec->attempt != (int64_t) in->attempt)
         return s_reject (r, SHF_ENOTFOUND,
                          "step \"%.100s\" attempt %u is not open (%s, "
                          "attempt %lld)",
-                         in->step, in->attempt, s_str (rec, "status"),
-                         (long long) s_int (rec, "attempt"));
+                         in->step, in->attempt,
+                         shf_step_status_name (rec->status),
+                         (long long) rec->attempt);
     *idx_p = (size_t) idx;
     return SHF_OK;
 }
@@ -1019,7 +993,7 @@ s_on_activity_started (s_run_t *r)
     shf_err_t rc = s_open_attempt (r, &idx);
     if (rc != SHF_OK)
         return rc;
-    if (!s_rec_is (r, idx, S_SCHEDULED))
+    if (!s_rec_is (r, idx, SHF_STEP_SCHEDULED))
         return s_reject (r, SHF_ENOTFOUND, "attempt %u already started",
                          r->in->attempt);
     s_activity_started (r, idx, r->in->worker, true);
@@ -1033,7 +1007,7 @@ s_on_activity_completed (s_run_t *r)
     shf_err_t rc = s_open_attempt (r, &idx);
     if (rc != SHF_OK)
         return rc;
-    if (s_rec_is (r, idx, S_SCHEDULED))
+    if (s_rec_is (r, idx, SHF_STEP_SCHEDULED))
         s_activity_started (r, idx, r->in->worker, false);
     json_t *output = s_payload (r->in);
     s_step_event (r, "ActivityCompleted", idx);
@@ -1051,19 +1025,19 @@ s_on_activity_failed (s_run_t *r)
     shf_err_t rc = s_open_attempt (r, &idx);
     if (rc != SHF_OK)
         return rc;
-    if (s_rec_is (r, idx, S_SCHEDULED))
+    if (s_rec_is (r, idx, SHF_STEP_SCHEDULED))
         s_activity_started (r, idx, r->in->worker, false);
     const char *type = r->in->error_type ? r->in->error_type : "Error";
     json_t *failure = s_failure (type, r->in->error_message);
     s_step_event (r, "ActivityFailed", idx);
     s_ev_int (r, "attempt", r->in->attempt);
     s_ev_json (r, "failure", failure);
-    json_t *rec = s_rec (r, idx);
-    s_set (rec, "failure", json_incref (failure));
-    //  the strings now live in the state: use those (sanitised) copies,
-    //  kept alive here while a failed step's record gets a new failure
-    s_attempt_failed (r, idx, s_str (failure, "type"),
-                      s_str (failure, "message"));
+    s_put (&s_rec (r, idx)->failure, json_incref (failure));
+    //  the sanitised copies in the failure, kept alive here while a failed
+    //  step's record gets a new failure
+    s_attempt_failed (r, idx,
+                      json_string_value (json_object_get (failure, "type")),
+                      json_string_value (json_object_get (failure, "message")));
     json_decref (failure);
     s_advance (r);
     return SHF_OK;
@@ -1076,11 +1050,12 @@ s_on_heartbeat (s_run_t *r)
     shf_err_t rc = s_open_attempt (r, &idx);
     if (rc != SHF_OK)
         return rc;
-    if (s_rec_is (r, idx, S_SCHEDULED))
+    if (s_rec_is (r, idx, SHF_STEP_SCHEDULED))
         s_activity_started (r, idx, r->in->worker, true);
-    json_t *rec = s_rec (r, idx);
-    s_set (rec, "heartbeat_details", s_payload (r->in));
-    s_set_int (rec, "last_heartbeat", r->now);
+    shf_run_step_t *rec = s_rec (r, idx);
+    s_put (&rec->heartbeat_details, s_payload (r->in));
+    rec->has |= SHF_REC_LAST_HEARTBEAT;
+    rec->last_heartbeat = r->now;
     return SHF_OK;
 }
 
@@ -1094,13 +1069,14 @@ s_on_activity_handed_back (s_run_t *r)
     shf_err_t rc = s_open_attempt (r, &idx);
     if (rc != SHF_OK)
         return rc;
-    json_t *rec = s_rec (r, idx);
-    s_timers_drop (r, idx, T_START_TO_CLOSE, NULL);
-    s_timers_drop (r, idx, T_HEARTBEAT, NULL);
-    s_timers_drop (r, idx, T_SCHEDULE_TO_START, NULL);
-    s_set_int (rec, "handbacks", s_int (rec, "handbacks") + 1);
+    shf_run_step_t *rec = s_rec (r, idx);
+    s_timers_drop (r, idx, SHF_TIMER_START_TO_CLOSE, -1);
+    s_timers_drop (r, idx, SHF_TIMER_HEARTBEAT, -1);
+    s_timers_drop (r, idx, SHF_TIMER_SCHEDULE_TO_START, -1);
+    rec->handbacks = (rec->has & SHF_REC_HANDBACKS ? rec->handbacks : 0) + 1;
+    rec->has |= SHF_REC_HANDBACKS;
     s_task_cancel (r, idx);
-    s_dispatch (r, idx, (uint32_t) s_int (rec, "attempt") + 1);
+    s_dispatch (r, idx, rec->attempt + 1);
     return SHF_OK;
 }
 
@@ -1111,64 +1087,58 @@ s_on_timer_fired (s_run_t *r)
     if (!s_timer_find (r, r->in->timer_id, &pos))
         return s_reject (r, SHF_ENOTFOUND, "no live timer %llu",
                          (unsigned long long) r->in->timer_id);
-    json_t *timer = json_incref (json_array_get (r->timers, pos));
-    const char *kind = s_str (timer, "kind");
-    int idx = -1;
-    s_def_step_name (r, s_str (timer, "step"), &idx);
-    bool known = kind
-                 && (strcmp (kind, T_WORKFLOW) == 0
-                     || (idx >= 0
-                         && (strcmp (kind, T_SLEEP) == 0
-                             || strcmp (kind, T_WAIT_SIGNAL) == 0
-                             || strcmp (kind, T_RETRY) == 0
-                             || strcmp (kind, T_SCHEDULE_TO_START) == 0
-                             || strcmp (kind, T_START_TO_CLOSE) == 0
-                             || strcmp (kind, T_SCHEDULE_TO_CLOSE) == 0
-                             || strcmp (kind, T_HEARTBEAT) == 0)));
-    if (!known) {
-        json_decref (timer);
+    shf_run_timer_t timer = r->run->timers [pos];
+    if (timer.kind != SHF_TIMER_WORKFLOW
+        && (timer.step < 0
+            || (size_t) timer.step >= shf_def_step_count (r->def)))
         return s_reject (r, SHF_EINTERNAL, "timer %llu is malformed",
                          (unsigned long long) r->in->timer_id);
+    shf_run_timer_remove (r->run, pos);  //  fired: no TIMER_CANCEL
+    size_t step = (size_t) timer.step;
+    const char *kind = shf_timer_kind_name (timer.kind);
+    switch (timer.kind) {
+        case SHF_TIMER_WORKFLOW: {
+            json_t *failure = s_failure ("Timeout", "workflow");
+            s_set (failure, "step", json_null ());
+            json_t *attrs = json_object ();
+            s_set (attrs, "failure", json_incref (failure));
+            s_close (r, SHF_RUN_TIMED_OUT, failure, "WorkflowTimedOut", attrs);
+            break;
+        }
+        case SHF_TIMER_SLEEP:
+            s_step_event (r, "TimerFired", step);
+            s_ev_int (r, "timer_id", (int64_t) r->in->timer_id);
+            s_step_complete (r, step, json_null ());
+            break;
+        case SHF_TIMER_WAIT_SIGNAL:
+            s_step_event (r, "TimerFired", step);
+            s_ev_int (r, "timer_id", (int64_t) r->in->timer_id);
+            s_ev_str (r, "kind", kind);
+            s_step_fail (r, step, "Timeout", "wait_signal", false);
+            break;
+        case SHF_TIMER_RETRY:
+            s_dispatch (r, step, s_rec (r, step)->attempt + 1);
+            break;
+        case SHF_TIMER_HEARTBEAT: {
+            //  Heartbeats only move a deadline in the state; the timer is
+            //  re-armed lazily here, so a heartbeat costs no timer write.
+            const shf_run_step_t *rec = s_rec (r, step);
+            int64_t last = rec->has & SHF_REC_STARTED_AT ? rec->started_at : 0;
+            if ((rec->has & SHF_REC_LAST_HEARTBEAT)
+                && rec->last_heartbeat > last)
+                last = rec->last_heartbeat;
+            int64_t deadline =
+                s_add (last, shf_def_step_heartbeat (r->def, step));
+            if (r->now < deadline)
+                s_timer_add (r, (int) step, SHF_TIMER_HEARTBEAT, deadline);
+            else
+                s_activity_timed_out (r, step, timer.kind);
+            break;
+        }
+        default:
+            s_activity_timed_out (r, step, timer.kind);
+            break;
     }
-    json_array_remove (r->timers, pos);  //  fired: no TIMER_CANCEL
-    size_t step = (size_t) idx;
-    json_t *rec = idx >= 0 ? s_rec (r, step) : NULL;
-
-    if (strcmp (kind, T_WORKFLOW) == 0) {
-        json_t *failure = s_failure ("Timeout", "workflow");
-        s_set (failure, "step", json_null ());
-        json_t *attrs = json_object ();
-        s_set (attrs, "failure", json_incref (failure));
-        s_close (r, "timed_out", failure, "WorkflowTimedOut", attrs);
-    }
-    else if (strcmp (kind, T_SLEEP) == 0) {
-        s_step_event (r, "TimerFired", step);
-        s_ev_int (r, "timer_id", (int64_t) r->in->timer_id);
-        s_step_complete (r, step, json_null ());
-    }
-    else if (strcmp (kind, T_WAIT_SIGNAL) == 0) {
-        s_step_event (r, "TimerFired", step);
-        s_ev_int (r, "timer_id", (int64_t) r->in->timer_id);
-        s_ev_str (r, "kind", kind);
-        s_step_fail (r, step, "Timeout", "wait_signal", false);
-    }
-    else if (strcmp (kind, T_RETRY) == 0)
-        s_dispatch (r, step, (uint32_t) s_int (rec, "attempt") + 1);
-    else if (strcmp (kind, T_HEARTBEAT) == 0) {
-        //  Heartbeats only move a deadline in the state; the timer is
-        //  re-armed lazily here, so a heartbeat costs no timer write.
-        int64_t last = s_int (rec, "started_at");
-        if (s_int (rec, "last_heartbeat") > last)
-            last = s_int (rec, "last_heartbeat");
-        int64_t deadline = s_add (last, shf_def_step_heartbeat (r->def, step));
-        if (r->now < deadline)
-            s_timer_add (r, idx, T_HEARTBEAT, deadline);
-        else
-            s_activity_timed_out (r, step, kind);
-    }
-    else
-        s_activity_timed_out (r, step, kind);
-    json_decref (timer);
     s_advance (r);
     return SHF_OK;
 }
@@ -1179,15 +1149,13 @@ s_on_signal (s_run_t *r)
     const char *name = r->in->signal;
     if (!name || !*name)
         return s_reject (r, SHF_EINVAL, "no signal name given");
-    json_t *name_json = json_string (name);
-    if (!name_json)
+    if (!s_utf8 (name))
         return s_reject (r, SHF_EINVAL, "signal name must be UTF-8");
     json_t *payload = s_payload (r->in);
     s_event (r, "SignalReceived");
-    s_ev_json_new (r, "signal", name_json);
+    s_ev_str (r, "signal", name);
     s_ev_json (r, "input", payload);
-    s_set (json_object_get (r->state, "last_signal"), name,
-           json_incref (payload));
+    s_set (r->run->last_signal, name, json_incref (payload));
     s_dirty (r);
 
     //  The longest-waiting wait_signal step of that name takes it.
@@ -1197,9 +1165,10 @@ s_on_signal (s_run_t *r)
     for (size_t i = 0; i < count; i++) {
         if (shf_def_step_kind (r->def, i) != SHF_STEP_WAIT_SIGNAL
             || strcmp (shf_def_step_signal (r->def, i), name) != 0
-            || !s_rec_is (r, i, S_STARTED))
+            || !s_rec_is (r, i, SHF_STEP_STARTED))
             continue;
-        int64_t seq = s_int (s_rec (r, i), "seq");
+        const shf_run_step_t *rec = s_rec (r, i);
+        int64_t seq = rec->has & SHF_REC_SEQ ? rec->seq : 0;
         if (waiter < 0 || seq < waiter_seq) {
             waiter = (int) i;
             waiter_seq = seq;
@@ -1211,11 +1180,10 @@ s_on_signal (s_run_t *r)
         s_advance (r);
         return SHF_OK;
     }
-    json_t *signals = json_object_get (r->state, "signals");
-    json_t *queue = json_object_get (signals, name);
+    json_t *queue = json_object_get (r->run->signals, name);
     if (!queue) {
         queue = json_array ();
-        s_set (signals, name, queue);
+        s_set (r->run->signals, name, queue);
     }
     if (json_array_append_new (queue, payload) != 0)
         abort ();
@@ -1236,60 +1204,79 @@ s_on_cancel (s_run_t *r, bool terminate)
     }
     json_t *attrs = json_object ();
     s_set_text (attrs, "reason", reason);
-    s_close (r, terminate ? "terminated" : "canceled", failure,
+    s_close (r, terminate ? SHF_RUN_TERMINATED : SHF_RUN_CANCELED, failure,
              terminate ? "WorkflowTerminated" : "WorkflowCanceled", attrs);
     return SHF_OK;
 }
 
-//  The state must be a started run of this definition.
+//  Swaps two step records, and the timers that point at them.
+static void
+s_swap_steps (shf_run_t *run, size_t a, size_t b)
+{
+    shf_run_step_t rec = run->steps [a];
+    run->steps [a] = run->steps [b];
+    run->steps [b] = rec;
+    for (size_t i = 0; i < run->n_timers; i++)
+        if (run->timers [i].step == (int) a)
+            run->timers [i].step = (int) b;
+        else if (run->timers [i].step == (int) b)
+            run->timers [i].step = (int) a;
+}
+
+//  The run must be a started run of this definition. Its step records are
+//  then lined up with the definition's steps (a record's index is its
+//  step's): runs the machine started already are; a reordered one is put
+//  in order, which changes nothing it stores.
 static shf_err_t
 s_check_state (s_run_t *r)
 {
-    json_t *state = r->state;
-    if (!s_str (state, "status") || !json_is_object (r->steps)
-        || !json_is_array (r->timers)
-        || !json_is_object (json_object_get (state, "signals"))
-        || !json_is_object (json_object_get (state, "last_signal")))
+    shf_run_t *run = r->run;
+    if (!run->started)
         return s_reject (r, SHF_EINVAL, "the run has not started");
-    if (!s_is (state, "name", shf_def_name (r->def))
-        || (shf_def_version (r->def) && s_int (state, "version")
-            && shf_def_version (r->def) != s_int (state, "version")))
+    if (strcmp (run->name, shf_def_name (r->def)) != 0
+        || (shf_def_version (r->def) && run->version
+            && shf_def_version (r->def) != run->version))
         return s_reject (r, SHF_EINVAL, "the run is pinned to %s@%lld",
-                         s_str (state, "name") ? s_str (state, "name") : "?",
-                         (long long) s_int (state, "version"));
+                         run->name, (long long) run->version);
     size_t count = shf_def_step_count (r->def);
+    bool aligned = run->n_steps >= count;
+    for (size_t i = 0; i < count && aligned; i++)
+        aligned = strcmp (run->steps [i].id, shf_def_step_id (r->def, i)) == 0;
+    if (aligned)
+        return SHF_OK;
     for (size_t i = 0; i < count; i++)
-        if (!json_is_object (s_rec (r, i)))
+        if (shf_run_step_index (run, shf_def_step_id (r->def, i)) < 0)
             return s_reject (r, SHF_EINVAL, "the run has no step \"%s\"",
                              shf_def_step_id (r->def, i));
+    for (size_t i = 0; i < count; i++) {
+        int at = shf_run_step_index (run, shf_def_step_id (r->def, i));
+        if ((size_t) at != i)
+            s_swap_steps (run, i, (size_t) at);
+    }
     return SHF_OK;
 }
 
 shf_err_t
-shf_workflow_apply (const shf_def_t *def, json_t *state,
+shf_workflow_apply (const shf_def_t *def, shf_run_t *run,
                     const shf_wf_input_t *input, shf_wf_output_t *out)
 {
-    assert (def && state && input && out);
-    s_run_t run = {.def = def,
-                   .state = state,
-                   .steps = json_object_get (state, "steps"),
-                   .timers = json_object_get (state, "timers"),
-                   .in = input,
-                   .out = out,
-                   .now = input->now,
-                   .ctx = NULL};
-    s_run_t *r = &run;
+    assert (def && run && input && out);
+    s_run_t state = {.def = def,
+                     .run = run,
+                     .in = input,
+                     .out = out,
+                     .now = input->now,
+                     .ctx = NULL};
+    s_run_t *r = &state;
     out->message [0] = 0;
-    if (!json_is_object (state))
-        return s_reject (r, SHF_EINVAL, "state is not an object");
     shf_err_t rc;
     if (input->kind == SHF_WF_START)
         rc = s_on_start (r);
     else if ((rc = s_check_state (r)) != SHF_OK)
         ;
-    else if (!s_is_open (state))
-        rc =
-            s_reject (r, SHF_ECLOSED, "the run is %s", s_str (state, "status"));
+    else if (!s_is_open (run))
+        rc = s_reject (r, SHF_ECLOSED, "the run is %s",
+                       shf_run_status_name (run->status));
     else
         switch (input->kind) {
             case SHF_WF_ACTIVITY_STARTED:
@@ -1335,62 +1322,65 @@ shf_workflow_apply (const shf_def_t *def, json_t *state,
 //  Readers
 
 const char *
-shf_workflow_status (const json_t *state)
+shf_workflow_status (const shf_run_t *run)
 {
-    const char *status = s_str (state, "status");
-    return status ? status : "";
+    return run->started ? shf_run_status_name (run->status) : "";
 }
 
 bool
-shf_workflow_is_open (const json_t *state)
+shf_workflow_is_open (const shf_run_t *run)
 {
-    return s_is_open (state);
+    return s_is_open (run);
 }
 
 const char *
-shf_workflow_id (const json_t *state)
+shf_workflow_ns (const shf_run_t *run)
 {
-    return s_str (state, "workflow_id");
+    return run->ns;
 }
 
 const char *
-shf_workflow_run_id (const json_t *state)
+shf_workflow_id (const shf_run_t *run)
 {
-    return s_str (state, "run_id");
+    return run->workflow_id;
 }
 
 const char *
-shf_workflow_def_name (const json_t *state)
+shf_workflow_run_id (const shf_run_t *run)
 {
-    return s_str (state, "name");
+    return run->run_id;
+}
+
+const char *
+shf_workflow_def_name (const shf_run_t *run)
+{
+    return run->name;
 }
 
 int64_t
-shf_workflow_def_version (const json_t *state)
+shf_workflow_def_version (const shf_run_t *run)
 {
-    return s_int (state, "version");
+    return run->version;
 }
 
 int64_t
-shf_workflow_started_at (const json_t *state)
+shf_workflow_started_at (const shf_run_t *run)
 {
-    return s_int (state, "started_at");
+    return run->started_at;
 }
 
 int64_t
-shf_workflow_closed_at (const json_t *state)
+shf_workflow_closed_at (const shf_run_t *run)
 {
-    return s_int (state, "closed_at");
+    return run->has_closed_at ? run->closed_at : 0;
 }
 
 //  RFC 3339 UTC with milliseconds, or null for a missing time.
 static json_t *
-s_time (const json_t *obj, const char *key)
+s_time (bool present, int64_t ms)
 {
-    const json_t *value = json_object_get (obj, key);
-    if (!json_is_integer (value))
+    if (!present)
         return json_null ();
-    int64_t ms = (int64_t) json_integer_value (value);
     int64_t secs = ms / 1000;
     int64_t rem = ms % 1000;
     if (rem < 0) {
@@ -1409,9 +1399,8 @@ s_time (const json_t *obj, const char *key)
 }
 
 static json_t *
-s_copy (const json_t *obj, const char *key)
+s_copy (const json_t *value)
 {
-    json_t *value = json_object_get (obj, key);
     json_t *copy = value ? json_deep_copy (value) : json_null ();
     if (!copy)
         abort ();
@@ -1419,90 +1408,97 @@ s_copy (const json_t *obj, const char *key)
 }
 
 static json_t *
-s_describe_step (const char *id, const json_t *rec)
+s_describe_step (const shf_run_step_t *rec)
 {
     json_t *step = json_object ();
-    s_set (step, "id", json_string (id));
-    s_set (step, "status", s_copy (rec, "status"));
-    s_set_int (step, "attempt", s_int (rec, "attempt"));
-    s_set (step, "scheduled_at", s_time (rec, "scheduled_at"));
-    s_set (step, "started_at", s_time (rec, "started_at"));
-    s_set (step, "closed_at", s_time (rec, "closed_at"));
-    s_set (step, "output", s_copy (rec, "output"));
-    s_set (step, "failure", s_copy (rec, "failure"));
-    s_set (step, "heartbeat_details", s_copy (rec, "heartbeat_details"));
+    s_set (step, "id", json_string (rec->id));
+    s_set (step, "status", s_name (shf_step_status_name (rec->status)));
+    s_set_int (step, "attempt", rec->attempt);
+    s_set (step, "scheduled_at",
+           s_time (rec->has & SHF_REC_SCHEDULED_AT, rec->scheduled_at));
+    s_set (step, "started_at",
+           s_time (rec->has & SHF_REC_STARTED_AT, rec->started_at));
+    s_set (step, "closed_at",
+           s_time (rec->has & SHF_REC_CLOSED_AT, rec->closed_at));
+    s_set (step, "output", s_copy (rec->output));
+    s_set (step, "failure", s_copy (rec->failure));
+    s_set (step, "heartbeat_details", s_copy (rec->heartbeat_details));
     return step;
 }
 
 json_t *
-shf_workflow_describe (const shf_def_t *def, const json_t *state)
+shf_workflow_describe (const shf_def_t *def, const shf_run_t *run)
 {
-    assert (state);
+    assert (run);
     json_t *self = json_object ();
-    s_set (self, "workflow_id", s_copy (state, "workflow_id"));
-    s_set (self, "run_id", s_copy (state, "run_id"));
-    s_set (self, "namespace", s_copy (state, "ns"));
-    s_set (self, "name", s_copy (state, "name"));
-    s_set (self, "version", s_copy (state, "version"));
-    s_set (self, "status", s_copy (state, "status"));
-    s_set (self, "started_at", s_time (state, "started_at"));
-    s_set (self, "closed_at", s_time (state, "closed_at"));
-    s_set (self, "input", s_copy (state, "input"));
-    s_set (self, "output", s_copy (state, "output"));
-    s_set (self, "failure", s_copy (state, "failure"));
+    if (!run->started)
+        return self;
+    s_set (self, "workflow_id", json_string (run->workflow_id));
+    s_set (self, "run_id", json_string (run->run_id));
+    s_set (self, "namespace", json_string (run->ns));
+    s_set (self, "name", json_string (run->name));
+    s_set_int (self, "version", run->version);
+    s_set (self, "status", s_name (shf_run_status_name (run->status)));
+    s_set (self, "started_at", s_time (true, run->started_at));
+    s_set (self, "closed_at", s_time (run->has_closed_at, run->closed_at));
+    s_set (self, "input", s_copy (run->input));
+    s_set (self, "output", s_copy (run->output));
+    s_set (self, "failure", s_copy (run->failure));
 
     //  Steps in definition order (or stored order without a def).
     json_t *steps = json_array ();
-    const json_t *recs = json_object_get (state, "steps");
     if (def) {
         for (size_t i = 0; i < shf_def_step_count (def); i++) {
-            const char *id = shf_def_step_id (def, i);
-            const json_t *rec = json_object_get (recs, id);
-            if (rec)
-                json_array_append_new (steps, s_describe_step (id, rec));
+            int at = shf_run_step_index (run, shf_def_step_id (def, i));
+            if (at >= 0)
+                json_array_append_new (steps,
+                                       s_describe_step (&run->steps [at]));
         }
     }
-    else {
-        const char *id;
-        const json_t *rec;
-        json_object_foreach ((json_t *) recs, id, rec)
-            json_array_append_new (steps, s_describe_step (id, rec));
-    }
+    else
+        for (size_t i = 0; i < run->n_steps; i++)
+            json_array_append_new (steps, s_describe_step (&run->steps [i]));
     s_set (self, "steps", steps);
 
-    //  Open timers, soonest first.
-    const json_t *live = json_object_get (state, "timers");
-    size_t n = json_array_size (live);
+    //  Open timers, soonest first (stable: equal dues keep their order).
     json_t *timers = json_array ();
-    for (size_t i = 0; i < n; i++) {
-        const json_t *timer = json_array_get (live, i);
+    int64_t *dues = calloc (run->n_timers + 1, sizeof *dues);
+    if (!dues)
+        abort ();
+    for (size_t i = 0; i < run->n_timers; i++) {
+        const shf_run_timer_t *timer = &run->timers [i];
         json_t *entry = json_object ();
-        s_set (entry, "step", s_copy (timer, "step"));
-        s_set (entry, "kind", s_copy (timer, "kind"));
-        s_set (entry, "due_at", s_time (timer, "due"));
-        s_set_int (entry, "due", s_int (timer, "due"));
-        size_t at = json_array_size (timers);
-        while (at > 0
-               && s_int (json_array_get (timers, at - 1), "due")
-                      > s_int (timer, "due"))
+        s_set (entry, "step",
+               timer->step >= 0 ? json_string (run->steps [timer->step].id)
+                                : json_null ());
+        s_set (entry, "kind", s_name (shf_timer_kind_name (timer->kind)));
+        s_set (entry, "due_at", s_time (true, timer->due));
+        size_t at = i;
+        while (at > 0 && dues [at - 1] > timer->due) {
+            dues [at] = dues [at - 1];
             at--;
+        }
+        dues [at] = timer->due;
         json_array_insert_new (timers, at, entry);
     }
-    for (size_t i = 0; i < n; i++)
-        json_object_del (json_array_get (timers, i), "due");
+    free (dues);
     s_set (self, "timers", timers);
     return self;
 }
 
 json_t *
-shf_workflow_result (const json_t *state)
+shf_workflow_result (const shf_run_t *run)
 {
-    assert (state);
+    assert (run);
     json_t *self = json_object ();
-    s_set (self, "workflow_id", s_copy (state, "workflow_id"));
-    s_set (self, "run_id", s_copy (state, "run_id"));
-    s_set (self, "status", s_copy (state, "status"));
-    s_set (self, "output", s_copy (state, "output"));
-    s_set (self, "failure", s_copy (state, "failure"));
+    s_set (self, "workflow_id",
+           run->workflow_id ? json_string (run->workflow_id) : json_null ());
+    s_set (self, "run_id",
+           run->run_id ? json_string (run->run_id) : json_null ());
+    s_set (self, "status",
+           run->started ? s_name (shf_run_status_name (run->status))
+                        : json_null ());
+    s_set (self, "output", s_copy (run->output));
+    s_set (self, "failure", s_copy (run->failure));
     return self;
 }

@@ -1,9 +1,10 @@
 /*  shf_workflow.h - the workflow state machine: (state, input) -> (events,
     effects). The heart of shardflow.
 
-    One run of a workflow is a JSON object (its "mutable state") that the
-    shard stores in the `exec` db and keeps in its cache. shf_workflow_apply
-    takes the compiled definition the run is pinned to, the state, and one
+    One run of a workflow is a shf_run_t (its "mutable state", shf_run.h)
+    that the shard stores in the `exec` db and keeps in its cache.
+    shf_workflow_apply takes the compiled definition the run is pinned to,
+    the run, and one
     input (start, activity started/completed/failed, timer fired, signal,
     cancel, terminate, heartbeat), mutates the state in place and appends:
       - history events (SPEC.md event types, each with "id", "type", "time"
@@ -34,6 +35,7 @@
 #define SHF_WORKFLOW_H_INCLUDED
 #include "shf_def.h"
 #include "../proto/shf_mpack.h"
+#include "shf_run.h"
 
 typedef enum {
     SHF_WF_START,             //  namespace, workflow_id, run_id, payload=input
@@ -124,34 +126,36 @@ void shf_wf_output_free (shf_wf_output_t *self);
 //  caller owns it.
 json_t *shf_wf_output_events (const shf_wf_output_t *self);
 
-//  Apply one input. For SHF_WF_START, state must be an empty object.
+//  Apply one input. For SHF_WF_START, run must be empty (shf_run_new).
 //  Returns SHF_OK (state, events and effects updated), or without any
 //  change: SHF_ECLOSED (signal/cancel/terminate/completion to a closed run),
 //  SHF_ENOTFOUND (stale attempt, unknown step, unknown timer),
 //  SHF_EINVAL (input inconsistent with the definition); out->message says
 //  why.
-shf_err_t shf_workflow_apply (const shf_def_t *def, json_t *state,
+shf_err_t shf_workflow_apply (const shf_def_t *def, shf_run_t *run,
                               const shf_wf_input_t *input,
                               shf_wf_output_t *out) SHF_MUST_CHECK;
 
-//  "running", "completed", "failed", "canceled", "terminated", "timed_out".
-const char *shf_workflow_status (const json_t *state);
+//  "running", "completed", "failed", "canceled", "terminated", "timed_out";
+//  "" for a run not started.
+const char *shf_workflow_status (const shf_run_t *run);
 
-bool shf_workflow_is_open (const json_t *state);
+bool shf_workflow_is_open (const shf_run_t *run);
 
 //  Accessors the shard needs for keys and the index.
-const char *shf_workflow_id (const json_t *state);
-const char *shf_workflow_run_id (const json_t *state);
-const char *shf_workflow_def_name (const json_t *state);
-int64_t shf_workflow_def_version (const json_t *state);
-int64_t shf_workflow_started_at (const json_t *state);
-int64_t shf_workflow_closed_at (const json_t *state);  //  0 while open
+const char *shf_workflow_ns (const shf_run_t *run);
+const char *shf_workflow_id (const shf_run_t *run);
+const char *shf_workflow_run_id (const shf_run_t *run);
+const char *shf_workflow_def_name (const shf_run_t *run);
+int64_t shf_workflow_def_version (const shf_run_t *run);
+int64_t shf_workflow_started_at (const shf_run_t *run);
+int64_t shf_workflow_closed_at (const shf_run_t *run);  //  0 while open
 
-//  SPEC.md `--json` shapes, built from the state (caller owns the result).
+//  SPEC.md `--json` shapes, built from the run (caller owns the result).
 //  describe: without "shard" (the shard adds it).
-json_t *shf_workflow_describe (const shf_def_t *def, const json_t *state);
+json_t *shf_workflow_describe (const shf_def_t *def, const shf_run_t *run);
 //  result: {"workflow_id","run_id","status","output","failure"}
-json_t *shf_workflow_result (const json_t *state);
+json_t *shf_workflow_result (const shf_run_t *run);
 
 void shf_workflow_test (bool verbose);
 

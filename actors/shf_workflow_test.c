@@ -45,10 +45,11 @@ typedef struct {
 typedef struct {
     const s_case_t *test;
     shf_def_t *def;
-    json_t *state;
+    shf_run_t *run;
+    json_t *state;    //  the run as its stored JSON, after the last row
     json_t *history;  //  every event of the run
     shf_wf_output_t out;
-    bool reload;  //  serialise and re-parse the state between inputs
+    bool reload;  //  encode and decode the run between inputs
     bool verbose;
 } s_harness_t;
 
@@ -152,7 +153,8 @@ s_harness_init (s_harness_t *h, const s_case_t *test, bool reload, bool verbose)
         fprintf (stderr, "case %s: definition: %s\n", test->name, err);
         abort ();
     }
-    h->state = json_object ();
+    h->run = shf_run_new ();
+    h->state = shf_run_to_json (h->run);
     h->history = json_array ();
     shf_wf_output_init (&h->out);
 }
@@ -161,9 +163,18 @@ static void
 s_harness_destroy (s_harness_t *h)
 {
     shf_wf_output_free (&h->out);
+    shf_run_decref (h->run);
     json_decref (h->state);
     json_decref (h->history);
     shf_def_destroy (&h->def);
+}
+
+//  h->state becomes the run as it is now.
+static void
+s_snapshot (s_harness_t *h)
+{
+    json_decref (h->state);
+    h->state = shf_run_to_json (h->run);
 }
 
 static void
@@ -242,7 +253,8 @@ s_harness_row (s_harness_t *h, size_t index)
 
     json_t *before = json_deep_copy (h->state);
     shf_wf_output_reset (&h->out);
-    shf_err_t rc = shf_workflow_apply (h->def, h->state, &in, &h->out);
+    shf_err_t rc = shf_workflow_apply (h->def, h->run, &in, &h->out);
+    s_snapshot (h);
     json_decref (payload);
     char got [1024];
     if (h->verbose)
@@ -289,16 +301,19 @@ s_harness_row (s_harness_t *h, size_t index)
         if (strcmp (got, row->effects) != 0)
             s_fail_check (h, index, "effects", row->effects, got);
     }
-    if (row->status
-        && strcmp (shf_workflow_status (h->state), row->status) != 0)
+    if (row->status && strcmp (shf_workflow_status (h->run), row->status) != 0)
         s_fail_check (h, index, "status", row->status,
-                      shf_workflow_status (h->state));
+                      shf_workflow_status (h->run));
     if (h->reload) {
-        char *text = json_dumps (h->state, JSON_COMPACT);
-        assert (text);
-        json_decref (h->state);
-        h->state = s_json (text);
-        free (text);
+        shf_mpack_out_t bytes = {0};
+        assert (shf_run_encode (h->run, &bytes) == SHF_OK);
+        shf_run_decref (h->run);
+        assert (shf_run_decode (bytes.data, bytes.size, &h->run) == SHF_OK);
+        shf_mpack_out_free (&bytes);
+        json_t *back = shf_run_to_json (h->run);
+        if (!json_equal (back, h->state))
+            s_fail_check (h, index, "reloaded run", "equal", "other");
+        json_decref (back);
     }
 }
 
@@ -781,18 +796,19 @@ s_check_case (const s_harness_t *h)
 {
     const char *name = h->test->name;
     const json_t *state = h->state;
+    const shf_run_t *run = h->run;
     const json_t *failure = json_object_get (state, "failure");
     if (strcmp (name, "sequence") == 0) {
         assert (s_equal_text (json_object_get (state, "output"), "\"done\""));
         assert (json_is_null (failure));
         assert (s_equal_text (s_step (h, "a", "output"), "{\"x\":1}"));
-        assert (shf_workflow_closed_at (state) == T0 + 20);
-        assert (shf_workflow_started_at (state) == T0);
-        assert (!shf_workflow_is_open (state));
-        assert (strcmp (shf_workflow_id (state), "wf-1") == 0);
-        assert (strcmp (shf_workflow_run_id (state), "run-1") == 0);
-        assert (strcmp (shf_workflow_def_name (state), "seq") == 0);
-        assert (shf_workflow_def_version (state) == 1);
+        assert (shf_workflow_closed_at (run) == T0 + 20);
+        assert (shf_workflow_started_at (run) == T0);
+        assert (!shf_workflow_is_open (run));
+        assert (strcmp (shf_workflow_id (run), "wf-1") == 0);
+        assert (strcmp (shf_workflow_run_id (run), "run-1") == 0);
+        assert (strcmp (shf_workflow_def_name (run), "seq") == 0);
+        assert (shf_workflow_def_version (run) == 1);
         const json_t *first = json_array_get (h->history, 0);
         assert (s_equal_text (json_object_get (first, "input"), "{\"n\":1}"));
         assert (s_equal_text (json_object_get (first, "name"), "\"seq\""));
@@ -935,7 +951,7 @@ s_test_by_hand (bool verbose)
     assert (task->heartbeat_details == NULL);
 
     //  describe and result while open
-    json_t *describe = shf_workflow_describe (h.def, h.state);
+    json_t *describe = shf_workflow_describe (h.def, h.run);
     assert (s_equal_text (json_object_get (describe, "started_at"),
                           "\"2026-11-22T16:00:00.123Z\""));
     assert (json_is_null (json_object_get (describe, "closed_at")));
@@ -953,7 +969,7 @@ s_test_by_hand (bool verbose)
                           "\"b\""));
     assert (json_array_size (json_object_get (describe, "timers")) == 0);
     json_decref (describe);
-    json_t *result = shf_workflow_result (h.state);
+    json_t *result = shf_workflow_result (h.run);
     assert (s_equal_text (result, "{\"workflow_id\":\"wf-1\",\"run_id\":"
                                   "\"run-1\",\"status\":\"running\","
                                   "\"output\":null,\"failure\":null}"));
@@ -1007,7 +1023,7 @@ s_test_by_hand (bool verbose)
     task = s_task (&h, "a");
     assert (task && task->attempt == 2);
     assert (s_equal_text (task->heartbeat_details, "{\"p\":2}"));
-    json_t *timers = shf_workflow_describe (h.def, h.state);
+    json_t *timers = shf_workflow_describe (h.def, h.run);
     assert (s_equal_text (
         json_object_get (json_array_get (json_object_get (timers, "steps"), 0),
                          "heartbeat_details"),
@@ -1019,13 +1035,13 @@ s_test_by_hand (bool verbose)
     s_case_t cancel = s_case ("cancel");
     s_harness_init (&h, &cancel, false, verbose);
     s_harness_row (&h, 0);
-    describe = shf_workflow_describe (h.def, h.state);
+    describe = shf_workflow_describe (h.def, h.run);
     assert (s_equal_text (json_object_get (describe, "timers"),
                           "[{\"step\":\"s\",\"kind\":\"sleep\",\"due_at\":"
                           "\"2026-11-22T16:01:00.123Z\"}]"));
     json_decref (describe);
     s_harness_row (&h, 1);
-    describe = shf_workflow_describe (NULL, h.state);  //  stored order
+    describe = shf_workflow_describe (NULL, h.run);  //  stored order
     assert (json_array_size (json_object_get (describe, "timers")) == 0);
     assert (s_equal_text (json_object_get (describe, "closed_at"),
                           "\"2026-11-22T16:00:00.133Z\""));
@@ -1051,30 +1067,31 @@ s_test_bad_inputs (bool verbose)
     shf_wf_output_init (&out);
     json_t *before = json_deep_copy (h.state);
     shf_wf_input_t in = {.kind = SHF_WF_SIGNAL, .now = T0 + 1};
-    assert (shf_workflow_apply (h.def, h.state, &in, &out) == SHF_EINVAL);
+    assert (shf_workflow_apply (h.def, h.run, &in, &out) == SHF_EINVAL);
     in.signal = "\xff";
-    assert (shf_workflow_apply (h.def, h.state, &in, &out) == SHF_EINVAL);
+    assert (shf_workflow_apply (h.def, h.run, &in, &out) == SHF_EINVAL);
     in = (shf_wf_input_t){.kind = SHF_WF_ACTIVITY_COMPLETED, .now = T0 + 1};
-    assert (shf_workflow_apply (h.def, h.state, &in, &out) == SHF_EINVAL);
+    assert (shf_workflow_apply (h.def, h.run, &in, &out) == SHF_EINVAL);
     in = (shf_wf_input_t){.kind = (shf_wf_input_kind_t) 99, .now = T0 + 1};
-    assert (shf_workflow_apply (h.def, h.state, &in, &out) == SHF_EINVAL);
+    assert (shf_workflow_apply (h.def, h.run, &in, &out) == SHF_EINVAL);
+    s_snapshot (&h);
     assert (json_equal (before, h.state));
     assert (out.n_events == 0 && out.n_effects == 0);
     json_decref (before);
 
     //  a run of another definition, and a run that never started
-    json_t *empty = json_object ();
+    shf_run_t *empty = shf_run_new ();
     in = (shf_wf_input_t){.kind = SHF_WF_CANCEL, .now = T0 + 1};
     assert (shf_workflow_apply (h.def, empty, &in, &out) == SHF_EINVAL);
-    assert (json_object_size (empty) == 0);
-    json_decref (empty);
+    assert (!empty->started);
+    shf_run_decref (empty);
     shf_def_t *other;
     char err [200];
     const char *text = "{\"name\":\"other\",\"version\":1,\"steps\":["
                        "{\"id\":\"a\",\"activity\":\"A\"}]}";
     assert (shf_def_compile (text, strlen (text), &other, err, sizeof err)
             == SHF_OK);
-    assert (shf_workflow_apply (other, h.state, &in, &out) == SHF_EINVAL);
+    assert (shf_workflow_apply (other, h.run, &in, &out) == SHF_EINVAL);
     shf_def_destroy (&other);
 
     //  no error type, a message that is not UTF-8
@@ -1083,7 +1100,8 @@ s_test_bad_inputs (bool verbose)
                           .step = "a",
                           .attempt = 1,
                           .error_message = "\xff bad"};
-    assert (shf_workflow_apply (h.def, h.state, &in, &out) == SHF_OK);
+    assert (shf_workflow_apply (h.def, h.run, &in, &out) == SHF_OK);
+    s_snapshot (&h);
     assert (s_equal_text (s_step (&h, "a", "failure"),
                           "{\"type\":\"Error\",\"message\":\"? bad\"}"));
     char *dump = json_dumps (h.state, JSON_COMPACT);

@@ -13,7 +13,8 @@
     encoder is our own too, writing msgpack-c's bytes (the smallest
     encoding of each value) without its per-item write callback.
 
-    Called by shf_msg (wire frames), shf_token and storage/ (records).
+    Called by shf_msg (wire frames), shf_token, storage/ (records) and
+    shf_run (run states, written value by value with the put functions).
 */
 #include "shf_mpack.h"
 #include <assert.h>
@@ -858,6 +859,60 @@ shf_mpack_map_finish (shf_mpack_map_t **self_p, char **data_p, size_t *size_p)
     return rc;
 }
 
+void
+shf_mpack_put_map (shf_mpack_out_t *out, size_t count)
+{
+    assert (out);
+    s_put_container (out, true, count);
+}
+
+void
+shf_mpack_put_array (shf_mpack_out_t *out, size_t count)
+{
+    assert (out);
+    s_put_container (out, false, count);
+}
+
+void
+shf_mpack_put_str (shf_mpack_out_t *out, const char *s, size_t len)
+{
+    assert (out && (s || len == 0));
+    s_put_str (out, s ? s : "", len);
+}
+
+void
+shf_mpack_put_int (shf_mpack_out_t *out, int64_t value)
+{
+    assert (out);
+    s_put_int (out, value);
+}
+
+void
+shf_mpack_put_nil (shf_mpack_out_t *out)
+{
+    assert (out);
+    s_head (out, 0xc0, 0, 0);
+}
+
+shf_err_t
+shf_mpack_put_json (shf_mpack_out_t *out, const json_t *value, int depth)
+{
+    assert (out && depth >= 0);
+    if (!value) {
+        s_head (out, 0xc0, 0, 0);
+        return SHF_OK;
+    }
+    return s_pack (out, value, depth) ? SHF_EINVAL : SHF_OK;
+}
+
+void
+shf_mpack_out_free (shf_mpack_out_t *out)
+{
+    assert (out);
+    free (out->data);
+    memset (out, 0, sizeof *out);
+}
+
 shf_err_t
 shf_mpack_size (const json_t *value, size_t *size_p)
 {
@@ -1305,8 +1360,76 @@ shf_mpack_test (bool verbose)
     json_decref (decoded);
     json_decref (small);
     json_decref (wide);
-    json_decref (levels);
     shf_mpack_seq_free (&seq);
+
+    //  Values put one by one: the bytes shf_mpack_encode writes for the
+    //  same members in the same order, into a zero-initialised writer that
+    //  is then reused; a value too deep for where it starts is refused.
+    {
+        json_t *expect = json_pack (
+            "{s:i, s:s, s:[i, n, {s:f}], s:n, s:[i, s], s:n, s:{}, s:I}", "id",
+            -300, "name", "x", "v", 1, "a", 2.5, "none", "list", 70000, "two",
+            "null_json", "empty", "big", (json_int_t) INT64_MIN);
+        assert (expect);
+        char *want;
+        size_t want_size;
+        assert (shf_mpack_encode (expect, &want, &want_size) == SHF_OK);
+        shf_mpack_out_t out = {0};
+        for (int round = 0; round < 2; round++) {
+            out.size = 0;
+            shf_mpack_put_map (&out, 8);
+            shf_mpack_put_str (&out, "id", 2);
+            shf_mpack_put_int (&out, -300);
+            shf_mpack_put_str (&out, "name", 4);
+            shf_mpack_put_str (&out, "x", 1);
+            shf_mpack_put_str (&out, "v", 1);
+            assert (shf_mpack_put_json (&out, json_object_get (expect, "v"), 1)
+                    == SHF_OK);
+            shf_mpack_put_str (&out, "none", 4);
+            shf_mpack_put_nil (&out);
+            shf_mpack_put_str (&out, "list", 4);
+            shf_mpack_put_array (&out, 2);
+            shf_mpack_put_int (&out, 70000);
+            shf_mpack_put_str (&out, "two", 3);
+            shf_mpack_put_str (&out, "null_json", 9);
+            assert (shf_mpack_put_json (&out, NULL, 1) == SHF_OK);
+            shf_mpack_put_str (&out, "empty", 5);
+            assert (
+                shf_mpack_put_json (&out, json_object_get (expect, "empty"), 1)
+                == SHF_OK);
+            shf_mpack_put_str (&out, "big", 3);
+            shf_mpack_put_int (&out, INT64_MIN);
+            assert (out.size == want_size
+                    && memcmp (out.data, want, want_size) == 0);
+        }
+        free (want);
+        json_decref (expect);
+        //  17 members and a 40-byte string take the 16-bit and str8 headers
+        expect = json_object ();
+        out.size = 0;
+        shf_mpack_put_map (&out, 17);
+        for (int f = 0; f < 17; f++) {
+            char key [48];
+            snprintf (key, sizeof key, "k%02d_%s", f,
+                      "a key long enough for str8");
+            json_object_set_new (expect, key, json_integer (f));
+            shf_mpack_put_str (&out, key, strlen (key));
+            shf_mpack_put_int (&out, f);
+        }
+        assert (shf_mpack_encode (expect, &want, &want_size) == SHF_OK);
+        assert (out.size == want_size
+                && memcmp (out.data, want, want_size) == 0);
+        free (want);
+        json_decref (expect);
+        //  levels is 64 deep: it fits at the top, not inside a map
+        out.size = 0;
+        assert (shf_mpack_put_json (&out, levels, 0) == SHF_OK);
+        assert (out.size == SHF_MPACK_MAX_DEPTH);
+        assert (shf_mpack_put_json (&out, levels, 1) == SHF_EINVAL);
+        shf_mpack_out_free (&out);
+        assert (!out.data && out.size == 0 && out.alloc == 0);
+    }
+    json_decref (levels);
 
     //  NULL err is allowed.
     json_t *none = NULL;

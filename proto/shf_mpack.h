@@ -95,6 +95,26 @@ typedef struct {
     bool counting;
 } shf_mpack_out_t;  //  shf_mpack.c's writer
 
+//  Values written one by one to a writer, for a record of a known shape
+//  (shf_run_encode) written without a JSON tree: a container's header
+//  first, with its count, then its entries (a map's as key string, value).
+//  A zero-initialised writer is empty; out->size is the bytes written, and
+//  setting it to 0 reuses the buffer. Bytes as shf_mpack_encode writes.
+void shf_mpack_put_map (shf_mpack_out_t *out, size_t count);
+void shf_mpack_put_array (shf_mpack_out_t *out, size_t count);
+void shf_mpack_put_str (shf_mpack_out_t *out, const char *s, size_t len);
+void shf_mpack_put_int (shf_mpack_out_t *out, int64_t value);
+void shf_mpack_put_nil (shf_mpack_out_t *out);
+//  value NULL is written as nil; depth: the nesting the value starts at
+//  (so the limit SHF_MPACK_MAX_DEPTH counts from the outermost map: a
+//  member of a top-level map is at depth 1). SHF_OK, or SHF_EINVAL when
+//  it nests too deep (what was written of it stays: the caller takes the
+//  record back by resetting out->size).
+shf_err_t shf_mpack_put_json (shf_mpack_out_t *out, const json_t *value,
+                              int depth) SHF_MUST_CHECK;
+//  Frees the buffer and zeroes the writer.
+void shf_mpack_out_free (shf_mpack_out_t *out);
+
 typedef struct {
     //  out.data [SHF_MPACK_SEQ_HEAD, out.size): the maps so far, after room
     //  for the header that makes them one array (shf_mpack_seq_array)

@@ -1,4 +1,4 @@
-/*  shf_cache.c - LRU cache of run states (see shf_cache.h).
+/*  shf_cache.c - LRU cache of runs (see shf_cache.h).
 */
 #include "shf_cache.h"
 #include "shf_alloc.h"
@@ -7,7 +7,7 @@
 
 typedef struct {
     char *key;
-    json_t *state;
+    shf_run_t *run;
     void *handle;  //  position in the recency list
 } s_entry_t;
 
@@ -22,7 +22,7 @@ s_entry_free (void **item)
 {
     s_entry_t *e = *item;
     if (e) {
-        json_decref (e->state);
+        shf_run_decref (e->run);
         free (e->key);
         free (e);
     }
@@ -53,24 +53,24 @@ shf_cache_destroy (shf_cache_t **self_p)
     }
 }
 
-json_t *
+shf_run_t *
 shf_cache_lookup (shf_cache_t *self, const char *key)
 {
     s_entry_t *e = zhashx_lookup (self->entries, key);
     if (!e)
         return NULL;
     zlistx_move_end (self->recency, e->handle);
-    return e->state;
+    return e->run;
 }
 
 void
-shf_cache_put (shf_cache_t *self, const char *key, json_t *state)
+shf_cache_put (shf_cache_t *self, const char *key, shf_run_t *run)
 {
     s_entry_t *e = zhashx_lookup (self->entries, key);
     if (e) {
-        if (e->state != state) {
-            json_decref (e->state);
-            e->state = state;
+        if (e->run != run) {
+            shf_run_decref (e->run);
+            e->run = run;
         }
         zlistx_move_end (self->recency, e->handle);
         return;
@@ -82,7 +82,7 @@ shf_cache_put (shf_cache_t *self, const char *key, json_t *state)
     }
     e = shf_alloc (sizeof *e);
     e->key = strdup (key);
-    e->state = state;
+    e->run = run;
     e->handle = zlistx_add_end (self->recency, e);
     zhashx_insert (self->entries, key, e);
 }
@@ -100,28 +100,37 @@ shf_cache_size (shf_cache_t *self)
     return zhashx_size (self->entries);
 }
 
+//  A run told apart by its version.
+static shf_run_t *
+s_test_run (int64_t version)
+{
+    shf_run_t *run = shf_run_new ();
+    run->version = version;
+    return run;
+}
+
 void
 shf_cache_test (bool verbose)
 {
     (void) verbose;
     shf_cache_t *cache = shf_cache_new (2);
-    shf_cache_put (cache, "a", json_integer (1));
-    shf_cache_put (cache, "b", json_integer (2));
+    shf_cache_put (cache, "a", s_test_run (1));
+    shf_cache_put (cache, "b", s_test_run (2));
     //  Touching a makes b the least recently used: c evicts b.
-    assert (json_integer_value (shf_cache_lookup (cache, "a")) == 1);
-    shf_cache_put (cache, "c", json_integer (3));
+    assert (shf_cache_lookup (cache, "a")->version == 1);
+    shf_cache_put (cache, "c", s_test_run (3));
     assert (shf_cache_size (cache) == 2);
     assert (shf_cache_lookup (cache, "b") == NULL);
     assert (shf_cache_lookup (cache, "a") && shf_cache_lookup (cache, "c"));
-    //  Replacing keeps one entry; putting the same state again is a no-op.
-    shf_cache_put (cache, "c", json_integer (4));
-    json_t *c = shf_cache_lookup (cache, "c");
-    assert (json_integer_value (c) == 4);
+    //  Replacing keeps one entry; putting the same run again is a no-op.
+    shf_cache_put (cache, "c", s_test_run (4));
+    shf_run_t *c = shf_cache_lookup (cache, "c");
+    assert (c->version == 4);
     shf_cache_put (cache, "c", c);
     assert (shf_cache_size (cache) == 2);
     shf_cache_purge (cache);
     assert (shf_cache_size (cache) == 0 && !shf_cache_lookup (cache, "a"));
-    shf_cache_put (cache, "d", json_integer (5));
+    shf_cache_put (cache, "d", s_test_run (5));
     assert (shf_cache_size (cache) == 1);
     shf_cache_destroy (&cache);
     assert (cache == NULL);

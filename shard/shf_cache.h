@@ -11,7 +11,7 @@
 */
 #ifndef SHF_CACHE_H_INCLUDED
 #define SHF_CACHE_H_INCLUDED
-#include <jansson.h>
+#include "../actors/shf_run.h"
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -20,13 +20,13 @@ typedef struct shf_cache shf_cache_t;
 shf_cache_t *shf_cache_new (size_t capacity);
 void shf_cache_destroy (shf_cache_t **self_p);
 
-//  The state cached under key (borrowed), now the most recently used; or
+//  The run cached under key (borrowed), now the most recently used; or
 //  NULL.
-json_t *shf_cache_lookup (shf_cache_t *self, const char *key);
+shf_run_t *shf_cache_lookup (shf_cache_t *self, const char *key);
 
-//  Cache a state (taken), replacing any under key; evicts the least
-//  recently used entries beyond the capacity. Never evicts this one.
-void shf_cache_put (shf_cache_t *self, const char *key, json_t *state);
+//  Cache a run (its reference taken), replacing any under key; evicts the
+//  least recently used entries beyond the capacity. Never evicts this one.
+void shf_cache_put (shf_cache_t *self, const char *key, shf_run_t *run);
 
 void shf_cache_purge (shf_cache_t *self);
 

@@ -105,17 +105,21 @@ s_scan (self_t *self, shf_db_t db, const shf_key_t *prefix, s_scan_fn *fn,
 //  Loads the current run a request names; *reply_p is set to not_found
 //  when there is none.
 static shf_err_t
-s_find_run (self_t *self, uint64_t id, const json_t *msg, json_t **state_p,
+s_find_run (self_t *self, uint64_t id, const json_t *msg, shf_run_t **state_p,
             json_t **reply_p)
 {
     const char *ns = s_str (msg, "ns");
     const char *wf_id = s_str (msg, "wf_id");
     shf_key_t key;
     shf_key_exec (&key, ns, wf_id);
-    shf_err_t rc = key.overflow
-                       ? SHF_ENOTFOUND
-                       : shf_txn_get_json (self->txn, SHF_DB_EXEC, key.data,
-                                           key.size, state_p);
+    const void *data;
+    size_t size;
+    shf_err_t rc = key.overflow ? SHF_ENOTFOUND
+                                : shf_txn_get (self->txn, SHF_DB_EXEC, key.data,
+                                               key.size, &data, &size);
+    if (rc == SHF_OK && (rc = shf_run_decode (data, size, state_p)) != SHF_OK)
+        shf_error ("reader: the run of %s/%s (%zu bytes) does not decode", ns,
+                   wf_id, size);
     if (rc == SHF_ENOTFOUND) {
         char why [400];
         snprintf (why, sizeof why, "no workflow \"%s\" in namespace \"%s\"",
@@ -129,12 +133,12 @@ s_find_run (self_t *self, uint64_t id, const json_t *msg, json_t **state_p,
 static shf_err_t
 s_wf_describe (self_t *self, uint64_t id, const json_t *msg, json_t **reply_p)
 {
-    json_t *state = NULL;
+    shf_run_t *state = NULL;
     shf_err_t rc = s_find_run (self, id, msg, &state, reply_p);
     if (rc || *reply_p)
         return rc;
     const shf_def_t *def;
-    rc = shf_defs_load (self->defs, self->txn, s_str (state, "ns"),
+    rc = shf_defs_load (self->defs, self->txn, shf_workflow_ns (state),
                         shf_workflow_def_name (state),
                         shf_workflow_def_version (state), &def);
     if (rc == SHF_OK) {
@@ -142,7 +146,7 @@ s_wf_describe (self_t *self, uint64_t id, const json_t *msg, json_t **reply_p)
         json_object_set_new (body, "shard", json_integer (self->args->id));
         *reply_p = shf_msg_reply_ok (id, body);
     }
-    json_decref (state);
+    shf_run_decref (state);
     return rc;
 }
 
@@ -255,12 +259,12 @@ s_wf_history (self_t *self, uint64_t id, const json_t *msg, json_t **reply_p)
         }
     }
     else {
-        json_t *state = NULL;
+        shf_run_t *state = NULL;
         shf_err_t rc = s_find_run (self, id, msg, &state, reply_p);
         if (rc || *reply_p)
             return rc;
         snprintf (run_id, sizeof run_id, "%s", shf_workflow_run_id (state));
-        json_decref (state);
+        shf_run_decref (state);
     }
     shf_key_t run;
     shf_key_init (&run);
@@ -590,7 +594,7 @@ shf_reader_test (bool verbose)
     rc = shf_txn_put_json (txn, SHF_DB_DEFS, key.data, key.size, record);
     assert (rc == SHF_OK);
     json_decref (record);
-    json_t *state = json_object ();
+    shf_run_t *state = shf_run_new ();
     shf_wf_output_t out;
     shf_wf_output_init (&out);
     shf_wf_input_t input = {.kind = SHF_WF_START,
@@ -621,9 +625,12 @@ shf_reader_test (bool verbose)
     rc = shf_txn_put_json (txn, SHF_DB_HISTORY, key.data, key.size, rest);
     assert (rc == SHF_OK);
     json_decref (rest);
+    //  The run as it was stored when it was a JSON object: it still reads.
     shf_key_exec (&key, "default", "w1");
-    rc = shf_txn_put_json (txn, SHF_DB_EXEC, key.data, key.size, state);
+    json_t *stored = shf_run_to_json (state);
+    rc = shf_txn_put_json (txn, SHF_DB_EXEC, key.data, key.size, stored);
     assert (rc == SHF_OK);
+    json_decref (stored);
     shf_key_init (&key);
     shf_key_str (&key, "default");
     shf_key_u64 (&key, (uint64_t) (INT64_MAX - 1700000001000));
@@ -639,7 +646,7 @@ shf_reader_test (bool verbose)
     rc = shf_txn_commit (&txn);
     assert (rc == SHF_OK);
     shf_wf_output_free (&out);
-    json_decref (state);
+    shf_run_decref (state);
     shf_def_destroy (&def);
 
     //  The router's end, then the reader, as a shard starts it

@@ -48,7 +48,7 @@
 #include <string.h>
 
 #define SHF_SHARD_BATCH 1024
-//  Run states kept decoded per shard (~5 KB each as JSON trees).
+//  Runs kept decoded per shard.
 #define SHF_SHARD_MAX_RUN_NAME 320
 #define SHF_SHARD_CACHE_MAX    4096
 #define SHF_SHARD_WAIT_MAX     (10 * 60 * 1000)
@@ -75,9 +75,9 @@ typedef struct {
     json_t *body;        //  REPLY: reply msg (NULL: an ack); GATHERED: reply;
                          //  WAKE: result body
     shf_shard_task_t *task;  //  TASK
-    char *queue;         //  CANCEL
-    char *token;         //  CANCEL; REPLY: the report's token to release
-    char *exec_key;      //  WAIT, WAKE
+    char *queue;             //  CANCEL
+    char *token;             //  CANCEL; REPLY: the report's token to release
+    char *exec_key;          //  WAIT, WAKE
     uint32_t gather_id;
     uint64_t id;       //  WAIT: request id; REPLY without body: the ack's
     int64_t deadline;  //  WAIT: mono ms
@@ -110,15 +110,16 @@ typedef struct {
     shf_store_t *store;
     bool fenced;
     bool terminated;
-    shf_cache_t *cache;  //  exec key -> json_t state, LRU
-    zhashx_t *dirty;     //  exec key -> state changed in the open txn
-    shf_defs_t *defs;    //  compiled definitions (this thread's)
-    zhashx_t *waiters;   //  exec key -> zlistx of s_waiter_t
-    int64_t wait_min;    //  no waiter expires before this (mono ms)
-    int64_t next_due;    //  earliest timer, or INT64_MAX
-    shf_txn_t *txn;      //  the open batch transaction
-    int64_t txn_since;   //  when it began (mono us)
-    size_t n_done;       //  inputs already run in the open transaction
+    shf_cache_t *cache;       //  exec key -> shf_run_t, LRU
+    zhashx_t *dirty;          //  exec key -> run changed in the open txn
+    shf_mpack_out_t encoded;  //  s_flush_dirty's buffer, kept between uses
+    shf_defs_t *defs;         //  compiled definitions (this thread's)
+    zhashx_t *waiters;        //  exec key -> zlistx of s_waiter_t
+    int64_t wait_min;         //  no waiter expires before this (mono ms)
+    int64_t next_due;         //  earliest timer, or INT64_MAX
+    shf_txn_t *txn;           //  the open batch transaction
+    int64_t txn_since;        //  when it began (mono us)
+    size_t n_done;            //  inputs already run in the open transaction
     s_out_t *out;
     size_t n_out, cap_out;
     s_in_t *in;
@@ -139,9 +140,9 @@ typedef struct {
 static void s_waiter_destroy (void **item);
 
 static void
-s_json_destroy (void **item)
+s_run_destroy (void **item)
 {
-    json_decref (*item);
+    shf_run_decref (*item);
     *item = NULL;
 }
 
@@ -244,19 +245,20 @@ s_def_load (self_t *self, const char *ns, const char *name, int64_t version,
 //  A run's state held in memory (borrowed), or NULL. One changed in the
 //  open transaction but not yet written is the newest, even if the cache
 //  has let go of it.
-static json_t *
+static shf_run_t *
 s_state_in_memory (self_t *self, const char *exec_name)
 {
-    json_t *state = zhashx_lookup (self->dirty, exec_name);
+    shf_run_t *state = zhashx_lookup (self->dirty, exec_name);
     return state ? state : shf_cache_lookup (self->cache, exec_name);
 }
 
 static shf_err_t
-s_state_load (self_t *self, const char *ns, const char *wf_id, json_t **state_p)
+s_state_load (self_t *self, const char *ns, const char *wf_id,
+              shf_run_t **state_p)
 {
     char name [600];
     s_exec_name (name, sizeof name, ns, wf_id);
-    json_t *state = s_state_in_memory (self, name);
+    shf_run_t *state = s_state_in_memory (self, name);
     if (state) {
         *state_p = state;
         return SHF_OK;
@@ -265,8 +267,13 @@ s_state_load (self_t *self, const char *ns, const char *wf_id, json_t **state_p)
     shf_key_exec (&key, ns, wf_id);
     if (key.overflow)
         return SHF_ENOTFOUND;
+    const void *data;
+    size_t size;
     shf_err_t rc =
-        shf_txn_get_json (self->txn, SHF_DB_EXEC, key.data, key.size, &state);
+        shf_txn_get (self->txn, SHF_DB_EXEC, key.data, key.size, &data, &size);
+    if (rc == SHF_OK && (rc = shf_run_decode (data, size, &state)) != SHF_OK)
+        shf_error ("shard %u: the run of %s (%zu bytes) does not decode",
+                   self->id, name, size);
     if (rc)
         return rc;
     shf_cache_put (self->cache, name, state);
@@ -276,9 +283,9 @@ s_state_load (self_t *self, const char *ns, const char *wf_id, json_t **state_p)
 
 //  The run's visibility entry, encoded straight from the state's fields.
 static shf_err_t
-s_index_put (self_t *self, const json_t *state)
+s_index_put (self_t *self, const shf_run_t *state)
 {
-    const char *ns = s_str (state, "ns");
+    const char *ns = shf_workflow_ns (state);
     shf_key_t key;
     shf_key_init (&key);
     shf_key_str (&key, ns ? ns : SHF_MSG_DEFAULT_NS);
@@ -350,11 +357,11 @@ shf_shard_task_free (void *task)
 }
 
 static void
-s_task_key (shf_key_t *key, const json_t *state, const char *step,
+s_task_key (shf_key_t *key, const shf_run_t *state, const char *step,
             uint32_t attempt)
 {
     shf_key_init (key);
-    shf_key_run (key, s_str (state, "ns"), shf_workflow_id (state),
+    shf_key_run (key, shf_workflow_ns (state), shf_workflow_id (state),
                  shf_workflow_run_id (state));
     shf_key_str (key, step);
     shf_key_u32 (key, attempt);
@@ -362,12 +369,12 @@ s_task_key (shf_key_t *key, const json_t *state, const char *step,
 }
 
 static void
-s_timer_key (shf_key_t *key, const json_t *state, int64_t due,
+s_timer_key (shf_key_t *key, const shf_run_t *state, int64_t due,
              uint64_t timer_id)
 {
     shf_key_init (key);
     shf_key_u64 (key, (uint64_t) due);
-    shf_key_run (key, s_str (state, "ns"), shf_workflow_id (state),
+    shf_key_run (key, shf_workflow_ns (state), shf_workflow_id (state),
                  shf_workflow_run_id (state));
     shf_key_u64 (key, timer_id);
     assert (!key->overflow);  //  names are bounded at wf_start
@@ -376,10 +383,10 @@ s_timer_key (shf_key_t *key, const json_t *state, int64_t due,
 //  Writes what one transition produced: state, events, effects, index.
 //  Everything lands in the batch transaction; sends go to the outbox.
 static shf_err_t
-s_persist (self_t *self, json_t *state, shf_wf_output_t *wo, bool is_new)
+s_persist (self_t *self, shf_run_t *state, shf_wf_output_t *wo, bool is_new)
 {
     shf_err_t rc = SHF_OK;
-    const char *ns = s_str (state, "ns");
+    const char *ns = shf_workflow_ns (state);
     const char *wf_id = shf_workflow_id (state);
     const char *run_id = shf_workflow_run_id (state);
     shf_key_t key;
@@ -494,7 +501,7 @@ s_persist (self_t *self, json_t *state, shf_wf_output_t *wo, bool is_new)
     char dirty_name [600];
     s_exec_name (dirty_name, sizeof dirty_name, ns, wf_id);
     if (zhashx_lookup (self->dirty, dirty_name) != state)
-        zhashx_update (self->dirty, dirty_name, json_incref (state));
+        zhashx_update (self->dirty, dirty_name, shf_run_incref (state));
     //  visibility index
     if (is_new || closed) {
         rc = s_index_put (self, state);
@@ -515,7 +522,7 @@ s_persist (self_t *self, json_t *state, shf_wf_output_t *wo, bool is_new)
 
 //  Applies one input to a loaded run and persists the result.
 static shf_err_t
-s_apply (self_t *self, const shf_def_t *def, json_t *state,
+s_apply (self_t *self, const shf_def_t *def, shf_run_t *state,
          const shf_wf_input_t *input, bool is_new, char *why, size_t whylen)
 {
     shf_wf_output_reset (&self->wf_out);
@@ -530,9 +537,10 @@ s_apply (self_t *self, const shf_def_t *def, json_t *state,
 }
 
 static shf_err_t
-s_run_def (self_t *self, const json_t *state, const shf_def_t **def_p)
+s_run_def (self_t *self, const shf_run_t *state, const shf_def_t **def_p)
 {
-    return s_def_load (self, s_str (state, "ns"), shf_workflow_def_name (state),
+    return s_def_load (self, shf_workflow_ns (state),
+                       shf_workflow_def_name (state),
                        shf_workflow_def_version (state), def_p);
 }
 
@@ -558,7 +566,7 @@ s_fatal (shf_err_t rc)
 }
 
 static void s_await (self_t *self, zframe_t *identity, uint64_t id,
-                     const json_t *msg, json_t *state);
+                     const json_t *msg, shf_run_t *state);
 
 static shf_err_t
 s_wf_start (self_t *self, zframe_t *identity, uint64_t id, const json_t *msg)
@@ -587,7 +595,7 @@ s_wf_start (self_t *self, zframe_t *identity, uint64_t id, const json_t *msg)
             int64_t at = json_integer_value (json_object_get (prior, "at"));
             if (shf_clock_now () - at < SHF_DEDUP_TTL_MS) {
                 json_t *reply = json_object_get (prior, "reply");
-                json_t *state = NULL;
+                shf_run_t *state = NULL;
                 //  A start that waits, repeated: wait for the run the first
                 //  one started (if it is still the current one).
                 if (shf_msg_bool (msg, "wait", false)
@@ -620,7 +628,7 @@ s_wf_start (self_t *self, zframe_t *identity, uint64_t id, const json_t *msg)
     }
     if (rc)
         return rc;
-    json_t *state = NULL;
+    shf_run_t *state = NULL;
     rc = s_state_load (self, ns, wf_id, &state);
     if (rc == SHF_OK && shf_workflow_is_open (state)) {
         char why [400];
@@ -634,7 +642,7 @@ s_wf_start (self_t *self, zframe_t *identity, uint64_t id, const json_t *msg)
         return rc;
     char run_id [40];
     s_random_id (run_id, sizeof run_id);
-    json_t *fresh = json_object ();
+    shf_run_t *fresh = shf_run_new ();
     shf_wf_input_t input = {.kind = SHF_WF_START,
                             .now = shf_clock_now (),
                             .namespace_ = ns,
@@ -644,12 +652,12 @@ s_wf_start (self_t *self, zframe_t *identity, uint64_t id, const json_t *msg)
     char why [300];
     rc = s_apply (self, def, fresh, &input, true, why, sizeof why);
     if (rc && !s_fatal (rc)) {
-        json_decref (fresh);
+        shf_run_decref (fresh);
         s_reply_error (self, identity, id, rc, why);
         return SHF_OK;
     }
     if (rc) {
-        json_decref (fresh);
+        shf_run_decref (fresh);
         return rc;
     }
     char name [600];
@@ -682,7 +690,7 @@ s_wf_start (self_t *self, zframe_t *identity, uint64_t id, const json_t *msg)
 //  Loads the run a request names; replies not_found itself.
 static shf_err_t
 s_find_run (self_t *self, zframe_t *identity, uint64_t id, const json_t *msg,
-            json_t **state_p, bool *replied)
+            shf_run_t **state_p, bool *replied)
 {
     const char *ns = s_str (msg, "ns");
     const char *wf_id = s_str (msg, "wf_id");
@@ -703,7 +711,7 @@ s_find_run (self_t *self, zframe_t *identity, uint64_t id, const json_t *msg,
 //  or the request does not wait, else when it closes or timeout_ms passes.
 static void
 s_await (self_t *self, zframe_t *identity, uint64_t id, const json_t *msg,
-         json_t *state)
+         shf_run_t *state)
 {
     if (shf_workflow_is_open (state) && shf_msg_bool (msg, "wait", false)) {
         int64_t timeout = shf_msg_int (msg, "timeout_ms", 60000);
@@ -727,7 +735,7 @@ s_await (self_t *self, zframe_t *identity, uint64_t id, const json_t *msg,
 static shf_err_t
 s_wf_result (self_t *self, zframe_t *identity, uint64_t id, const json_t *msg)
 {
-    json_t *state;
+    shf_run_t *state;
     bool replied;
     shf_err_t rc = s_find_run (self, identity, id, msg, &state, &replied);
     if (rc || replied)
@@ -740,7 +748,7 @@ static shf_err_t
 s_wf_control (self_t *self, zframe_t *identity, uint64_t id, const json_t *msg,
               shf_op_t op)
 {
-    json_t *state;
+    shf_run_t *state;
     bool replied;
     shf_err_t rc = s_find_run (self, identity, id, msg, &state, &replied);
     if (rc || replied)
@@ -785,7 +793,7 @@ s_activity (self_t *self, zframe_t *identity, uint64_t id, const json_t *msg,
     const char *run_id = note->token.run_id;
     const char *step = note->token.step;
     uint32_t attempt = note->token.attempt;
-    json_t *state = NULL;
+    shf_run_t *state = NULL;
     shf_err_t rc = s_state_load (self, ns, wf_id, &state);
     if (rc && rc != SHF_ENOTFOUND)
         return rc;
@@ -905,7 +913,7 @@ s_request (self_t *self, zframe_t *identity, json_t *msg,
 static shf_err_t
 s_dispatched (self_t *self, const shf_shard_note_t *note)
 {
-    json_t *state;
+    shf_run_t *state;
     shf_err_t rc =
         s_state_load (self, note->token.ns, note->token.wf_id, &state);
     if (rc == SHF_ENOTFOUND)
@@ -1086,7 +1094,7 @@ s_fire_timers (self_t *self)
                              json_string_length (jkey));
             if (rc && rc != SHF_ENOTFOUND)
                 break;
-            json_t *state;
+            shf_run_t *state;
             rc = s_state_load (self, s_str (timer, "ns"),
                                s_str (timer, "wf_id"), &state);
             if (rc == SHF_ENOTFOUND
@@ -1537,12 +1545,15 @@ s_fail_batch (self_t *self, shf_err_t rc)
 static shf_err_t
 s_flush_dirty (self_t *self)
 {
-    for (json_t *state = zhashx_first (self->dirty); state;
+    for (shf_run_t *state = zhashx_first (self->dirty); state;
          state = zhashx_next (self->dirty)) {
         shf_key_t key;
-        shf_key_exec (&key, s_str (state, "ns"), shf_workflow_id (state));
-        shf_err_t rc = shf_txn_put_json (self->txn, SHF_DB_EXEC, key.data,
-                                         key.size, state);
+        shf_key_exec (&key, shf_workflow_ns (state), shf_workflow_id (state));
+        self->encoded.size = 0;
+        shf_err_t rc = shf_run_encode (state, &self->encoded);
+        if (rc == SHF_OK)
+            rc = shf_txn_put (self->txn, SHF_DB_EXEC, key.data, key.size,
+                              self->encoded.data, self->encoded.size);
         if (rc)
             return rc;
         self->n_state_writes++;
@@ -1665,7 +1676,7 @@ s_expire_waiters (self_t *self)
         while (w) {
             void *handle = zlistx_cursor (list);
             if (w->deadline <= now) {
-                json_t *state = s_state_in_memory (self, name);
+                shf_run_t *state = s_state_in_memory (self, name);
                 const char *wf_id = strchr (name, '\x1f');
                 json_t *body =
                     state
@@ -1811,7 +1822,7 @@ shf_shard (zsock_t *pipe, void *vargs)
     self->id = args->id;
     self->cache = shf_cache_new (SHF_SHARD_CACHE_MAX);
     self->dirty = zhashx_new ();
-    zhashx_set_destructor (self->dirty, s_json_destroy);
+    zhashx_set_destructor (self->dirty, s_run_destroy);
     self->defs = shf_defs_new (self->id, 0);
     self->waiters = zhashx_new ();
     zhashx_set_destructor (self->waiters, s_list_destroy);
@@ -1909,6 +1920,7 @@ shf_shard (zsock_t *pipe, void *vargs)
     shf_wf_output_free (&self->wf_out);
     shf_cache_destroy (&self->cache);
     zhashx_destroy (&self->dirty);
+    shf_mpack_out_free (&self->encoded);
     shf_defs_destroy (&self->defs);
     zhashx_destroy (&self->waiters);
     shf_store_destroy (&self->store);
