@@ -1,4 +1,5 @@
-/*  shf_taskmsg.c - a task message (server -> worker) read in place.
+/*  shf_taskmsg.c - a task message (server -> worker) and its completion
+    (worker -> server) read in place.
 
     Two passes, no JSON tree. The first walks the whole frame once with an
     explicit stack (no recursion on input) and refuses exactly what
@@ -15,11 +16,12 @@
     is shf_msg.c's s_validate over those notes, in its order: id, v, op,
     then the op's fields in table order, an optional nil being absent.
 
-    Every refusal is SHF_EINVAL except a task's payload over
-    SHF_MSG_MAX_PAYLOAD (SHF_ETOOLARGE), which the decoder reports only
-    when the msgpack is valid and every field before the payload passes.
-    A message of another op is no task: SHF_EINVAL, whatever the decoder
-    would say of it.
+    Every refusal is SHF_EINVAL except a payload over SHF_MSG_MAX_PAYLOAD
+    (SHF_ETOOLARGE), which the decoder reports only when the msgpack is
+    valid and every field before the payload passes. A message of another
+    op than the one asked for is SHF_EINVAL, whatever the decoder would
+    say of it. A completion's output, like every request's payload, may
+    nest at most SHF_MSG_MAX_PAYLOAD_DEPTH levels (a task's are exempt).
 
     Duplicate keys are found by keeping the keys of the open maps (offsets
     into the frame) and comparing them when a map closes: pairwise for
@@ -27,7 +29,8 @@
     ordinary task; only a frame with more keys open at once spills to the
     heap.
 
-    Called by the worker SDK (client/shf_task.c) for every task frame.
+    Called by the worker SDK (client/shf_task.c) for every task frame, and
+    by the shard for every completion the router hands it.
 */
 #include "shf_taskmsg.h"
 #include "shf_envelope.h"
@@ -80,6 +83,7 @@ typedef enum {
     S_F_DETAILS,
     S_F_START_TO_CLOSE,
     S_F_HEARTBEAT_TIMEOUT,
+    S_F_OUTPUT,
     S_F_COUNT
 } s_slot_t;
 
@@ -99,6 +103,7 @@ static const char *s_slot_names [S_F_COUNT] = {
     [S_F_DETAILS] = "heartbeat_details",
     [S_F_START_TO_CLOSE] = "start_to_close_ms",
     [S_F_HEARTBEAT_TIMEOUT] = "heartbeat_timeout_ms",
+    [S_F_OUTPUT] = "output",
 };
 
 //  Where a top-level value lies; at is NULL when the key is absent.
@@ -107,9 +112,18 @@ typedef struct {
     const uint8_t *end;
     s_item_t head;
     size_t canonical;  //  the whole value, as shf_mpack_size counts it
+    size_t nesting;    //  as shf_mpack_depth counts it
 } s_value_t;
 
-typedef enum { S_KIND_NAME, S_KIND_STR, S_KIND_INT, S_KIND_PAYLOAD } s_kind_t;
+//  S_KIND_PAYLOAD: a task's (no depth limit); S_KIND_REQUEST_PAYLOAD: at
+//  most SHF_MSG_MAX_PAYLOAD_DEPTH levels deep.
+typedef enum {
+    S_KIND_NAME,
+    S_KIND_STR,
+    S_KIND_INT,
+    S_KIND_PAYLOAD,
+    S_KIND_REQUEST_PAYLOAD
+} s_kind_t;
 
 typedef struct {
     s_slot_t slot;
@@ -138,6 +152,12 @@ static const s_field_t s_task_fields [] = {
     {S_F_DETAILS, S_KIND_PAYLOAD, false, 0, 0},
     {S_F_START_TO_CLOSE, S_KIND_INT, false, 0, INT64_MAX},
     {S_F_HEARTBEAT_TIMEOUT, S_KIND_INT, false, 0, INT64_MAX},
+    S_END};
+
+//  shf_msg.c's s_ops [SHF_OP_COMPLETE].
+static const s_field_t s_complete_fields [] = {
+    {S_F_TOKEN, S_KIND_STR, true, 1, SHF_TOKEN_MAX_TEXT},
+    {S_F_OUTPUT, S_KIND_REQUEST_PAYLOAD, false, 0, 0},
     S_END};
 
 //  A key of an open map: its bytes at data [at, at + len).
@@ -465,7 +485,7 @@ s_walk (const uint8_t *data, size_t size, s_value_t *values, s_keys_t *keys,
     size_t count = 1;           //  values, as the decoder's budget counts them
     size_t canonical = 0;       //  of everything read, keys included
     s_slot_t slot = S_F_COUNT;  //  the top-level value being read
-    s_value_t value = {NULL, NULL, {0}, 0};
+    s_value_t value = {NULL, NULL, {0}, 0, 0};
     while (depth > 0) {
         if (++count > SHF_MPACK_MAX_VALUES) {
             why = "too many values";
@@ -495,8 +515,12 @@ s_walk (const uint8_t *data, size_t size, s_value_t *values, s_keys_t *keys,
             goto bad;
         canonical += item.canonical;
         if (top && slot != S_F_COUNT)
-            value = (s_value_t){at, NULL, item, canonical_at};
+            value = (s_value_t){at, NULL, item, canonical_at, 0};
         if (item.type == S_ARRAY || item.type == S_MAP) {
+            //  A container whose parent is at level depth (the frame map
+            //  is level 1) nests its top-level value that deep.
+            if (slot != S_F_COUNT && depth > value.nesting)
+                value.nesting = depth;
             if (depth == SHF_MPACK_MAX_DEPTH) {
                 why = "nested too deeply";
                 goto bad;
@@ -581,6 +605,7 @@ s_check_field (const char *op, const s_field_t *f, const s_value_t *value,
                     op, name, (long long) f->min, (long long) f->max);
             return SHF_OK;
         case S_KIND_PAYLOAD:
+        case S_KIND_REQUEST_PAYLOAD:
             //  Nesting cannot fail shf_mpack_size here (a value inside
             //  the frame map is at most 63 levels deep), and a task's
             //  payloads are exempt from the depth limit of requests.
@@ -589,6 +614,12 @@ s_check_field (const char *op, const s_field_t *f, const s_value_t *value,
                                        "%s: field \"%s\" is larger than %u MiB",
                                        op, name,
                                        SHF_MSG_MAX_PAYLOAD / (1024 * 1024));
+            if (f->kind == S_KIND_REQUEST_PAYLOAD
+                && value->nesting > SHF_MSG_MAX_PAYLOAD_DEPTH)
+                return shf_err_format (
+                    SHF_EINVAL, err, errlen,
+                    "%s: field \"%s\" is nested deeper than %d levels", op,
+                    name, SHF_MSG_MAX_PAYLOAD_DEPTH);
             return SHF_OK;
     }
     return shf_err_format (SHF_EINTERNAL, err, errlen, "%s: bad field table",
@@ -607,9 +638,10 @@ s_check_fields (const char *op, const s_field_t *fields,
     return SHF_OK;
 }
 
-//  shf_msg.c's s_validate: id, v, op, then the op's fields.
+//  shf_msg.c's s_validate: id, v, op (which must be want), then the op's
+//  fields.
 static shf_err_t
-s_validate (const s_value_t *values, char *err, size_t errlen)
+s_validate (const s_value_t *values, shf_op_t want, char *err, size_t errlen)
 {
     const s_value_t *id = &values [S_F_ID];
     if (id->at && id->head.type != S_NIL
@@ -640,10 +672,12 @@ s_validate (const s_value_t *values, char *err, size_t errlen)
         return shf_err_format (SHF_EINVAL, err, errlen, "unknown op \"%.*s\"",
                                (int) (opv->head.n > 64 ? 64 : opv->head.n),
                                opv->head.str);
-    if (op != SHF_OP_TASK)
-        return shf_err_format (SHF_EINVAL, err, errlen, "%s: not a task",
-                               shf_msg_op_name (op));
-    return s_check_fields ("task", s_task_fields, values, err, errlen);
+    if (op != want)
+        return shf_err_format (SHF_EINVAL, err, errlen, "%s: not a %s",
+                               shf_msg_op_name (op), shf_msg_op_name (want));
+    if (want == SHF_OP_TASK)
+        return s_check_fields ("task", s_task_fields, values, err, errlen);
+    return s_check_fields ("complete", s_complete_fields, values, err, errlen);
 }
 
 static shf_envelope_str_t
@@ -670,13 +704,13 @@ s_int (const s_value_t *value)
     return value->at && value->head.type == S_INT ? value->head.i : 0;
 }
 
-shf_err_t
-shf_taskmsg_read (const void *data, size_t size, shf_taskmsg_t *task, char *err,
-                  size_t errlen)
+//  Both passes over a frame that must be a message of op want; values
+//  then say where its top-level fields lie.
+static shf_err_t
+s_read (const void *data, size_t size, shf_op_t want, s_value_t *values,
+        char *err, size_t errlen)
 {
-    assert (task);
     assert (data || size == 0);
-    memset (task, 0, sizeof *task);
     if (err && errlen > 0)
         err [0] = 0;
     if (size > SHF_MSG_MAX_FRAME)
@@ -688,8 +722,7 @@ shf_taskmsg_read (const void *data, size_t size, shf_taskmsg_t *task, char *err,
     if (size == 0)
         return shf_err_format (SHF_EINVAL, err, errlen,
                                "bad frame: empty input");
-    s_value_t values [S_F_COUNT];
-    memset (values, 0, sizeof values);
+    memset (values, 0, S_F_COUNT * sizeof *values);
     s_keys_t keys;
     keys.keys = keys.local;
     keys.count = 0;
@@ -698,7 +731,18 @@ shf_taskmsg_read (const void *data, size_t size, shf_taskmsg_t *task, char *err,
     if (keys.keys != keys.local)
         free (keys.keys);
     if (rc == SHF_OK)
-        rc = s_validate (values, err, errlen);
+        rc = s_validate (values, want, err, errlen);
+    return rc;
+}
+
+shf_err_t
+shf_taskmsg_read (const void *data, size_t size, shf_taskmsg_t *task, char *err,
+                  size_t errlen)
+{
+    assert (task);
+    memset (task, 0, sizeof *task);
+    s_value_t values [S_F_COUNT];
+    shf_err_t rc = s_read (data, size, SHF_OP_TASK, values, err, errlen);
     if (rc)
         return rc;
     task->token = s_str (&values [S_F_TOKEN]);
@@ -713,6 +757,23 @@ shf_taskmsg_read (const void *data, size_t size, shf_taskmsg_t *task, char *err,
     task->heartbeat_timeout_ms = s_int (&values [S_F_HEARTBEAT_TIMEOUT]);
     task->input = s_payload (&values [S_F_INPUT], &task->input_size);
     task->details = s_payload (&values [S_F_DETAILS], &task->details_size);
+    return SHF_OK;
+}
+
+shf_err_t
+shf_taskmsg_read_complete (const void *data, size_t size,
+                           shf_taskmsg_complete_t *done, char *err,
+                           size_t errlen)
+{
+    assert (done);
+    memset (done, 0, sizeof *done);
+    s_value_t values [S_F_COUNT];
+    shf_err_t rc = s_read (data, size, SHF_OP_COMPLETE, values, err, errlen);
+    if (rc)
+        return rc;
+    done->id = (uint64_t) s_int (&values [S_F_ID]);
+    done->token = s_str (&values [S_F_TOKEN]);
+    done->output = s_payload (&values [S_F_OUTPUT], &done->output_size);
     return SHF_OK;
 }
 
@@ -782,30 +843,68 @@ s_fields_agree (const shf_taskmsg_t *task, const uint8_t *frame, size_t size,
                                 json_object_get (msg, "heartbeat_details"));
 }
 
+//  What shf_msg_decode says of the frame to a reader of op want: its
+//  code, SHF_EINVAL for a message of another op (*msg_p then NULL).
+static shf_err_t
+s_decoder_says (const void *data, size_t size, shf_op_t want, json_t **msg_p,
+                uint64_t *id_p)
+{
+    shf_op_t op;
+    shf_err_t rc = shf_msg_decode (data, size, msg_p, &op, id_p, NULL, 0);
+    if (rc == SHF_OK && op != want) {
+        json_decref (*msg_p);
+        *msg_p = NULL;
+        rc = SHF_EINVAL;
+    }
+    //  A payload too large in a message of another op: not one either way
+    shf_envelope_t env;
+    if (rc == SHF_ETOOLARGE && shf_envelope_read (data, size, &env) == SHF_OK
+        && env.op != want)
+        rc = SHF_EINVAL;
+    return rc;
+}
+
+//  A refused read left its result all zero.
+static bool
+s_zero (const void *result, size_t size)
+{
+    const uint8_t *p = result;
+    for (size_t i = 0; i < size; i++)
+        if (p [i])
+            return false;
+    return true;
+}
+
 bool
 shf_taskmsg_agrees (shf_err_t rc, const shf_taskmsg_t *task, const void *data,
                     size_t size)
 {
     assert (task);
     json_t *msg = NULL;
-    shf_op_t op;
     uint64_t id;
-    shf_err_t want = shf_msg_decode (data, size, &msg, &op, &id, NULL, 0);
-    if (want == SHF_OK && op != SHF_OP_TASK)
-        want = SHF_EINVAL;
-    //  A payload too large in a message of another op: no task either way
-    shf_envelope_t env;
-    if (want == SHF_ETOOLARGE && shf_envelope_read (data, size, &env) == SHF_OK
-        && env.op != SHF_OP_TASK)
-        want = SHF_EINVAL;
-    bool agrees = rc == want;
+    bool agrees = rc == s_decoder_says (data, size, SHF_OP_TASK, &msg, &id);
+    if (agrees)
+        agrees = rc == SHF_OK ? s_fields_agree (task, data, size, msg)
+                              : s_zero (task, sizeof *task);
+    json_decref (msg);
+    return agrees;
+}
+
+bool
+shf_taskmsg_complete_agrees (shf_err_t rc, const shf_taskmsg_complete_t *done,
+                             const void *data, size_t size)
+{
+    assert (done);
+    json_t *msg = NULL;
+    uint64_t id = 0;
+    bool agrees = rc == s_decoder_says (data, size, SHF_OP_COMPLETE, &msg, &id);
     if (agrees && rc == SHF_OK)
-        agrees = s_fields_agree (task, data, size, msg);
-    else if (agrees) {
-        shf_taskmsg_t zero;
-        memset (&zero, 0, sizeof zero);
-        agrees = memcmp (task, &zero, sizeof zero) == 0;
-    }
+        agrees = done->id == id
+                 && s_str_agrees (done->token, data, size, msg, "token")
+                 && s_payload_agrees (done->output, done->output_size, data,
+                                      size, json_object_get (msg, "output"));
+    else if (agrees)
+        agrees = s_zero (done, sizeof *done);
     json_decref (msg);
     return agrees;
 }
@@ -1360,6 +1459,130 @@ s_test_fields (bool verbose)
     free (data);
 }
 
+//  Reads a completion; asserts the read agrees with the decoder and
+//  returns its status.
+static shf_err_t
+s_agree_complete (const void *data, size_t size, shf_taskmsg_complete_t *done)
+{
+    char err [256] = "";
+    shf_err_t rc =
+        shf_taskmsg_read_complete (data, size, done, err, sizeof err);
+    bool agrees = shf_taskmsg_complete_agrees (rc, done, data, size);
+    if (!agrees)
+        fprintf (stderr,
+                 "shf_taskmsg: completion read %s (%s) disagrees with "
+                 "decode\n",
+                 shf_err_code (rc), err);
+    assert (agrees);
+    assert (rc == SHF_OK || err [0]);
+    return rc;
+}
+
+//  Encodes msg (stolen) and reads it as a completion.
+static shf_err_t
+s_complete_of (json_t *msg, bool verbose, const char *what)
+{
+    size_t size;
+    char *data = s_encode (msg, &size);
+    shf_taskmsg_complete_t done;
+    shf_err_t rc = s_agree_complete (data, size, &done);
+    if (verbose)
+        printf ("  complete: %-24s %s\n", what, shf_err_code (rc));
+    free (data);
+    return rc;
+}
+
+//  Completions: what the SDK sends, the output's limits, another op.
+static void
+s_test_complete (bool verbose)
+{
+    json_t *output = json_pack ("{s:[i, s], s:b}", "n", 1, "\xc3\xa9", "ok", 1);
+    size_t size;
+    char *data =
+        s_encode (json_pack ("{s:s, s:i, s:s, s:O}", "op", "complete", "id", 77,
+                             "token", "tok.en", "output", output),
+                  &size);
+    shf_taskmsg_complete_t done;
+    assert (s_agree_complete (data, size, &done) == SHF_OK);
+    assert (done.id == 77);
+    assert (done.token.len == 6 && memcmp (done.token.ptr, "tok.en", 6) == 0);
+    json_t *back = NULL;
+    assert (shf_mpack_decode (done.output, done.output_size, &back, NULL, 0)
+            == SHF_OK);
+    assert (json_equal (back, output));
+    json_decref (back);
+    for (size_t len = 0; len < size; len++)
+        assert (s_agree_complete (data, len, &done) == SHF_EINVAL);
+    //  A task is no completion, and a completion no task.
+    shf_taskmsg_t task;
+    assert (s_agree (data, size, &task) == SHF_EINVAL);
+    free (data);
+    json_decref (output);
+
+    assert (
+        s_complete_of (json_pack ("{s:s, s:s}", "op", "complete", "token", "t"),
+                       verbose, "no output, no id")
+        == SHF_OK);
+    assert (s_complete_of (json_pack ("{s:s, s:n, s:s, s:n}", "op", "complete",
+                                      "id", "token", "t", "output"),
+                           verbose, "nil id and output")
+            == SHF_OK);
+    assert (s_complete_of (json_pack ("{s:s, s:i}", "op", "complete", "id", 1),
+                           verbose, "no token")
+            == SHF_EINVAL);
+    assert (s_complete_of (json_pack ("{s:s, s:s, s:s}", "op", "fail", "token",
+                                      "t", "error", "x"),
+                           verbose, "another op")
+            == SHF_EINVAL);
+    //  Output nested 20 levels deep is read, 21 is refused.
+    for (int levels = SHF_MSG_MAX_PAYLOAD_DEPTH;
+         levels <= SHF_MSG_MAX_PAYLOAD_DEPTH + 1; levels++) {
+        json_t *deep = json_integer (1);
+        for (int i = 0; i < levels; i++) {
+            json_t *outer = json_array ();
+            json_array_append_new (outer, deep);
+            deep = outer;
+        }
+        shf_err_t rc = s_complete_of (
+            json_pack ("{s:s, s:s, s:o}", "op", "complete", "token", "t",
+                       "output", deep),
+            verbose, levels > SHF_MSG_MAX_PAYLOAD_DEPTH ? "too deep" : "deep");
+        assert (rc
+                == (levels > SHF_MSG_MAX_PAYLOAD_DEPTH ? SHF_EINVAL : SHF_OK));
+    }
+    //  An output over the payload limit.
+    char *big = malloc (SHF_MSG_MAX_PAYLOAD + 1);
+    assert (big);
+    memset (big, 'x', SHF_MSG_MAX_PAYLOAD);
+    big [SHF_MSG_MAX_PAYLOAD] = 0;
+    assert (s_complete_of (json_pack ("{s:s, s:s, s:s}", "op", "complete",
+                                      "token", "t", "output", big),
+                           verbose, "output too large")
+            == SHF_ETOOLARGE);
+    free (big);
+
+    //  Mutations of a completion: the reader and the decoder agree.
+    uint64_t seed = 0xc0de5eedULL;
+    size_t accepted = 0;
+    data = s_encode (json_pack ("{s:s, s:i, s:s, s:{s:[i, f, s], s:n}}", "op",
+                                "complete", "id", 12, "token", "t.k.n",
+                                "output", "a", -7, 1.5, "\xc3\xa9", "k"),
+                     &size);
+    char *copy = malloc (size + 2);
+    assert (copy);
+    for (int round = 0; round < 20000; round++) {
+        size_t copy_size =
+            shf_mpack_mutate (data, size, (uint8_t *) copy, &seed);
+        if (s_agree_complete (copy, copy_size, &done) == SHF_OK)
+            accepted++;
+    }
+    free (copy);
+    free (data);
+    if (verbose)
+        printf ("  completion mutations: %zu of 20000 read\n", accepted);
+    assert (accepted > 0);
+}
+
 void
 shf_taskmsg_test (bool verbose)
 {
@@ -1484,6 +1707,8 @@ shf_taskmsg_test (bool verbose)
     if (verbose)
         printf ("  mutations: %zu of 20000 read\n", accepted);
     assert (accepted > 0);
+
+    s_test_complete (verbose);
 
     //  NULL err is allowed.
     assert (shf_taskmsg_read ("\xc0", 1, &task, NULL, 0) == SHF_EINVAL);

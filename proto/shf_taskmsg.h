@@ -1,4 +1,5 @@
-/*  shf_taskmsg.h - a task message (server -> worker) read in place.
+/*  shf_taskmsg.h - a task message (server -> worker) and its completion
+    (worker -> server) read in place.
 
     A worker gets one task frame per activity attempt. Decoding it into a
     JSON tree (shf_msg_decode) builds a dozen values only for the SDK to
@@ -9,6 +10,10 @@
     values, and a task frame it refuses is refused with the same error
     code. The fuzz target (fuzz/fuzz_taskmsg.c) checks that agreement on
     every input.
+
+    A completion ("complete": token and output) is read by the same rules
+    for the shard, which gets one per activity attempt and needs only the
+    id, the token text and the output's bytes.
 
     Thread rule: stateless; any thread.
 */
@@ -47,6 +52,28 @@ shf_err_t shf_taskmsg_read (const void *data, size_t size, shf_taskmsg_t *task,
 //  all zero. The property the self-test and the fuzz target check.
 bool shf_taskmsg_agrees (shf_err_t rc, const shf_taskmsg_t *task,
                          const void *data, size_t size);
+
+typedef struct {
+    uint64_t id;  //  0 when absent or nil
+    shf_envelope_str_t token;
+    //  The msgpack bytes of "output" inside the frame; NULL (size 0) when
+    //  absent or nil. At most SHF_MSG_MAX_PAYLOAD_DEPTH levels deep.
+    const uint8_t *output;
+    size_t output_size;
+} shf_taskmsg_complete_t;
+
+//  Reads a completion frame as shf_taskmsg_read reads a task: SHF_OK with
+//  *done filled, or shf_msg_decode's code for the same bytes (SHF_EINVAL
+//  for a message of another op), *done zeroed.
+shf_err_t shf_taskmsg_read_complete (const void *data, size_t size,
+                                     shf_taskmsg_complete_t *done, char *err,
+                                     size_t errlen) SHF_MUST_CHECK;
+
+//  shf_taskmsg_agrees for a completion: the same code as shf_msg_decode,
+//  and when both accept, the same id, token and output.
+bool shf_taskmsg_complete_agrees (shf_err_t rc,
+                                  const shf_taskmsg_complete_t *done,
+                                  const void *data, size_t size);
 
 void shf_taskmsg_test (bool verbose);
 

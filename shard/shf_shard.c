@@ -40,6 +40,7 @@
 #include "shf_reply.h"
 #include "shf_store.h"
 #include "shf_str.h"
+#include "shf_taskmsg.h"
 #include "shf_thread.h"
 #include "shf_workflow.h"
 #include <sodium.h>
@@ -88,6 +89,12 @@ typedef struct {
     char kind;  //  'R' request, 'G' gather, 'D' dispatched
     zframe_t *identity;
     json_t *msg;
+    //  A completion read in place (shf_taskmsg_read_complete) has no msg,
+    //  only what the shard uses of it: its id, token and output (owned).
+    bool completion;
+    uint64_t id;
+    char *token;
+    json_t *output;
     shf_shard_note_t *note;  //  what the router added; may be NULL
     //  A report's own task's DISPATCHED note, taken from those held: the
     //  report records the start with the result (s_absorbs)
@@ -781,12 +788,13 @@ s_wf_control (self_t *self, zframe_t *identity, uint64_t id, const json_t *msg,
 static shf_err_t s_dispatched (self_t *self, const shf_shard_note_t *note);
 
 //  complete / fail / hb: the router verified the token's MAC and put its
-//  fields in the note. started: the task's DISPATCHED note when the report
-//  took it (s_absorbs).
+//  fields in the note. payload: complete's output or hb's details; error:
+//  fail's. started: the task's DISPATCHED note when the report took it
+//  (s_absorbs).
 static shf_err_t
-s_activity (self_t *self, zframe_t *identity, uint64_t id, const json_t *msg,
-            shf_op_t op, const shf_shard_note_t *note,
-            const shf_shard_note_t *started)
+s_activity (self_t *self, zframe_t *identity, uint64_t id, shf_op_t op,
+            const json_t *payload, const json_t *error,
+            const shf_shard_note_t *note, const shf_shard_note_t *started)
 {
     const char *ns = note->token.ns;
     const char *wf_id = note->token.wf_id;
@@ -804,7 +812,6 @@ s_activity (self_t *self, zframe_t *identity, uint64_t id, const json_t *msg,
     }
     shf_key_t key;
     s_task_key (&key, state, step, attempt);
-    const json_t *error = json_object_get (msg, "error");
     const char *etype = s_str (error, "type");
     const shf_def_t *def;
     rc = s_run_def (self, state, &def);
@@ -820,7 +827,7 @@ s_activity (self_t *self, zframe_t *identity, uint64_t id, const json_t *msg,
         input.kind = SHF_WF_ACTIVITY_HANDED_BACK;
     else if (op == SHF_OP_COMPLETE) {
         input.kind = SHF_WF_ACTIVITY_COMPLETED;
-        input.payload = json_object_get (msg, "output");
+        input.payload = payload;
     }
     else if (op == SHF_OP_FAIL) {
         input.kind = SHF_WF_ACTIVITY_FAILED;
@@ -829,7 +836,7 @@ s_activity (self_t *self, zframe_t *identity, uint64_t id, const json_t *msg,
     }
     else {
         input.kind = SHF_WF_HEARTBEAT;
-        input.payload = json_object_get (msg, "details");
+        input.payload = payload;
     }
     char why [300];
     rc = s_apply (self, def, state, &input, false, why, sizeof why);
@@ -870,11 +877,7 @@ s_request (self_t *self, zframe_t *identity, json_t *msg,
 {
     uint64_t id = (uint64_t) shf_msg_int (msg, "id", 0);
     const char *opname = s_str (msg, "op");
-    shf_op_t op = SHF_OP_INVALID;
-    for (int i = 1; i < SHF_OP_COUNT; i++)
-        if (shf_msg_op_name ((shf_op_t) i)
-            && strcmp (shf_msg_op_name ((shf_op_t) i), opname) == 0)
-            op = (shf_op_t) i;
+    shf_op_t op = shf_msg_op_lookup (opname, strlen (opname));
     if (strcmp (opname, "hb") == 0)
         op = SHF_OP_HEARTBEAT;
     switch (op) {
@@ -895,8 +898,10 @@ s_request (self_t *self, zframe_t *identity, json_t *msg,
                 return SHF_OK;
             }
             size_t mark = self->n_out;
-            shf_err_t rc =
-                s_activity (self, identity, id, msg, op, note, started);
+            const char *field = op == SHF_OP_COMPLETE ? "output" : "details";
+            shf_err_t rc = s_activity (
+                self, identity, id, op, json_object_get (msg, field),
+                json_object_get (msg, "error"), note, started);
             if (op != SHF_OP_HEARTBEAT)
                 s_release_with_answer (self, mark, s_str (msg, "token"));
             return rc;
@@ -906,6 +911,17 @@ s_request (self_t *self, zframe_t *identity, json_t *msg,
                            "operation not served by a shard");
             return SHF_OK;
     }
+}
+
+//  A completion read in place: as s_request runs a decoded one.
+static shf_err_t
+s_completion (self_t *self, s_in_t *in)
+{
+    size_t mark = self->n_out;
+    shf_err_t rc = s_activity (self, in->identity, in->id, SHF_OP_COMPLETE,
+                               in->output, NULL, in->note, in->started);
+    s_release_with_answer (self, mark, in->token);
+    return rc;
 }
 
 //  "DISPATCHED": the matcher handed a task to a worker. Recorded as
@@ -1134,12 +1150,21 @@ s_fire_timers (self_t *self)
 //  --------------------------------------------------------------------
 //  The batch
 
+//  The id of an input's request (0: none).
+static uint64_t
+s_in_id (const s_in_t *in)
+{
+    return in->completion ? in->id : (uint64_t) shf_msg_int (in->msg, "id", 0);
+}
+
 static void
 s_in_clear (self_t *self)
 {
     for (size_t i = 0; i < self->n_in; i++) {
         zframe_destroy (&self->in [i].identity);
         json_decref (self->in [i].msg);
+        free (self->in [i].token);
+        json_decref (self->in [i].output);
         free (self->in [i].note);
         free (self->in [i].started);
     }
@@ -1295,9 +1320,11 @@ static bool
 s_absorbs (const s_in_t *request, const shf_shard_note_t *held)
 {
     const shf_shard_note_t *note = request->note;
-    if (request->started || !note || !note->has_token || !request->msg)
+    if (request->started || !note || !note->has_token
+        || (!request->msg && !request->completion))
         return false;
-    const char *op = shf_msg_str (request->msg, "op");
+    const char *op =
+        request->completion ? "complete" : shf_msg_str (request->msg, "op");
     const char *etype =
         shf_msg_str (json_object_get (request->msg, "error"), "type");
     bool report = op
@@ -1353,6 +1380,30 @@ s_unhold (self_t *self, s_in_t *request, bool all)
 //  Reads one pipe message into the batch without waiting: false when none
 //  is queued or on $TERM; a read for the reader is set aside instead.
 #define S_PARTS_MAX 4
+//  A report frame that is a completion is read in place: the shard needs
+//  only its id, token and output, not a message tree. Anything else (and
+//  a bad completion, for the answer that says why) is decoded in full.
+static bool
+s_read_completion (s_in_t *in, zmq_msg_t *frame)
+{
+    shf_taskmsg_complete_t done;
+    if (shf_taskmsg_read_complete (zmq_msg_data (frame), zmq_msg_size (frame),
+                                   &done, NULL, 0)
+        != SHF_OK)
+        return false;
+    json_t *output = NULL;
+    if (done.output
+        && shf_mpack_decode (done.output, done.output_size, &output, NULL, 0)
+               != SHF_OK)
+        return false;  //  cannot be: the read checked those bytes
+    in->completion = true;
+    in->id = done.id;
+    in->token = strndup (done.token.ptr, done.token.len);
+    assert (in->token);
+    in->output = output;
+    return true;
+}
+
 static bool
 s_take (self_t *self, void *pipe)
 {
@@ -1375,8 +1426,12 @@ s_take (self_t *self, void *pipe)
                                        zmq_msg_size (&parts [1]));
             if (n == 4)
                 in->note = shf_frames_ptr (&parts [3]);
-            in->msg = raw ? s_decode_raw (self, in, &parts [2])
-                          : shf_frames_ptr (&parts [2]);
+            if (raw && in->note && in->note->has_token
+                && s_read_completion (in, &parts [2]))
+                ;
+            else
+                in->msg = raw ? s_decode_raw (self, in, &parts [2])
+                              : shf_frames_ptr (&parts [2]);
         }
         else if (shf_frames_is (&parts [0], "GATHER") && n == 3) {
             in->kind = 'G';
@@ -1392,7 +1447,7 @@ s_take (self_t *self, void *pipe)
             s_read_defer (self, in);
         else if (in->kind == 'D' && in->note)
             s_hold (self, in);
-        else if (in->kind && in->msg) {
+        else if (in->kind && (in->msg || in->completion)) {
             if (in->kind == 'R')
                 s_unhold (self, in, false);
             s_in_append (&self->in, &self->n_in, &self->cap_in, in);
@@ -1414,7 +1469,9 @@ s_run_batch (self_t *self, size_t from)
     for (size_t i = from; i < self->n_in && rc == SHF_OK; i++) {
         s_in_t *in = &self->in [i];
         size_t mark = self->n_out;
-        if (in->kind == 'R')
+        if (in->kind == 'R' && in->completion)
+            rc = s_completion (self, in);
+        else if (in->kind == 'R')
             rc = s_request (self, in->identity, in->msg, in->note, in->started);
         else if (in->kind == 'G')
             rc = s_gather (self, in->gather_id, in->msg);
@@ -1428,8 +1485,7 @@ s_run_batch (self_t *self, size_t from)
             while (self->n_out > mark)
                 s_out_free (&self->out [--self->n_out]);
             if (in->kind == 'R')
-                s_reply_error (self, in->identity,
-                               (uint64_t) shf_msg_int (in->msg, "id", 0), rc,
+                s_reply_error (self, in->identity, s_in_id (in), rc,
                                shf_strerror (rc));
             rc = SHF_OK;
         }
@@ -1528,7 +1584,7 @@ s_fail_batch (self_t *self, shf_err_t rc)
     s_out_clear (self);
     for (size_t i = 0; i < self->n_in; i++) {
         s_in_t *in = &self->in [i];
-        uint64_t id = (uint64_t) shf_msg_int (in->msg, "id", 0);
+        uint64_t id = s_in_id (in);
         if (in->kind == 'R')
             s_reply_error (self, in->identity, id, SHF_EUNAVAIL,
                            "shard is fenced after a storage failure");
