@@ -537,12 +537,12 @@ fail:
 //  --- msgpack -----------------------------------------------------------
 
 //  A key of the stored layout: a literal, its length known at compile time.
-#define S_KEY(out, key) shf_mpack_put_str ((out), key, sizeof key - 1)
+#define S_KEY(out, key) shf_mpack_put_short ((out), key, sizeof key - 1)
 
 static void
 s_put_cstr (shf_mpack_out_t *out, const char *s)
 {
-    shf_mpack_put_str (out, s, strlen (s));
+    shf_mpack_put_short (out, s, strlen (s));
 }
 
 #define S_REC_ALL                                                              \

@@ -20,6 +20,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #define SHF_MPACK_MAX_DEPTH  64
 #define SHF_MPACK_MAX_VALUES (256 * 1024)
@@ -103,6 +104,20 @@ typedef struct {
 void shf_mpack_put_map (shf_mpack_out_t *out, size_t count);
 void shf_mpack_put_array (shf_mpack_out_t *out, size_t count);
 void shf_mpack_put_str (shf_mpack_out_t *out, const char *s, size_t len);
+//  The same, inline for the common case of a short string with room for
+//  it (a record's keys, written ~50 times a record).
+static inline void
+shf_mpack_put_short (shf_mpack_out_t *out, const char *s, size_t len)
+{
+    if (len < 32 && !out->counting && out->alloc - out->size > len) {
+        uint8_t *at = out->data + out->size;
+        at [0] = (uint8_t) (0xa0 | len);
+        memcpy (at + 1, s, len);
+        out->size += len + 1;
+    }
+    else
+        shf_mpack_put_str (out, s, len);
+}
 void shf_mpack_put_int (shf_mpack_out_t *out, int64_t value);
 void shf_mpack_put_nil (shf_mpack_out_t *out);
 //  value NULL is written as nil; depth: the nesting the value starts at
