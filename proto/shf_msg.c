@@ -161,15 +161,18 @@ shf_msg_op_lookup (const char *name, size_t len)
 {
     //  By length, not strcmp: an op string is not NUL-terminated inside a
     //  frame, and "poll\0x" must not pass for "poll".
+    //  The first byte before the length: every message asks this.
+    if (len == 0)
+        return SHF_OP_INVALID;
     for (int op = SHF_OP_INVALID + 1; op < SHF_OP_COUNT; op++)
-        if (strlen (s_ops [op].name) == len
+        if (s_ops [op].name [0] == name [0] && strlen (s_ops [op].name) == len
             && memcmp (s_ops [op].name, name, len) == 0)
             return (shf_op_t) op;
     return SHF_OP_INVALID;
 }
 
 bool
-shf_msg_valid_namen (const char *s, size_t len)
+shf_msg_valid_name_chars (const char *s, size_t len)
 {
     if (len < 1 || len > SHF_MSG_MAX_NAME)
         return false;
@@ -178,7 +181,13 @@ shf_msg_valid_namen (const char *s, size_t len)
         if (c < 0x20 || c == 0x7f)
             return false;
     }
-    return shf_mpack_utf8_valid (s, len);
+    return true;
+}
+
+bool
+shf_msg_valid_namen (const char *s, size_t len)
+{
+    return shf_msg_valid_name_chars (s, len) && shf_mpack_utf8_valid (s, len);
 }
 
 bool

@@ -150,6 +150,8 @@ bool shf_msg_bool (const json_t *msg, const char *field, bool dflt);
 bool shf_msg_valid_name (const char *s);
 //  The same of s[0..len), which need not end in a NUL.
 bool shf_msg_valid_namen (const char *s, size_t len);
+//  The name rule but for UTF-8, for a string a decoder checked already.
+bool shf_msg_valid_name_chars (const char *s, size_t len);
 
 //  wf_history page tokens, "RUN_ID.EVENT_ID": the run the pages are of
 //  and the first event of the next page. Opaque to clients, who send them

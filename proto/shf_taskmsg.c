@@ -87,23 +87,31 @@ typedef enum {
     S_F_COUNT
 } s_slot_t;
 
-static const char *s_slot_names [S_F_COUNT] = {
-    [S_F_V] = "v",
-    [S_F_OP] = "op",
-    [S_F_ID] = "id",
-    [S_F_TOKEN] = "token",
-    [S_F_NS] = "ns",
-    [S_F_WF_ID] = "wf_id",
-    [S_F_RUN_ID] = "run_id",
-    [S_F_STEP] = "step",
-    [S_F_ACTIVITY] = "activity",
-    [S_F_QUEUE] = "queue",
-    [S_F_ATTEMPT] = "attempt",
-    [S_F_INPUT] = "input",
-    [S_F_DETAILS] = "heartbeat_details",
-    [S_F_START_TO_CLOSE] = "start_to_close_ms",
-    [S_F_HEARTBEAT_TIMEOUT] = "heartbeat_timeout_ms",
-    [S_F_OUTPUT] = "output",
+//  A slot's name and its length, known at compile time.
+#define S_SLOT(name)                                                           \
+    {                                                                          \
+        name, sizeof name - 1                                                  \
+    }
+static const struct {
+    const char *name;
+    size_t len;
+} s_slots [S_F_COUNT] = {
+    [S_F_V] = S_SLOT ("v"),
+    [S_F_OP] = S_SLOT ("op"),
+    [S_F_ID] = S_SLOT ("id"),
+    [S_F_TOKEN] = S_SLOT ("token"),
+    [S_F_NS] = S_SLOT ("ns"),
+    [S_F_WF_ID] = S_SLOT ("wf_id"),
+    [S_F_RUN_ID] = S_SLOT ("run_id"),
+    [S_F_STEP] = S_SLOT ("step"),
+    [S_F_ACTIVITY] = S_SLOT ("activity"),
+    [S_F_QUEUE] = S_SLOT ("queue"),
+    [S_F_ATTEMPT] = S_SLOT ("attempt"),
+    [S_F_INPUT] = S_SLOT ("input"),
+    [S_F_DETAILS] = S_SLOT ("heartbeat_details"),
+    [S_F_START_TO_CLOSE] = S_SLOT ("start_to_close_ms"),
+    [S_F_HEARTBEAT_TIMEOUT] = S_SLOT ("heartbeat_timeout_ms"),
+    [S_F_OUTPUT] = S_SLOT ("output"),
 };
 
 //  Where a top-level value lies; at is NULL when the key is absent.
@@ -448,8 +456,8 @@ s_slot_of (const char *key, size_t len)
     if (len == 0 || len > 20)
         return S_F_COUNT;
     for (int slot = 0; slot < S_F_COUNT; slot++) {
-        const char *name = s_slot_names [slot];
-        if (name [0] == key [0] && strlen (name) == len
+        const char *name = s_slots [slot].name;
+        if (s_slots [slot].len == len && name [0] == key [0]
             && memcmp (name, key, len) == 0)
             return (s_slot_t) slot;
     }
@@ -568,7 +576,7 @@ static shf_err_t
 s_check_field (const char *op, const s_field_t *f, const s_value_t *value,
                char *err, size_t errlen)
 {
-    const char *name = s_slot_names [f->slot];
+    const char *name = s_slots [f->slot].name;
     if (!value->at || (value->head.type == S_NIL && !f->required)) {
         if (f->required)
             return shf_err_format (SHF_EINVAL, err, errlen,
@@ -578,8 +586,9 @@ s_check_field (const char *op, const s_field_t *f, const s_value_t *value,
     const s_item_t *head = &value->head;
     switch (f->kind) {
         case S_KIND_NAME:
+            //  s_walk checked every string of the frame is UTF-8.
             if (head->type != S_STR
-                || !shf_msg_valid_namen (head->str, head->n))
+                || !shf_msg_valid_name_chars (head->str, head->n))
                 return shf_err_format (
                     SHF_EINVAL, err, errlen,
                     "%s: field \"%s\" must be a name: 1 to %d "
