@@ -1377,9 +1377,6 @@ s_unhold (self_t *self, s_in_t *request, bool all)
     self->n_held = kept;
 }
 
-//  Reads one pipe message into the batch without waiting: false when none
-//  is queued or on $TERM; a read for the reader is set aside instead.
-#define S_PARTS_MAX 4
 //  A report frame that is a completion is read in place: the shard needs
 //  only its id, token and output, not a message tree. Anything else (and
 //  a bad completion, for the answer that says why) is decoded in full.
@@ -1404,6 +1401,9 @@ s_read_completion (s_in_t *in, zmq_msg_t *frame)
     return true;
 }
 
+//  Reads one pipe message into the batch without waiting: false when none
+//  is queued or on $TERM; a read for the reader is set aside instead.
+#define S_PARTS_MAX 4
 static bool
 s_take (self_t *self, void *pipe)
 {
