@@ -5,6 +5,7 @@
     every 10 ms of monotonic time so the hot path stays cheap.
 */
 #include "shf_clock.h"
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,10 +24,21 @@ shf_clock_mono_us (void)
     return (int64_t) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
+//  The test clock's file, looked up once: the clock is read per input.
+static const char *s_offset_path;
+static pthread_once_t s_offset_once = PTHREAD_ONCE_INIT;
+
+static void
+s_offset_init (void)
+{
+    s_offset_path = getenv ("SHF_CLOCK_OFFSET_FILE");
+}
+
 static int64_t
 s_offset_ms (void)
 {
-    const char *path = getenv ("SHF_CLOCK_OFFSET_FILE");
+    pthread_once (&s_offset_once, s_offset_init);
+    const char *path = s_offset_path;
     if (!path)
         return 0;
     int64_t now = shf_clock_mono_us ();
