@@ -25,7 +25,8 @@
 
     Duplicate keys are found by keeping the keys of the open maps (offsets
     into the frame) and comparing them when a map closes: pairwise for
-    small maps, sorted for big ones. A stack buffer holds the keys of any
+    small maps, sorted for big ones. The frame map's keys that name a
+    field are told apart by a bit per field instead, at once. A stack buffer holds the keys of any
     ordinary task; only a frame with more keys open at once spills to the
     heap.
 
@@ -113,6 +114,8 @@ static const struct {
     [S_F_HEARTBEAT_TIMEOUT] = S_SLOT ("heartbeat_timeout_ms"),
     [S_F_OUTPUT] = S_SLOT ("output"),
 };
+
+_Static_assert(S_F_COUNT <= 32, "a bit per slot in s_walk");
 
 //  Where a top-level value lies; at is NULL when the key is absent.
 typedef struct {
@@ -493,6 +496,10 @@ s_walk (const uint8_t *data, size_t size, s_value_t *values, s_keys_t *keys,
     size_t count = 1;           //  values, as the decoder's budget counts them
     size_t canonical = 0;       //  of everything read, keys included
     s_slot_t slot = S_F_COUNT;  //  the top-level value being read
+    //  The top map's keys that name a slot: a repeat is found by its bit.
+    //  Only its other keys wait for the check when the map closes (no
+    //  other key can equal a slot's name).
+    uint32_t slots_seen = 0;
     s_value_t value = {NULL, NULL, {0}, 0, 0};
     while (depth > 0) {
         if (++count > SHF_MPACK_MAX_VALUES) {
@@ -511,11 +518,20 @@ s_walk (const uint8_t *data, size_t size, s_value_t *values, s_keys_t *keys,
                 why = "map key contains a NUL byte";
                 goto bad;
             }
-            s_keys_push (keys, (uint32_t) ((const uint8_t *) item.str - data),
-                         (uint32_t) item.n);
             canonical += item.canonical;
             if (top)
                 slot = s_slot_of (item.str, (size_t) item.n);
+            if (top && slot != S_F_COUNT) {
+                if (slots_seen & (1u << slot)) {
+                    why = "duplicate map key";
+                    goto bad;
+                }
+                slots_seen |= 1u << slot;
+            }
+            else
+                s_keys_push (keys,
+                             (uint32_t) ((const uint8_t *) item.str - data),
+                             (uint32_t) item.n);
         }
         const uint8_t *at = c.p;
         size_t canonical_at = canonical;
