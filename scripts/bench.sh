@@ -27,6 +27,7 @@ run bench_w3_throughput 5000 64 8 8   # the dev node's default: 8 shards
 run bench_w3_throughput 5000 64 2 8   # 8 shards, 2 worker threads (links)
 run bench_w3_throughput 5000 64 2 2   # 2 shards, 2 worker threads (2 cores)
 run bench_w3_throughput 5000 64 1 1   # 1 shard, 1 worker thread: fewest hand-overs
+run bench_w3_throughput 5000 64 2 1   # 1 shard, 2 worker threads
 run bench_timers 1000 10000 5000 1
 run bench_timers 1000 10000 5000 0
 run bench_fairness 2000 8 64

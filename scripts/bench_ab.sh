@@ -6,9 +6,8 @@
 # is only worth comparing with one measured beside it. Both revisions are
 # checked out (git worktree) and built under ${SHF_AB_DIR:-/tmp/shf-ab};
 # then each round runs, for A and then B: W3 throughput with 1 shard / 1
-# worker thread (the best on 2 cores), 2 / 2, the default 8 / 8, and W3
-# latency. Every result
-# line goes to stderr as it comes; the summary on stdout gives, per
+# worker thread, 1 shard / 2 worker threads, 2 / 2, the default 8 / 8, and
+# W3 latency. Every result line goes to stderr as it comes; the summary on stdout gives, per
 # benchmark and revision, the median and range of each figure.
 # ROUNDS defaults to 3 (about 1 minute a round).
 set -euo pipefail
@@ -37,7 +36,7 @@ done
 for ((round = 1; round <= rounds; round++)); do
     for rev in "$1" "$2"; do
         b=${bin[$rev]}
-        for args in "5000 64 1 1" "5000 64 2 2" "5000 64 8 8"; do
+        for args in "5000 64 1 1" "5000 64 2 1" "5000 64 2 2" "5000 64 8 8"; do
             # shellcheck disable=SC2086
             line=$("$b/bench_w3_throughput" $args 2>/dev/null | tail -1)
             echo "rev=$rev round=$round $line" | tee -a "$results" >&2
