@@ -1503,6 +1503,29 @@ s_agree_complete (const void *data, size_t size, shf_taskmsg_complete_t *done)
     return rc;
 }
 
+//  The property over 20,000 mutations of a valid frame: the reader (of
+//  completions, or of tasks) and the decoder agree on every one. Returns
+//  how many were read.
+static size_t
+s_mutations (const char *frame, size_t size, uint64_t seed, bool complete)
+{
+    char *copy = malloc (size + 2);
+    assert (copy);
+    size_t accepted = 0;
+    for (int round = 0; round < 20000; round++) {
+        size_t copy_size =
+            shf_mpack_mutate (frame, size, (uint8_t *) copy, &seed);
+        shf_taskmsg_t task;
+        shf_taskmsg_complete_t done;
+        shf_err_t rc = complete ? s_agree_complete (copy, copy_size, &done)
+                                : s_agree (copy, copy_size, &task);
+        if (rc == SHF_OK)
+            accepted++;
+    }
+    free (copy);
+    return accepted;
+}
+
 //  Encodes msg (stolen) and reads it as a completion.
 static shf_err_t
 s_complete_of (json_t *msg, bool verbose, const char *what)
@@ -1587,21 +1610,11 @@ s_test_complete (bool verbose)
     free (big);
 
     //  Mutations of a completion: the reader and the decoder agree.
-    uint64_t seed = 0xc0de5eedULL;
-    size_t accepted = 0;
     data = s_encode (json_pack ("{s:s, s:i, s:s, s:{s:[i, f, s], s:n}}", "op",
                                 "complete", "id", 12, "token", "t.k.n",
                                 "output", "a", -7, 1.5, "\xc3\xa9", "k"),
                      &size);
-    char *copy = malloc (size + 2);
-    assert (copy);
-    for (int round = 0; round < 20000; round++) {
-        size_t copy_size =
-            shf_mpack_mutate (data, size, (uint8_t *) copy, &seed);
-        if (s_agree_complete (copy, copy_size, &done) == SHF_OK)
-            accepted++;
-    }
-    free (copy);
+    size_t accepted = s_mutations (data, size, 0xc0de5eedULL, true);
     free (data);
     if (verbose)
         printf ("  completion mutations: %zu of 20000 read\n", accepted);
@@ -1708,8 +1721,6 @@ shf_taskmsg_test (bool verbose)
 
     //  The property, over mutations of a valid task: the reader and the
     //  decoder agree on every frame.
-    uint64_t seed = 0x7a5c5eedULL;
-    size_t accepted = 0;
     data = s_encode (
         json_pack ("{s:s, s:i, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:i, "
                    "s:{s:[i, f, s, {s:n}], s:s}, s:[b], s:i, s:i}",
@@ -1719,15 +1730,7 @@ shf_taskmsg_test (bool verbose)
                    "k", "v", "heartbeat_details", 1, "start_to_close_ms", 70000,
                    "heartbeat_timeout_ms", 0),
         &size);
-    char *copy = malloc (size + 2);
-    assert (copy);
-    for (int round = 0; round < 20000; round++) {
-        size_t copy_size =
-            shf_mpack_mutate (data, size, (uint8_t *) copy, &seed);
-        if (s_agree (copy, copy_size, &task) == SHF_OK)
-            accepted++;
-    }
-    free (copy);
+    size_t accepted = s_mutations (data, size, 0x7a5c5eedULL, false);
     free (data);
     if (verbose)
         printf ("  mutations: %zu of 20000 read\n", accepted);
