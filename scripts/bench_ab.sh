@@ -7,8 +7,9 @@
 # checked out (git worktree) and built under ${SHF_AB_DIR:-/tmp/shf-ab};
 # then each round runs, for A and then B: W3 throughput with 1 shard / 1
 # worker thread, 1 shard / 2 worker threads, 2 / 2, the default 8 / 8, and
-# W3 latency. Every result line goes to stderr as it comes; the summary on stdout gives, per
-# benchmark and revision, the median and range of each figure.
+# W3 latency. Every result line goes to stderr as it comes; the summary on
+# stdout gives, per benchmark and revision, the median and range of each
+# figure.
 # ROUNDS defaults to 3 (about 1 minute a round).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
