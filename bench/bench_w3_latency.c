@@ -5,12 +5,13 @@
     Starts what it needs itself: an embedded durable node in a temp dir
     and an in-process worker thread (the C SDK), so the worker side costs
     little. Prints one key=value line: p50/p90/p99 in milliseconds, and
-    the floor measured on the spot, right before: the p50 of an LMDB
-    commit of one put with the default (synchronous) flags, and of a
-    ZeroMQ DEALER->ROUTER round trip over TCP loopback; the floor of a W3
+    the floor measured on the spot, in rounds between the runs: the p50 of
+    an LMDB commit of one put with the default (synchronous) flags, and of
+    a ZeroMQ DEALER->ROUTER round trip over TCP loopback; the floor of a W3
     run is 4 commits + 3 round trips (../shared/peers/README.md), and
-    ratio = p50 / floor. The machine's fsync latency drifts over the day,
-    so a floor measured in the same minute is the fair yardstick.
+    ratio = p50 / floor. The machine's fsync latency drifts within
+    minutes, so a floor measured in the same seconds is the fair
+    yardstick.
 
     bench_w3_latency [COUNT (default 200)]
 */
@@ -18,13 +19,16 @@
 #include <czmq.h>
 #include <lmdb.h>
 
-static const char *s_def =
-    "{\"name\":\"w3\",\"queue\":\"bench\",\"steps\":["
-    "{\"id\":\"reserve\",\"activity\":\"reserve\"},"
-    "{\"id\":\"charge\",\"activity\":\"charge\"},"
-    "{\"id\":\"ship\",\"activity\":\"ship\"}]}";
+static const char *s_def = "{\"name\":\"w3\",\"queue\":\"bench\",\"steps\":["
+                           "{\"id\":\"reserve\",\"activity\":\"reserve\"},"
+                           "{\"id\":\"charge\",\"activity\":\"charge\"},"
+                           "{\"id\":\"ship\",\"activity\":\"ship\"}]}";
 
 #define S_FLOOR_SAMPLES 200
+//  The W3 runs and the floor's samples alternate in this many rounds, so
+//  both are measured in the same seconds: the host's speed swings within
+//  a minute, and a floor taken before the runs can be off by 2x.
+#define S_ROUNDS 10
 
 //  The median of n unsorted values (sorted in place).
 static double
@@ -32,40 +36,6 @@ s_median (double *v, int n)
 {
     qsort (v, (size_t) n, sizeof (double), bench_cmp_double);
     return bench_pct (v, n, 50);
-}
-
-//  p50 ms of a synchronous LMDB commit of one 100-byte put (random key),
-//  in a fresh environment under dir.
-static double
-s_commit_p50 (const char *dir)
-{
-    char path [300];
-    snprintf (path, sizeof path, "%s/floor", dir);
-    if (zsys_dir_create ("%s", path) != 0)
-        return 0;
-    MDB_env *env;
-    MDB_txn *txn;
-    MDB_dbi dbi;
-    double ms [S_FLOOR_SAMPLES];
-    int n = 0;
-    if (mdb_env_create (&env) || mdb_env_set_mapsize (env, 64 << 20)
-        || mdb_env_open (env, path, 0, 0600))
-        return 0;
-    char value [100];
-    memset (value, 'v', sizeof value);
-    for (int i = 0; i < S_FLOOR_SAMPLES; i++) {
-        uint64_t key = (uint64_t) random () * 2654435761u + (uint64_t) i;
-        MDB_val k = {sizeof key, &key}, v = {sizeof value, value};
-        int64_t t0 = shf_clock_mono_us ();
-        if (mdb_txn_begin (env, NULL, 0, &txn))
-            break;
-        if (mdb_dbi_open (txn, NULL, 0, &dbi) || mdb_put (txn, dbi, &k, &v, 0)
-            || mdb_txn_commit (txn))
-            break;
-        ms [n++] = (double) (shf_clock_mono_us () - t0) / 1000.0;
-    }
-    mdb_env_close (env);
-    return s_median (ms, n);
 }
 
 //  Echoes every message back to its sender until $TERM.
@@ -89,29 +59,83 @@ s_echo (zsock_t *pipe, void *endpoint)
     zsock_destroy (&router);
 }
 
-//  p50 ms of a 64-byte DEALER -> ROUTER -> DEALER round trip on loopback.
-static double
-s_rtt_p50 (void)
+//  What the floor is measured with: an LMDB environment of its own under
+//  the run's dir (a synchronous commit of one 100-byte put, random key,
+//  default flags) and a DEALER -> ROUTER -> DEALER echo on loopback (64
+//  bytes), with the samples so far.
+typedef struct {
+    MDB_env *env;
+    zactor_t *echo;
+    zsock_t *dealer;
+    double commit_ms [S_FLOOR_SAMPLES];
+    double rtt_ms [S_FLOOR_SAMPLES];
+    int commits, rtts;
+} s_floor_t;
+
+static bool
+s_floor_open (s_floor_t *f, const char *dir)
 {
+    memset (f, 0, sizeof *f);
+    char path [300];
+    snprintf (path, sizeof path, "%s/floor", dir);
+    if (zsys_dir_create ("%s", path) != 0 || mdb_env_create (&f->env)
+        || mdb_env_set_mapsize (f->env, 64 << 20)
+        || mdb_env_open (f->env, path, 0, 0600))
+        return false;
     char endpoint [256] = "";
-    zactor_t *echo = zactor_new (s_echo, endpoint);
-    zsock_t *dealer = zsock_new_dealer (endpoint);
-    double ms [S_FLOOR_SAMPLES];
-    int n = 0;
+    f->echo = zactor_new (s_echo, endpoint);
+    f->dealer = zsock_new_dealer (endpoint);
+    if (!f->dealer)
+        return false;
+    //  The first round trips include the connection.
+    char payload [64] = "";
+    for (int i = 0; i < 20; i++)
+        if (zmq_send (zsock_resolve (f->dealer), payload, sizeof payload, 0) < 0
+            || zmq_recv (zsock_resolve (f->dealer), payload, sizeof payload, 0)
+                   < 0)
+            return false;
+    return true;
+}
+
+//  n more samples of each.
+static void
+s_floor_sample (s_floor_t *f, int n)
+{
+    char value [100];
+    memset (value, 'v', sizeof value);
+    for (int i = 0; i < n && f->commits < S_FLOOR_SAMPLES; i++) {
+        uint64_t key = (uint64_t) random () * 2654435761u + (uint64_t) i;
+        MDB_val k = {sizeof key, &key}, v = {sizeof value, value};
+        MDB_txn *txn;
+        MDB_dbi dbi;
+        int64_t t0 = shf_clock_mono_us ();
+        if (mdb_txn_begin (f->env, NULL, 0, &txn))
+            break;
+        if (mdb_dbi_open (txn, NULL, 0, &dbi) || mdb_put (txn, dbi, &k, &v, 0)
+            || mdb_txn_commit (txn))
+            break;
+        f->commit_ms [f->commits++] =
+            (double) (shf_clock_mono_us () - t0) / 1000.0;
+    }
     char payload [64];
     memset (payload, 'p', sizeof payload);
-    for (int i = 0; dealer && i < S_FLOOR_SAMPLES + 20; i++) {
+    for (int i = 0; i < n && f->rtts < S_FLOOR_SAMPLES; i++) {
         int64_t t0 = shf_clock_mono_us ();
-        if (zmq_send (zsock_resolve (dealer), payload, sizeof payload, 0) < 0
-            || zmq_recv (zsock_resolve (dealer), payload, sizeof payload, 0)
+        if (zmq_send (zsock_resolve (f->dealer), payload, sizeof payload, 0) < 0
+            || zmq_recv (zsock_resolve (f->dealer), payload, sizeof payload, 0)
                    < 0)
             break;
-        if (i >= 20)  //  the first ones include the connection
-            ms [n++] = (double) (shf_clock_mono_us () - t0) / 1000.0;
+        f->rtt_ms [f->rtts++] = (double) (shf_clock_mono_us () - t0) / 1000.0;
     }
-    zsock_destroy (&dealer);
-    zactor_destroy (&echo);
-    return s_median (ms, n);
+}
+
+static void
+s_floor_close (s_floor_t *f)
+{
+    zsock_destroy (&f->dealer);
+    zactor_destroy (&f->echo);
+    if (f->env)
+        mdb_env_close (f->env);
 }
 
 int
@@ -126,13 +150,19 @@ main (int argc, char **argv)
     if (!env)
         return 1;
     shf_client_t *client = env->client;
-    double commit_ms = s_commit_p50 (env->dir);
-    double rtt_ms = s_rtt_p50 ();
-    double floor_ms = 4 * commit_ms + 3 * rtt_ms;
+    s_floor_t yard;
+    if (!s_floor_open (&yard, env->dir)) {
+        fprintf (stderr, "cannot measure the floor\n");
+        s_floor_close (&yard);
+        bench_env_stop (&env);
+        return 1;
+    }
     json_t *body = NULL;
     double *ms = calloc ((size_t) count, sizeof (double));
     int completed = 0;
     for (int i = 0; i < count; i++) {
+        if (i % ((count + S_ROUNDS - 1) / S_ROUNDS) == 0)
+            s_floor_sample (&yard, S_FLOOR_SAMPLES / S_ROUNDS);
         int64_t t0 = shf_clock_mono_us ();
         body = NULL;
         //  Start and await in one request (shf_client_execute).
@@ -148,6 +178,10 @@ main (int argc, char **argv)
             ms [completed++] = (double) (shf_clock_mono_us () - t0) / 1000.0;
         json_decref (body);
     }
+    double commit_ms = s_median (yard.commit_ms, yard.commits);
+    double rtt_ms = s_median (yard.rtt_ms, yard.rtts);
+    double floor_ms = 4 * commit_ms + 3 * rtt_ms;
+    s_floor_close (&yard);
     qsort (ms, (size_t) completed, sizeof (double), bench_cmp_double);
     double p50 = bench_pct (ms, completed, 50);
     if (completed > 0)
