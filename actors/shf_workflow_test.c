@@ -1050,6 +1050,75 @@ s_test_by_hand (bool verbose)
     s_harness_destroy (&h);
 }
 
+//  A stored run whose step records are in another order than the
+//  definition's (written by hand, or by a version that ordered them
+//  otherwise): the machine lines them up, its timers with them.
+static void
+s_test_stored_order (bool verbose)
+{
+    (void) verbose;
+    const char *text = "{\"name\":\"ord\",\"version\":1,\"steps\":["
+                       "{\"id\":\"a\",\"activity\":\"A\",\"timeouts\":"
+                       "{\"start_to_close\":\"30s\"}},"
+                       "{\"id\":\"b\",\"activity\":\"B\"}]}";
+    shf_def_t *def;
+    char err [200];
+    assert (shf_def_compile (text, strlen (text), &def, err, sizeof err)
+            == SHF_OK);
+    shf_wf_output_t out;
+    shf_wf_output_init (&out);
+    shf_run_t *run = shf_run_new ();
+    shf_wf_input_t in = {.kind = SHF_WF_START,
+                         .now = T0,
+                         .workflow_id = "wf-o",
+                         .run_id = "run-o"};
+    assert (shf_workflow_apply (def, run, &in, &out) == SHF_OK);
+    shf_wf_output_reset (&out);
+    in = (shf_wf_input_t){.kind = SHF_WF_ACTIVITY_STARTED,
+                          .now = T0 + 1,
+                          .step = "a",
+                          .attempt = 1};
+    assert (shf_workflow_apply (def, run, &in, &out) == SHF_OK);
+    assert (run->n_timers == 1 && run->timers [0].step == 0);
+
+    //  The same run with "b" stored before "a".
+    json_t *state = shf_run_to_json (run);
+    json_t *steps = json_object ();
+    json_object_set (steps, "b",
+                     json_object_get (json_object_get (state, "steps"), "b"));
+    json_object_set (steps, "a",
+                     json_object_get (json_object_get (state, "steps"), "a"));
+    json_object_set_new (state, "steps", steps);
+    shf_run_t *stored;
+    assert (shf_run_from_json (state, &stored) == SHF_OK);
+    assert (strcmp (stored->steps [0].id, "b") == 0);
+    assert (stored->timers [0].step == 1);
+
+    //  a completes: its timer is dropped and b dispatched, as in the run
+    //  that was never stored.
+    shf_wf_output_reset (&out);
+    in = (shf_wf_input_t){.kind = SHF_WF_ACTIVITY_COMPLETED,
+                          .now = T0 + 2,
+                          .step = "a",
+                          .attempt = 1};
+    assert (shf_workflow_apply (def, stored, &in, &out) == SHF_OK);
+    assert (strcmp (stored->steps [0].id, "a") == 0);
+    assert (out.n_effects == 2);
+    assert (out.effects [0].kind == SHF_EFFECT_TIMER_CANCEL
+            && strcmp (out.effects [0].step, "a") == 0
+            && out.effects [0].due == T0 + 1 + 30000);
+    assert (out.effects [1].kind == SHF_EFFECT_TASK
+            && strcmp (out.effects [1].step, "b") == 0);
+    assert (stored->n_timers == 0);
+    assert (stored->steps [0].status == SHF_STEP_COMPLETED
+            && stored->steps [1].status == SHF_STEP_SCHEDULED);
+    json_decref (state);
+    shf_run_decref (stored);
+    shf_run_decref (run);
+    shf_wf_output_free (&out);
+    shf_def_destroy (&def);
+}
+
 //  Inputs from outside that are malformed: rejected without change, or
 //  (bad UTF-8, a missing error type) made safe.
 static void
@@ -1139,5 +1208,6 @@ shf_workflow_test (bool verbose)
     }
     s_test_by_hand (verbose);
     s_test_bad_inputs (verbose);
+    s_test_stored_order (verbose);
     printf ("OK (%zu cases)\n", count);
 }
