@@ -1084,9 +1084,8 @@ s_fire_timers (self_t *self)
                 break;
             }
             json_t *timer;
-            rc = shf_store_decode (SHF_DB_TIMERS, v, vl, &timer);
-            if (rc)
-                break;
+            if (shf_store_decode (SHF_DB_TIMERS, v, vl, &timer) != SHF_OK)
+                timer = json_object ();  //  unreadable: dropped below
             json_object_set_new (timer, "_key", json_stringn_nocheck (k, kl));
             json_array_append_new (due, timer);
             rc = shf_cursor_next (cur, &k, &kl, &v, &vl);
@@ -1110,20 +1109,32 @@ s_fire_timers (self_t *self)
                              json_string_length (jkey));
             if (rc && rc != SHF_ENOTFOUND)
                 break;
-            shf_run_t *state;
-            rc = s_state_load (self, s_str (timer, "ns"),
-                               s_str (timer, "wf_id"), &state);
+            const char *ns = s_str (timer, "ns");
+            const char *wf_id = s_str (timer, "wf_id");
+            const char *run_id = s_str (timer, "run_id");
+            shf_run_t *state = NULL;
+            const shf_def_t *def = NULL;
+            rc = ns && wf_id && run_id ? s_state_load (self, ns, wf_id, &state)
+                                       : SHF_ECORRUPT;
             if (rc == SHF_ENOTFOUND
                 || (rc == SHF_OK
-                    && strcmp (shf_workflow_run_id (state),
-                               s_str (timer, "run_id")))) {
+                    && strcmp (shf_workflow_run_id (state), run_id))) {
                 rc = SHF_OK;
                 continue;
             }
-            if (rc)
-                break;
-            const shf_def_t *def;
-            rc = s_run_def (self, state, &def);
+            if (rc == SHF_OK)
+                rc = s_run_def (self, state, &def);
+            if (rc && !s_fatal (rc)) {
+                //  A timer whose record or run cannot be read cannot fire:
+                //  it is dropped and said, not retried for ever, and the
+                //  shard goes on with the other runs (one bad record is
+                //  one bad run, not a fenced shard).
+                shf_error ("shard %u: a due timer of %s/%s dropped: %s",
+                           self->id, ns ? ns : "?", wf_id ? wf_id : "?",
+                           shf_strerror (rc));
+                rc = SHF_OK;
+                continue;
+            }
             if (rc)
                 break;
             shf_wf_input_t input = {.kind = SHF_WF_TIMER_FIRED,
