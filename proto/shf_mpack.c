@@ -509,18 +509,11 @@ s_put_int (s_out_t *o, int64_t v)
         s_head (o, 0xd3, (uint64_t) v, 8);
 }
 
-//  A string header and body. Inline: ~20 a record, keys mostly.
-static inline void
-s_put_str (s_out_t *o, const char *str, size_t len)
+//  A string header and body, any length (shf_mpack_put_short, which every
+//  writer here goes through, takes the short ones with room inline).
+static void
+s_put_str_any (s_out_t *o, const char *str, size_t len)
 {
-    //  Keys and most values: a fixstr that fits the room already there.
-    if (!o->counting && len < 32 && o->alloc - o->size > len) {
-        uint8_t *at = o->data + o->size;
-        at [0] = (uint8_t) (0xa0 | len);
-        memcpy (at + 1, str, len);
-        o->size += len + 1;
-        return;
-    }
     size_t head = len < 32            ? 1
                   : len <= UINT8_MAX  ? 2
                   : len <= UINT16_MAX ? 3
@@ -535,6 +528,12 @@ s_put_str (s_out_t *o, const char *str, size_t len)
         s_be (at + 1, len, (int) head - 1);
     }
     memcpy (at + head, str, len);
+}
+
+static inline void
+s_put_str (s_out_t *o, const char *str, size_t len)
+{
+    shf_mpack_put_short (o, str, len);
 }
 
 //  The header of a map (map set) or an array of n entries.
@@ -877,7 +876,7 @@ void
 shf_mpack_put_str (shf_mpack_out_t *out, const char *s, size_t len)
 {
     assert (out && (s || len == 0));
-    s_put_str (out, s ? s : "", len);
+    s_put_str_any (out, s ? s : "", len);
 }
 
 void

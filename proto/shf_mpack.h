@@ -105,7 +105,8 @@ void shf_mpack_put_map (shf_mpack_out_t *out, size_t count);
 void shf_mpack_put_array (shf_mpack_out_t *out, size_t count);
 void shf_mpack_put_str (shf_mpack_out_t *out, const char *s, size_t len);
 //  The same, inline for the common case of a short string with room for
-//  it (a record's keys, written ~50 times a record).
+//  it (a record's keys, ~50 a run state); every string writer here goes
+//  through it.
 static inline void
 shf_mpack_put_short (shf_mpack_out_t *out, const char *s, size_t len)
 {
