@@ -14,6 +14,8 @@
 #include <assert.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <inttypes.h>
+#include <stdio.h>
 #include <string.h>
 
 int LLVMFuzzerTestOneInput (const uint8_t *data, size_t size);
@@ -28,11 +30,18 @@ s_page_token (const uint8_t *data, size_t size)
     text [size] = 0;
     char run_id [SHF_MSG_MAX_NAME + 1];
     uint64_t event_id;
-    if (!shf_msg_page_token_parse (text, run_id, sizeof run_id, &event_id))
+    int64_t started_at;
+    if (!shf_msg_page_token_parse (text, run_id, sizeof run_id, &started_at,
+                                   &event_id))
         return;
-    assert (event_id >= 1 && shf_msg_valid_name (run_id));
+    assert (event_id >= 1 && shf_msg_valid_name (run_id) && started_at >= -1);
+    //  What parses is written back the same way (the old form by hand)
     char again [SHF_MSG_PAGE_TOKEN_MAX];
-    shf_msg_page_token_format (again, sizeof again, run_id, event_id);
+    if (started_at >= 0)
+        shf_msg_page_token_format (again, sizeof again, run_id, started_at,
+                                   event_id);
+    else
+        snprintf (again, sizeof again, "%s.%" PRIu64, run_id, event_id);
     assert (strcmp (again, text) == 0);
 }
 

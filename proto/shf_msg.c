@@ -759,32 +759,61 @@ s_valid (shf_op_t op, bool all)
     return msg;
 }
 
-bool
-shf_msg_page_token_parse (const char *token, char *run_id, size_t run_id_size,
-                          uint64_t *event_id_p)
+//  A decimal of len digits without a leading zero (but "0"), at most max.
+static bool
+s_decimal (const char *text, size_t len, uint64_t max, uint64_t *value_p)
 {
-    const char *dot = strrchr (token, '.');
-    if (!dot || dot == token || (size_t) (dot - token) >= run_id_size)
-        return false;
-    memcpy (run_id, token, (size_t) (dot - token));
-    run_id [dot - token] = 0;
-    if (!shf_msg_valid_name (run_id) || dot [1] < '1' || dot [1] > '9')
+    if (len == 0 || (len > 1 && text [0] == '0'))
         return false;
     uint64_t v = 0;
-    for (const char *c = dot + 1; *c; c++) {
-        if (*c < '0' || *c > '9' || v > (UINT64_MAX - 9) / 10)
+    for (size_t i = 0; i < len; i++) {
+        if (text [i] < '0' || text [i] > '9' || v > (max - 9) / 10)
             return false;
-        v = v * 10 + (uint64_t) (*c - '0');
+        v = v * 10 + (uint64_t) (text [i] - '0');
     }
-    *event_id_p = v;
+    *value_p = v;
+    return true;
+}
+
+bool
+shf_msg_page_token_parse (const char *token, char *run_id, size_t run_id_size,
+                          int64_t *started_at_p, uint64_t *event_id_p)
+{
+    const char *dot = strrchr (token, '.');
+    uint64_t event_id;
+    if (!dot || dot == token
+        || !s_decimal (dot + 1, strlen (dot + 1), UINT64_MAX, &event_id)
+        || event_id == 0)
+        return false;
+    //  The start time, when the part before the last dot has one
+    const char *end = dot;
+    int64_t started_at = -1;
+    const char *mid = dot - 1;
+    while (mid > token && *mid != '.')
+        mid--;
+    uint64_t at;
+    if (mid && mid != token
+        && s_decimal (mid + 1, (size_t) (dot - mid - 1), INT64_MAX, &at)) {
+        started_at = (int64_t) at;
+        end = mid;
+    }
+    if ((size_t) (end - token) >= run_id_size)
+        return false;
+    memcpy (run_id, token, (size_t) (end - token));
+    run_id [end - token] = 0;
+    if (!shf_msg_valid_name (run_id))
+        return false;
+    *started_at_p = started_at;
+    *event_id_p = event_id;
     return true;
 }
 
 void
 shf_msg_page_token_format (char *buf, size_t size, const char *run_id,
-                           uint64_t event_id)
+                           int64_t started_at, uint64_t event_id)
 {
-    snprintf (buf, size, "%s.%" PRIu64, run_id, event_id);
+    snprintf (buf, size, "%s.%" PRId64 ".%" PRIu64, run_id, started_at,
+              event_id);
 }
 
 void
@@ -1162,20 +1191,33 @@ shf_msg_test (bool verbose)
     assert (shf_msg_op_name (SHF_OP_INVALID) == NULL);
     assert (shf_msg_op_name (SHF_OP_COUNT) == NULL);
 
-    //  page tokens: only "RUN_ID.EVENT_ID" with an id from 1
+    //  page tokens: "RUN_ID.STARTED_AT.EVENT_ID" with an id from 1, and
+    //  "RUN_ID.EVENT_ID" as given before
     char run [64];
     uint64_t first;
-    assert (shf_msg_page_token_parse ("r1.7", run, sizeof run, &first));
-    assert (strcmp (run, "r1") == 0 && first == 7);
+    int64_t at;
+    assert (shf_msg_page_token_parse ("r1.7", run, sizeof run, &at, &first));
+    assert (strcmp (run, "r1") == 0 && first == 7 && at == -1);
+    assert (shf_msg_page_token_parse ("r1.1700000000000.7", run, sizeof run,
+                                      &at, &first));
+    assert (strcmp (run, "r1") == 0 && first == 7 && at == 1700000000000);
+    assert (shf_msg_page_token_parse ("r1.0.7", run, sizeof run, &at, &first));
+    assert (strcmp (run, "r1") == 0 && first == 7 && at == 0);
+    //  not a start time: the run ID has the dot
+    assert (shf_msg_page_token_parse ("r1.05.7", run, sizeof run, &at, &first));
+    assert (strcmp (run, "r1.05") == 0 && first == 7 && at == -1);
     const char *bad [] = {
         "r1",    "r1.",   ".7",    "r1.0", "r1.07",
-        "r1.7x", "r1.-7", "r1. 7", "",     "r1.99999999999999999999"};
+        "r1.7x", "r1.-7", "r1. 7", "",     "r1.99999999999999999999",
+        "r1.5.0"};
     for (size_t b = 0; b < sizeof bad / sizeof bad [0]; b++)
-        assert (!shf_msg_page_token_parse (bad [b], run, sizeof run, &first));
+        assert (
+            !shf_msg_page_token_parse (bad [b], run, sizeof run, &at, &first));
 
     char formatted [SHF_MSG_PAGE_TOKEN_MAX];
-    shf_msg_page_token_format (formatted, sizeof formatted, "r1", 7);
-    assert (strcmp (formatted, "r1.7") == 0);
+    shf_msg_page_token_format (formatted, sizeof formatted, "r1", 1700000000000,
+                               7);
+    assert (strcmp (formatted, "r1.1700000000000.7") == 0);
     //  An id in a wider form than needed is no ack (the encoder never
     //  writes it), nor is a reply with another body.
     {

@@ -153,18 +153,22 @@ bool shf_msg_valid_namen (const char *s, size_t len);
 //  The name rule but for UTF-8, for a string a decoder checked already.
 bool shf_msg_valid_name_chars (const char *s, size_t len);
 
-//  wf_history page tokens, "RUN_ID.EVENT_ID": the run the pages are of
-//  and the first event of the next page. Opaque to clients, who send them
-//  back, so parsing checks everything: run_id a valid name that fits
-//  run_id_size, event id a decimal from 1 without leading zeros.
-#define SHF_MSG_PAGE_TOKEN_MAX (SHF_MSG_MAX_NAME + 24)
+//  wf_history page tokens, "RUN_ID.STARTED_AT.EVENT_ID": the run the
+//  pages are of, its start time (ms; it places the run's records) and the
+//  first event of the next page. Tokens given before the start time was
+//  in them, "RUN_ID.EVENT_ID", parse with *started_at_p = -1. Opaque to
+//  clients, who send them back, so parsing checks everything: run_id a
+//  valid name that fits run_id_size, numbers decimal without leading
+//  zeros, the event id from 1.
+#define SHF_MSG_PAGE_TOKEN_MAX (SHF_MSG_MAX_NAME + 44)
 bool shf_msg_page_token_parse (const char *token, char *run_id,
-                               size_t run_id_size, uint64_t *event_id_p);
+                               size_t run_id_size, int64_t *started_at_p,
+                               uint64_t *event_id_p);
 
-//  Writes the token of (run_id, event_id) into buf (at least
+//  Writes the token of (run_id, started_at, event_id) into buf (at least
 //  SHF_MSG_PAGE_TOKEN_MAX bytes).
 void shf_msg_page_token_format (char *buf, size_t size, const char *run_id,
-                                uint64_t event_id);
+                                int64_t started_at, uint64_t event_id);
 
 void shf_msg_test (bool verbose);
 

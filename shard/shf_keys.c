@@ -78,3 +78,11 @@ shf_key_run (shf_key_t *self, const char *ns, const char *wf_id,
     shf_key_str (self, wf_id);
     shf_key_str (self, run_id);
 }
+
+void
+shf_key_placed (shf_key_t *self, int64_t started_at, const char *ns,
+                const char *wf_id, const char *run_id)
+{
+    shf_key_u64 (self, (uint64_t) started_at);
+    shf_key_run (self, ns, wf_id, run_id);
+}

@@ -3,11 +3,13 @@
     Strings in keys are names validated by proto (no control characters),
     so NUL separates components unambiguously. Integers are big-endian so
     byte order is numeric order:
-      exec     ns \0 wf_id
+      exec     ns \0 wf_id                  -> the current run's placed key
       run key  ns \0 wf_id \0 run_id \0
-      history  run key event_id(8)
+      placed   started_at(8) run key        (schema 2)
+      runs     placed                       -> the run's mutable state
+      history  placed event_id(8)
       timers   due(8) run key timer_id(8)
-      tasks    run key step \0 attempt(4)
+      tasks    placed step \0 attempt(4)
       index    ns \0 (INT64_MAX - started_at)(8) run key   (newest first)
       dedup    ns \0 request_id
       defs     ns \0 name \0 version(8)
@@ -36,5 +38,11 @@ void shf_key_exec (shf_key_t *self, const char *ns, const char *wf_id);
 //  Appends the run key (with its terminator).
 void shf_key_run (shf_key_t *self, const char *ns, const char *wf_id,
                   const char *run_id);
+
+//  A run's placed key: the run key behind its start time, so that the
+//  records of runs started together (the ones in flight together) share
+//  B-tree leaves whatever their workflow IDs. Appends it.
+void shf_key_placed (shf_key_t *self, int64_t started_at, const char *ns,
+                     const char *wf_id, const char *run_id);
 
 #endif

@@ -12,6 +12,7 @@
 #include "shf_failpoint.h"
 #include "shf_keys.h"
 #include "shf_log.h"
+#include "shf_runs.h"
 #include "shf_msg.h"
 #include "shf_reply.h"
 #include "shf_thread.h"
@@ -102,6 +103,16 @@ s_scan (self_t *self, shf_db_t db, const shf_key_t *prefix, s_scan_fn *fn,
 //  Requests: each builds its whole reply (*reply_p) or returns a storage
 //  error.
 
+//  The not_found answer to a request for a workflow with no run.
+static json_t *
+s_not_found (uint64_t id, const char *ns, const char *wf_id)
+{
+    char why [400];
+    snprintf (why, sizeof why, "no workflow \"%s\" in namespace \"%s\"", wf_id,
+              ns);
+    return shf_msg_reply_error (id, SHF_ENOTFOUND, why);
+}
+
 //  Loads the current run a request names; *reply_p is set to not_found
 //  when there is none.
 static shf_err_t
@@ -110,21 +121,9 @@ s_find_run (self_t *self, uint64_t id, const json_t *msg, shf_run_t **state_p,
 {
     const char *ns = s_str (msg, "ns");
     const char *wf_id = s_str (msg, "wf_id");
-    shf_key_t key;
-    shf_key_exec (&key, ns, wf_id);
-    const void *data;
-    size_t size;
-    shf_err_t rc = key.overflow ? SHF_ENOTFOUND
-                                : shf_txn_get (self->txn, SHF_DB_EXEC, key.data,
-                                               key.size, &data, &size);
-    if (rc == SHF_OK && (rc = shf_run_decode (data, size, state_p)) != SHF_OK)
-        shf_error ("reader: the run of %s/%s (%zu bytes) does not decode", ns,
-                   wf_id, size);
+    shf_err_t rc = shf_runs_load (self->txn, ns, wf_id, state_p, NULL);
     if (rc == SHF_ENOTFOUND) {
-        char why [400];
-        snprintf (why, sizeof why, "no workflow \"%s\" in namespace \"%s\"",
-                  wf_id, ns);
-        *reply_p = shf_msg_reply_error (id, SHF_ENOTFOUND, why);
+        *reply_p = s_not_found (id, ns, wf_id);
         return SHF_OK;
     }
     return rc;
@@ -248,27 +247,42 @@ s_wf_history (self_t *self, uint64_t id, const json_t *msg, json_t **reply_p)
     const char *wf_id = s_str (msg, "wf_id");
     const char *token = s_str (msg, "page_token");
     char run_id [SHF_MSG_MAX_NAME + 1];
+    int64_t started_at = -1;
     uint64_t first_id = 1;
-    if (token) {
-        if (!shf_msg_page_token_parse (token, run_id, sizeof run_id,
-                                       &first_id)) {
-            *reply_p = shf_msg_reply_error (id, SHF_EINVAL,
-                                            "\"page_token\" is not one this "
-                                            "server gave");
-            return SHF_OK;
-        }
-    }
-    else {
-        shf_run_t *state = NULL;
-        shf_err_t rc = s_find_run (self, id, msg, &state, reply_p);
-        if (rc || *reply_p)
-            return rc;
-        snprintf (run_id, sizeof run_id, "%s", shf_workflow_run_id (state));
-        shf_run_decref (state);
+    if (token
+        && !shf_msg_page_token_parse (token, run_id, sizeof run_id, &started_at,
+                                      &first_id)) {
+        *reply_p = shf_msg_reply_error (id, SHF_EINVAL,
+                                        "\"page_token\" is not one this "
+                                        "server gave");
+        return SHF_OK;
     }
     shf_key_t run;
-    shf_key_init (&run);
-    shf_key_run (&run, ns, wf_id, run_id);
+    if (token && started_at >= 0) {
+        shf_key_init (&run);
+        shf_key_placed (&run, started_at, ns, wf_id, run_id);
+        if (run.overflow)
+            return SHF_ETOOLARGE;
+    }
+    else {
+        //  The current run; a token given before schema 2 names the run
+        //  but not its start, so it must still be the current one.
+        shf_err_t rc = shf_runs_find (self->txn, ns, wf_id, &run);
+        if (rc == SHF_ENOTFOUND) {
+            *reply_p = s_not_found (id, ns, wf_id);
+            return SHF_OK;
+        }
+        if (rc)
+            return rc;
+        started_at = shf_runs_key_started_at (&run);
+        if (token && strcmp (shf_runs_key_run_id (&run), run_id) != 0) {
+            *reply_p = shf_msg_reply_error (
+                id, SHF_EINVAL,
+                "\"page_token\" names a run that is no longer current");
+            return SHF_OK;
+        }
+        snprintf (run_id, sizeof run_id, "%s", shf_runs_key_run_id (&run));
+    }
     json_t *events = json_array ();
     uint64_t next_id;
     shf_err_t rc =
@@ -284,7 +298,8 @@ s_wf_history (self_t *self, uint64_t id, const json_t *msg, json_t **reply_p)
     json_t *body = json_pack ("{s:o}", "events", events);
     if (next_id) {
         char next [SHF_MSG_PAGE_TOKEN_MAX];
-        shf_msg_page_token_format (next, sizeof next, run_id, next_id);
+        shf_msg_page_token_format (next, sizeof next, run_id, started_at,
+                                   next_id);
         json_object_set_new (body, "next_page_token", json_string (next));
     }
     *reply_p = shf_msg_reply_ok (id, body);
@@ -643,8 +658,17 @@ shf_reader_test (bool verbose)
     rc = shf_txn_put_json (txn, SHF_DB_INDEX, key.data, key.size, entry);
     assert (rc == SHF_OK);
     json_decref (entry);
+    //  A shard of schema 1: the shard moves its runs before readers start
+    json_t *meta =
+        json_pack ("{s:i, s:i, s:i}", "shard", 3, "epoch", 1, "schema", 1);
+    rc = shf_txn_put_json (txn, SHF_DB_META, "shard", 5, meta);
+    assert (rc == SHF_OK);
+    json_decref (meta);
     rc = shf_txn_commit (&txn);
     assert (rc == SHF_OK);
+    size_t moved = 0;
+    rc = shf_runs_upgrade (store, 3, &moved);
+    assert (rc == SHF_OK && moved == 1);
     shf_wf_output_free (&out);
     shf_run_decref (state);
     shf_def_destroy (&def);

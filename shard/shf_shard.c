@@ -38,6 +38,7 @@
 #include "shf_msg.h"
 #include "shf_reader.h"
 #include "shf_reply.h"
+#include "shf_runs.h"
 #include "shf_store.h"
 #include "shf_str.h"
 #include "shf_taskmsg.h"
@@ -270,17 +271,7 @@ s_state_load (self_t *self, const char *ns, const char *wf_id,
         *state_p = state;
         return SHF_OK;
     }
-    shf_key_t key;
-    shf_key_exec (&key, ns, wf_id);
-    if (key.overflow)
-        return SHF_ENOTFOUND;
-    const void *data;
-    size_t size;
-    shf_err_t rc =
-        shf_txn_get (self->txn, SHF_DB_EXEC, key.data, key.size, &data, &size);
-    if (rc == SHF_OK && (rc = shf_run_decode (data, size, &state)) != SHF_OK)
-        shf_error ("shard %u: the run of %s (%zu bytes) does not decode",
-                   self->id, name, size);
+    shf_err_t rc = shf_runs_load (self->txn, ns, wf_id, &state, NULL);
     if (rc)
         return rc;
     shf_cache_put (self->cache, name, state);
@@ -367,9 +358,7 @@ static void
 s_task_key (shf_key_t *key, const shf_run_t *state, const char *step,
             uint32_t attempt)
 {
-    shf_key_init (key);
-    shf_key_run (key, shf_workflow_ns (state), shf_workflow_id (state),
-                 shf_workflow_run_id (state));
+    shf_runs_key (key, state);
     shf_key_str (key, step);
     shf_key_u32 (key, attempt);
     assert (!key->overflow);  //  names are bounded at wf_start
@@ -387,6 +376,8 @@ s_timer_key (shf_key_t *key, const shf_run_t *state, int64_t due,
     assert (!key->overflow);  //  names are bounded at wf_start
 }
 
+static shf_err_t s_write_run (self_t *self, const shf_run_t *state);
+
 //  Writes what one transition produced: state, events, effects, index.
 //  Everything lands in the batch transaction; sends go to the outbox.
 static shf_err_t
@@ -403,8 +394,7 @@ s_persist (self_t *self, shf_run_t *state, shf_wf_output_t *wo, bool is_new)
     if (wo->history_failed)
         return SHF_EINVAL;
     if (wo->n_events > 0) {
-        shf_key_init (&key);
-        shf_key_run (&key, ns, wf_id, run_id);
+        shf_runs_key (&key, state);
         shf_key_u64 (&key, (uint64_t) wo->events [0].id);
         if (key.overflow)
             return SHF_ETOOLARGE;
@@ -507,9 +497,17 @@ s_persist (self_t *self, shf_run_t *state, shf_wf_output_t *wo, bool is_new)
     //  transitions the run made in it (s_flush_dirty)
     char dirty_name [600];
     s_exec_name (dirty_name, sizeof dirty_name, ns, wf_id);
-    if (zhashx_lookup (self->dirty, dirty_name) != state)
+    shf_run_t *prior = zhashx_lookup (self->dirty, dirty_name);
+    if (prior != state) {
+        //  A new run of the workflow ID replaces one changed in this
+        //  batch: that one's last state goes in now, under its own key.
+        if (prior && (rc = s_write_run (self, prior)) != SHF_OK)
+            return rc;
         zhashx_update (self->dirty, dirty_name, shf_run_incref (state));
-    //  visibility index
+    }
+    //  the workflow ID's current run, and its visibility entry
+    if (is_new && (rc = shf_runs_point (self->txn, state)) != SHF_OK)
+        return rc;
     if (is_new || closed) {
         rc = s_index_put (self, state);
         if (rc)
@@ -1608,22 +1606,32 @@ s_fail_batch (self_t *self, shf_err_t rc)
     s_send_outbox (self);
 }
 
+//  Writes a run's state into the open transaction.
+static shf_err_t
+s_write_run (self_t *self, const shf_run_t *state)
+{
+    shf_key_t key;
+    shf_runs_key (&key, state);
+    self->encoded.size = 0;
+    shf_err_t rc =
+        key.overflow ? SHF_ETOOLARGE : shf_run_encode (state, &self->encoded);
+    if (rc == SHF_OK)
+        rc = shf_txn_put (self->txn, SHF_DB_RUNS, key.data, key.size,
+                          self->encoded.data, self->encoded.size);
+    if (rc == SHF_OK)
+        self->n_state_writes++;
+    return rc;
+}
+
 //  Writes every state changed in the open transaction.
 static shf_err_t
 s_flush_dirty (self_t *self)
 {
     for (shf_run_t *state = zhashx_first (self->dirty); state;
          state = zhashx_next (self->dirty)) {
-        shf_key_t key;
-        shf_key_exec (&key, shf_workflow_ns (state), shf_workflow_id (state));
-        self->encoded.size = 0;
-        shf_err_t rc = shf_run_encode (state, &self->encoded);
-        if (rc == SHF_OK)
-            rc = shf_txn_put (self->txn, SHF_DB_EXEC, key.data, key.size,
-                              self->encoded.data, self->encoded.size);
+        shf_err_t rc = s_write_run (self, state);
         if (rc)
             return rc;
-        self->n_state_writes++;
     }
     zhashx_purge (self->dirty);
     return SHF_OK;
@@ -1824,7 +1832,7 @@ s_recover (self_t *self)
     rc = shf_txn_get_json (self->txn, SHF_DB_META, "shard", 5, &meta);
     if (rc == SHF_ENOTFOUND) {
         meta = json_pack ("{s:i, s:I, s:i}", "shard", (int) self->id, "epoch",
-                          (json_int_t) 1, "schema", 1);
+                          (json_int_t) 1, "schema", 2);
         rc = shf_txn_put_json (self->txn, SHF_DB_META, "shard", 5, meta);
     }
     if (rc == SHF_OK)
@@ -1897,6 +1905,8 @@ shf_shard (zsock_t *pipe, void *vargs)
     self->wait_min = INT64_MAX;
 
     args->status = shf_store_open (&self->store, args->dir, 0, args->durable);
+    if (args->status == SHF_OK)
+        args->status = shf_runs_upgrade (self->store, self->id, NULL);
     if (args->status == SHF_OK)
         args->status = s_recover (self);
     if (args->status == SHF_OK) {

@@ -42,7 +42,8 @@
 #define SHF_STORE_MAX_VALUE   0xffffffffUL
 
 static const char *s_db_names [SHF_DB_COUNT] = {
-    "exec", "history", "timers", "tasks", "index", "dedup", "meta", "defs"};
+    "exec",  "history", "timers", "tasks", "index",
+    "dedup", "meta",    "defs",   "runs"};
 
 struct shf_store {
     MDB_env *env;

@@ -24,14 +24,15 @@
 #include <stdint.h>
 
 typedef enum {
-    SHF_DB_EXEC,     //  ns/wf_id -> mutable state of the current run
-    SHF_DB_HISTORY,  //  run key + event id (BE) -> event
+    SHF_DB_EXEC,     //  ns/wf_id -> placed key of the current run
+    SHF_DB_HISTORY,  //  placed run key + event id (BE) -> events
     SHF_DB_TIMERS,   //  due ms (BE) + run key + timer id (BE) -> timer
     SHF_DB_TASKS,    //  task key -> task not yet finished
     SHF_DB_INDEX,    //  visibility: ns + started_at (BE) + run key -> entry
     SHF_DB_DEDUP,    //  ns + request id -> the reply that was given
     SHF_DB_META,     //  fixed keys: shard id, epoch, schema version, ...
     SHF_DB_DEFS,     //  ns + name + version (BE) -> definition document
+    SHF_DB_RUNS,     //  placed run key -> mutable state of the run
     SHF_DB_COUNT
 } shf_db_t;
 

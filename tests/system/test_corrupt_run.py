@@ -50,8 +50,9 @@ def _lmdb():
 
 
 def overwrite_states(shard_dir, damage):
-    """Overwrite the exec record of each workflow id in damage (the key
-    ends with the id's bytes) with its value; the node must be stopped."""
+    """Overwrite the stored state of each workflow id in damage with its
+    value: exec maps the id (its key ends with the id's bytes) to the
+    run's key in runs, which holds the state. The node must be stopped."""
     lib = _lmdb()
 
     def ok(rc, what):
@@ -66,27 +67,29 @@ def overwrite_states(shard_dir, damage):
     ok(lib.mdb_env_open(env, shard_dir.encode(), 0, 0o600), "mdb_env_open")
     txn = ctypes.c_void_p()
     ok(lib.mdb_txn_begin(env, None, 0, ctypes.byref(txn)), "mdb_txn_begin")
-    dbi = ctypes.c_uint()
+    dbi, runs = ctypes.c_uint(), ctypes.c_uint()
     ok(lib.mdb_dbi_open(txn, b"exec", 0, ctypes.byref(dbi)), "mdb_dbi_open")
+    ok(lib.mdb_dbi_open(txn, b"runs", 0, ctypes.byref(runs)), "mdb_dbi_open")
     cur = ctypes.c_void_p()
     ok(lib.mdb_cursor_open(txn, dbi, ctypes.byref(cur)), "mdb_cursor_open")
-    keys = []
+    current = {}  # exec key -> the current run's key in runs
     k, v = _Val(), _Val()
     op = 0  # MDB_FIRST, then MDB_NEXT (8)
     while lib.mdb_cursor_get(cur, ctypes.byref(k), ctypes.byref(v), op) == 0:
-        keys.append(ctypes.string_at(k.mv_data, k.mv_size))
+        current[ctypes.string_at(k.mv_data, k.mv_size)] = \
+            ctypes.string_at(v.mv_data, v.mv_size)
         op = 8
     lib.mdb_cursor_close(cur)
     found = []
     for wid, value in damage.items():
-        for key in keys:
-            if key.endswith(wid.encode()):
+        for exec_key, key in current.items():
+            if exec_key.endswith(wid.encode()):
                 kb = ctypes.create_string_buffer(key, len(key))
                 vb = ctypes.create_string_buffer(value, len(value))
                 kv = _Val(len(key), ctypes.cast(kb, ctypes.c_void_p))
                 vv = _Val(len(value), ctypes.cast(vb, ctypes.c_void_p))
-                ok(lib.mdb_put(txn, dbi, ctypes.byref(kv), ctypes.byref(vv),
-                               0), "mdb_put")
+                ok(lib.mdb_put(txn, runs, ctypes.byref(kv),
+                               ctypes.byref(vv), 0), "mdb_put")
                 found.append(wid)
     ok(lib.mdb_txn_commit(txn), "mdb_txn_commit")
     lib.mdb_env_close(env)
