@@ -792,7 +792,7 @@ shf_msg_page_token_parse (const char *token, char *run_id, size_t run_id_size,
     while (mid > token && *mid != '.')
         mid--;
     uint64_t at;
-    if (mid && mid != token
+    if (mid != token
         && s_decimal (mid + 1, (size_t) (dot - mid - 1), INT64_MAX, &at)) {
         started_at = (int64_t) at;
         end = mid;
