@@ -1,7 +1,11 @@
 /*  bench_util.h - what the benchmarks share (header only, bench/ only).
 
     An embedded durable node in a temp dir, a pool of in-process SDK worker
-    threads that complete every task at once (counting tasks per thread),
+    threads that complete every task at once (counting tasks per thread):
+    in an inline handler on each worker's own background thread
+    (shf_worker_set_handler), or, with SHF_BENCH_POLL=1 in the environment
+    (the A/B of the two) or in BENCH_POOL_BLOCKING mode, by polling on the
+    pool's thread and reporting from there,
     and a pipelined driver that keeps W workflows in flight on one client
     connection: wf_start, then wf_result with wait, then the next one; or
     (execute) wf_start with wait, whose answer is the run's outcome (a
@@ -146,14 +150,31 @@ bench_client (const char *endpoint, const char *def)
 
 #define BENCH_MAX_WORKERS 256
 
+//  How the pool's workers run tasks. false and true, which callers of
+//  the time before handlers pass, are BENCH_POOL_INLINE and _BLOCKING.
+typedef enum {
+    //  In a handler on the worker's background thread; SHF_BENCH_POLL=1:
+    //  polled, and reported with shf_worker_complete_async.
+    BENCH_POOL_INLINE = 0,
+    //  Polled, and reported with shf_worker_complete (each result waits
+    //  for its commit), whatever SHF_BENCH_POLL says: every worker's pace
+    //  is then one round trip, which bench_fairness measures the spread by.
+    BENCH_POOL_BLOCKING = 1,
+    //  In a handler; SHF_BENCH_POLL=1: as BENCH_POOL_BLOCKING.
+    BENCH_POOL_INLINE_OR_BLOCKING = 2
+} bench_pool_mode_t;
+
 typedef struct {
     char endpoint [256];
     const char *queue;
     int threads;
     int concurrency;
-    bool blocking;  //  shf_worker_complete instead of _async
-    bool joined;    //  stopped already
+    bool inline_handler;  //  tasks run in a handler
+    bool blocking;        //  else: shf_worker_complete instead of _async
+    bool joined;          //  stopped already
     atomic_bool stop;
+    pthread_mutex_t lock;  //  with wake: the inline pool threads wait for
+    pthread_cond_t wake;   //  stop on it
     atomic_long tasks [BENCH_MAX_WORKERS];
     atomic_long errors;
     pthread_t tid [BENCH_MAX_WORKERS];
@@ -165,13 +186,25 @@ typedef struct {
     int index;
 } bench_pool_arg_t;
 
+//  The inline handler: counts the task and completes it.
+static inline void
+bench_pool_handler (shf_task_t *task, void *varg, shf_outcome_t *outcome)
+{
+    (void) task;
+    bench_pool_arg_t *arg = varg;
+    outcome->output = strdup ("{\"ok\":true}");
+    assert (outcome->output);
+    atomic_fetch_add (&arg->pool->tasks [arg->index], 1);
+}
+
 static inline void *
 bench_pool_thread (void *varg)
 {
-    bench_pool_arg_t *arg = varg;
-    bench_pool_t *pool = arg->pool;
-    int me = arg->index;
-    free (arg);
+    //  The handler's arg: on this stack until the worker is destroyed.
+    bench_pool_arg_t arg = *(bench_pool_arg_t *) varg;
+    free (varg);
+    bench_pool_t *pool = arg.pool;
+    int me = arg.index;
     //  Named so a profile tells the worker side from the node.
     pthread_setname_np (pthread_self (), "bench-worker");
     shf_worker_t *worker = NULL;
@@ -181,10 +214,23 @@ bench_pool_thread (void *varg)
         fprintf (stderr, "worker: cannot open\n");
         return NULL;
     }
+    if (pool->inline_handler) {
+        if (shf_worker_set_handler (worker, bench_pool_handler, &arg)
+            != SHF_OK) {
+            atomic_fetch_add (&pool->errors, 1);
+            fprintf (stderr, "worker: cannot set the handler: %s\n",
+                     shf_worker_errmsg (worker));
+        }
+        //  Nothing to do here: the tasks run on the worker's thread.
+        pthread_mutex_lock (&pool->lock);
+        while (!atomic_load (&pool->stop))
+            pthread_cond_wait (&pool->wake, &pool->lock);
+        pthread_mutex_unlock (&pool->lock);
+    }
     //  Results go without waiting for the node's answer, so one thread
     //  keeps its whole concurrency busy (a blocking complete would hold
     //  the thread for a commit per task).
-    while (!atomic_load (&pool->stop)) {
+    while (!pool->inline_handler && !atomic_load (&pool->stop)) {
         shf_task_t *task = NULL;
         if (shf_worker_poll (worker, 100, &task) != SHF_OK)
             continue;
@@ -209,14 +255,19 @@ bench_pool_thread (void *varg)
     return NULL;
 }
 
-//  blocking: each result waits for its commit (as a worker that must know
-//  its result was recorded would); else results go without waiting.
+//  mode: see bench_pool_mode_t; SHF_BENCH_POLL=1 turns the inline modes
+//  into their polling counterparts.
 static inline void
 bench_pool_start (bench_pool_t *pool, const char *endpoint, const char *queue,
-                  int threads, int concurrency, bool blocking)
+                  int threads, int concurrency, bench_pool_mode_t mode)
 {
     memset (pool, 0, sizeof *pool);
-    pool->blocking = blocking;
+    const char *poll = getenv ("SHF_BENCH_POLL");
+    bool polling = poll && strcmp (poll, "1") == 0;
+    pool->inline_handler = mode != BENCH_POOL_BLOCKING && !polling;
+    pool->blocking = mode != BENCH_POOL_INLINE;
+    pthread_mutex_init (&pool->lock, NULL);
+    pthread_cond_init (&pool->wake, NULL);
     snprintf (pool->endpoint, sizeof pool->endpoint, "%s", endpoint);
     pool->queue = queue;
     pool->threads = threads < BENCH_MAX_WORKERS ? threads : BENCH_MAX_WORKERS;
@@ -236,9 +287,14 @@ bench_pool_stop (bench_pool_t *pool)
 {
     if (pool->joined)
         return;
+    pthread_mutex_lock (&pool->lock);
     atomic_store (&pool->stop, true);
+    pthread_cond_broadcast (&pool->wake);
+    pthread_mutex_unlock (&pool->lock);
     for (int i = 0; i < pool->threads; i++)
         pthread_join (pool->tid [i], NULL);
+    pthread_cond_destroy (&pool->wake);
+    pthread_mutex_destroy (&pool->lock);
     pool->joined = true;
 }
 
@@ -256,7 +312,7 @@ typedef struct {
 //  NULL on failure (said on stderr). bench_pool_start's arguments.
 static inline bench_env_t *
 bench_env_start (int shards, const char *queue, int threads, int concurrency,
-                 bool blocking, const char *def)
+                 bench_pool_mode_t mode, const char *def)
 {
     bench_env_t *env = calloc (1, sizeof *env);
     assert (env);
@@ -266,8 +322,7 @@ bench_env_start (int shards, const char *queue, int threads, int concurrency,
         return NULL;
     }
     const char *endpoint = shf_node_endpoint (env->node);
-    bench_pool_start (&env->pool, endpoint, queue, threads, concurrency,
-                      blocking);
+    bench_pool_start (&env->pool, endpoint, queue, threads, concurrency, mode);
     env->client = bench_client (endpoint, def);
     if (!env->client) {
         bench_pool_stop (&env->pool);

@@ -20,6 +20,15 @@
     The slots freed by the reports of one pass are granted in one poll at
     the end of the pass, under the same rule.
 
+    Inline handlers (shf_worker_set_handler): once HANDLER came, a task is
+    run here the moment it is read, its outcome checked and reported as
+    the worker's _async reports are, and the answer is counted in the
+    tally the worker reads (shf_wlink.h) instead of being told over the
+    pipe: no message crosses to the worker's thread per task. These
+    reports carry seq 0. The slots they free go in the pass's one grant
+    like the others, so the node pushes the next tasks at the end of the
+    pass that ran the last ones.
+
     Messages to the worker's thread never block the loop: when the pipe
     is full (the application has not read it for a while), they wait in
     an outbox, so keepalives keep going out whatever the application does.
@@ -38,6 +47,7 @@
 #include "shardflow.h"
 #include "shf_hbman.h"
 #include "shf_log.h"
+#include "shf_mpack.h"
 #include "shf_msg.h"
 #include "shf_task.h"
 #include "shf_thread.h"
@@ -57,7 +67,7 @@
 #define S_SILENCE_MS 200
 
 typedef struct {
-    uint32_t seq;  //  the worker's number for it
+    uint32_t seq;  //  the worker's number for it; 0: an inline report
     uint64_t id;   //  request id on the wire
     json_t *msg;
     int64_t deadline;
@@ -86,9 +96,13 @@ typedef struct {
     bool skipped_poll;       //  the last pass read dirty sockets only
     int64_t last_sweep;      //  when every socket was last read (ms)
     shf_hbman_t *hbman;
-    zlistx_t *reports;  //  s_report_t *, waiting for their reply
-    zlistx_t *unacked;  //  ids of hand-backs not yet answered
-    zlistx_t *outbox;   //  zmsg_t * for the pipe, when it was full
+    zlistx_t *reports;        //  s_report_t *, waiting for their reply
+    zlistx_t *unacked;        //  ids of hand-backs not yet answered
+    zlistx_t *outbox;         //  zmsg_t * for the pipe, when it was full
+    shf_handler_fn *handler;  //  inline handler, or NULL
+    void *handler_arg;
+    shf_wlink_tally_t *tally;  //  the worker's: inline reports' answers
+    uint32_t flush_wanted;     //  FLUSH n to answer when none waits; 0
 } self_t;
 
 static int64_t
@@ -136,6 +150,8 @@ s_self_new (zsock_t *pipe, shf_wlink_args_t *args)
     args->conn = NULL;
     self->queue = strdup (args->queue);
     self->concurrency = args->concurrency;
+    self->tally = args->tally;
+    assert (self->tally);
     self->timeout_ms =
         args->timeout_ms > 0 ? args->timeout_ms : SHF_DEFAULT_TIMEOUT_MS;
     self->hbman = shf_hbman_new ();
@@ -375,6 +391,97 @@ shf_wlink_discard (zmsg_t **msg_p)
 }
 
 //  ---------------------------------------------------------------------
+//  Report requests and the tally (shf_wlink.h): both ends use them.
+
+json_t *
+shf_wlink_fail_request (const char *type, const char *message)
+{
+    //  Text that is not UTF-8 cannot go in a message: say so instead.
+    json_t *jtype = json_string (type && *type ? type : "Error");
+    json_t *jmessage = json_string (message ? message : "");
+    json_t *error = json_object ();
+    assert (error);
+    json_object_set_new (error, "type", jtype ? jtype : json_string ("Error"));
+    json_object_set_new (error, "message",
+                         jmessage ? jmessage : json_string ("(not UTF-8)"));
+    json_t *msg = json_pack ("{s:s, s:o}", "op", "fail", "error", error);
+    assert (msg);
+    return msg;
+}
+
+json_t *
+shf_wlink_complete_request (const char *output, shf_err_t *rc_p, char *err,
+                            size_t errlen)
+{
+    assert (rc_p);
+    *rc_p = SHF_OK;
+    json_t *value = json_null ();
+    if (output) {
+        json_error_t jerr;
+        value = json_loads (output, JSON_DECODE_ANY, &jerr);
+        if (!value) {
+            *rc_p = SHF_EINVAL;
+            snprintf (err, errlen, "output is not JSON: %s", jerr.text);
+            return shf_wlink_fail_request ("BadOutput", err);
+        }
+    }
+    //  Check the size here, so an oversized output fails the step rather
+    //  than the whole report (counted, not encoded: the link encodes it).
+    size_t size = 0;
+    if (shf_mpack_size (value, &size) == SHF_OK && size > SHF_MSG_MAX_PAYLOAD) {
+        json_decref (value);
+        *rc_p = SHF_ETOOLARGE;
+        snprintf (err, errlen, "the output is larger than 2 MiB");
+        return shf_wlink_fail_request ("TooLarge", err);
+    }
+    json_t *msg = json_object ();
+    assert (msg);
+    json_object_set_new_nocheck (msg, "op", json_string_nocheck ("complete"));
+    json_object_set_new_nocheck (msg, "output", value);
+    return msg;
+}
+
+void
+shf_wlink_tally_init (shf_wlink_tally_t *self)
+{
+    memset (&self->err, 0, sizeof self->err);
+    atomic_init (&self->pending, 0);
+    atomic_init (&self->failures, 0);
+    atomic_init (&self->errors, 0);
+    int rc = pthread_mutex_init (&self->lock, NULL);
+    assert (rc == 0);
+}
+
+void
+shf_wlink_tally_fini (shf_wlink_tally_t *self)
+{
+    pthread_mutex_destroy (&self->lock);
+}
+
+bool
+shf_wlink_tally_error (shf_wlink_tally_t *self, unsigned *seen,
+                       shf_lasterr_t *err)
+{
+    if (atomic_load (&self->errors) == *seen)
+        return false;
+    pthread_mutex_lock (&self->lock);
+    *err = self->err;
+    *seen = atomic_load (&self->errors);
+    pthread_mutex_unlock (&self->lock);
+    return true;
+}
+
+//  The actor's side: a new last error.
+static void
+s_tally_error (shf_wlink_tally_t *self, const shf_lasterr_t *err)
+{
+    pthread_mutex_lock (&self->lock);
+    self->err = *err;
+    atomic_fetch_add (&self->errors, 1);
+    pthread_mutex_unlock (&self->lock);
+}
+
+//  ---------------------------------------------------------------------
 //  To the worker's thread
 
 //  One message to the worker's thread without waiting: 1 when the pipe is
@@ -426,6 +533,43 @@ s_answer (self_t *self, uint32_t seq, shf_err_t rc, const char *message,
                                  message && *message ? strdup (message) : NULL};
     zmsg_t *msg = shf_wlink_item_msg (&item);
     s_tell (self, &msg);
+}
+
+static void
+s_tell_flushed (self_t *self, uint32_t n)
+{
+    zmsg_t *msg = zmsg_new ();
+    zmsg_addstr (msg, "FLUSHED");
+    zmsg_addstrf (msg, "%" PRIu32, n);
+    s_tell (self, &msg);
+}
+
+//  A report has its outcome: the node's reply (borrowed), or a local
+//  failure rc with a message. The worker's thread is told of a report it
+//  made; an inline report's outcome goes to the tally, in the order the
+//  tally's reader relies on (shf_wlink.h): error, failures, pending.
+static void
+s_answered (self_t *self, uint32_t seq, shf_err_t rc, const char *message,
+            json_t *reply)
+{
+    if (seq) {
+        s_answer (self, seq, rc, message, reply ? json_incref (reply) : NULL);
+        return;
+    }
+    if (!reply || !json_is_true (json_object_get (reply, "ok"))) {
+        shf_lasterr_t err;
+        if (reply)
+            shf_lasterr_reply (&err, reply, NULL);
+        else
+            shf_lasterr_fail (&err, rc, "%s", message ? message : "");
+        s_tally_error (self->tally, &err);
+        atomic_fetch_add (&self->tally->failures, 1);
+    }
+    if (atomic_fetch_sub (&self->tally->pending, 1) == 1
+        && self->flush_wanted) {
+        s_tell_flushed (self, self->flush_wanted);
+        self->flush_wanted = 0;
+    }
 }
 
 //  ---------------------------------------------------------------------
@@ -556,7 +700,7 @@ s_expire_reports (self_t *self)
                 snprintf (message, sizeof message,
                           "no answer from the server within %d ms",
                           self->timeout_ms);
-                s_answer (self, report->seq, SHF_ETIMEOUT, message, NULL);
+                s_answered (self, report->seq, SHF_ETIMEOUT, message, NULL);
                 zlistx_delete (self->reports, cursor);
             }
         }
@@ -564,6 +708,8 @@ s_expire_reports (self_t *self)
     }
 }
 
+//  Send a report (msg taken) and free its slot. seq 0: an inline report,
+//  whose task was never tracked for heartbeats (it runs within one call).
 static void
 s_report (self_t *self, uint32_t seq, json_t *msg)
 {
@@ -571,7 +717,7 @@ s_report (self_t *self, uint32_t seq, json_t *msg)
     assert (token);
     //  Details not yet delivered go first, on the same socket: the node
     //  reads a connection in order, so the result cannot overtake them.
-    json_t *details = shf_hbman_take (self->hbman, token);
+    json_t *details = seq ? shf_hbman_take (self->hbman, token) : NULL;
     if (details) {
         json_t *hb = json_pack ("{s:s, s:[{s:s, s:o}]}", "op", "heartbeat",
                                 "items", "token", token, "details", details);
@@ -586,15 +732,18 @@ s_report (self_t *self, uint32_t seq, json_t *msg)
     report->msg = msg;
     report->downs = shf_conn_downs (self->conn);
     report->deadline = s_now () + self->timeout_ms;
+    if (!seq)
+        atomic_fetch_add (&self->tally->pending, 1);
     shf_err_t rc = s_send (self, msg, &report->id);
-    shf_hbman_forget (self->hbman, token);  //  token is msg's: still valid
+    if (seq)
+        shf_hbman_forget (self->hbman, token);  //  token is msg's: valid
     if (rc == SHF_OK)
         zlistx_add_end (self->reports, report);
     else {
-        s_answer (self, seq, rc,
-                  rc == SHF_ETOOLARGE ? "the report is too large to send"
-                                      : "cannot send to the server",
-                  NULL);
+        s_answered (self, seq, rc,
+                    rc == SHF_ETOOLARGE ? "the report is too large to send"
+                                        : "cannot send to the server",
+                    NULL);
         s_report_free ((void **) &report);
     }
     //  The slot is free again: s_grant tells the node.
@@ -636,6 +785,39 @@ s_grant (self_t *self)
 //  ---------------------------------------------------------------------
 //  From the node
 
+//  Run a task in the inline handler and report its outcome (task taken;
+//  its slot is counted). Output the report cannot carry fails the task,
+//  as shf_worker_complete_async does, and its error is kept as that
+//  call's return would be, without counting a failure: the report goes.
+static void
+s_run (self_t *self, shf_task_t **task_p)
+{
+    shf_outcome_t outcome = {NULL, NULL, NULL};
+    self->handler (*task_p, self->handler_arg, &outcome);
+    json_t *msg;
+    if (outcome.error_type)
+        msg =
+            shf_wlink_fail_request (outcome.error_type, outcome.error_message);
+    else {
+        shf_err_t rc;
+        char why [256];
+        msg = shf_wlink_complete_request (outcome.output, &rc, why, sizeof why);
+        if (rc != SHF_OK) {
+            shf_lasterr_t err;
+            shf_lasterr_fail (&err, rc, "%s", why);
+            s_tally_error (self->tally, &err);
+        }
+    }
+    free (outcome.output);
+    free (outcome.error_type);
+    free (outcome.error_message);
+    //  The token came from the node in a checked frame: valid UTF-8.
+    json_object_set_new_nocheck (
+        msg, "token", json_string_nocheck (shf_task_token (*task_p)));
+    shf_task_destroy (task_p);
+    s_report (self, 0, msg);
+}
+
 static void
 s_task (self_t *self, shf_task_t *task)
 {
@@ -646,6 +828,10 @@ s_task (self_t *self, shf_task_t *task)
         return;
     }
     self->held++;
+    if (self->handler) {
+        s_run (self, &task);
+        return;
+    }
     shf_hbman_track (self->hbman, token, shf_task_heartbeat_timeout_ms (task));
     shf_wlink_item_t item = {.kind = SHF_WLINK_TASK, .task = task};
     zmsg_t *out = shf_wlink_item_msg (&item);
@@ -658,7 +844,7 @@ s_reply (self_t *self, json_t *msg, uint64_t id)
     for (s_report_t *report = zlistx_first (self->reports); report;
          report = zlistx_next (self->reports))
         if (report->id == id) {
-            s_answer (self, report->seq, SHF_OK, "", json_incref (msg));
+            s_answered (self, report->seq, SHF_OK, "", msg);
             zlistx_delete (self->reports, zlistx_cursor (self->reports));
             return;
         }
@@ -721,6 +907,15 @@ s_from_api (self_t *self)
     if (shf_wlink_item_take (&msg, &item)) {
         if (item.kind == SHF_WLINK_REPORT && item.json)
             s_report (self, item.seq, item.json);
+        else if (item.kind == SHF_WLINK_TASK && item.task && self->handler
+                 && !self->stopping)
+            s_run (self, &item.task);
+        else if (item.kind == SHF_WLINK_TASK && item.task) {
+            //  Stopped meanwhile: back to the node, as the worker would.
+            s_hand_back (self, shf_task_token (item.task));
+            shf_task_destroy (&item.task);
+            self->held--;
+        }
         else
             s_item_free (&item);
         return true;
@@ -746,6 +941,32 @@ s_from_api (self_t *self)
         s_hand_back (self, token);
         shf_hbman_forget (self->hbman, token);
         self->held--;
+    }
+    else if (streq (command, "HANDLER")) {
+        zframe_t *fn = zmsg_pop (msg);
+        zframe_t *arg = zmsg_pop (msg);
+        assert (fn && zframe_size (fn) == sizeof self->handler);
+        assert (arg && zframe_size (arg) == sizeof self->handler_arg);
+        memcpy (&self->handler, zframe_data (fn), sizeof self->handler);
+        memcpy (&self->handler_arg, zframe_data (arg),
+                sizeof self->handler_arg);
+        zframe_destroy (&fn);
+        zframe_destroy (&arg);
+        //  Every task told before this answer was told without the
+        //  handler: the worker sends those back to run here.
+        zmsg_t *handling = zmsg_new ();
+        zmsg_addstr (handling, "HANDLING");
+        s_tell (self, &handling);
+    }
+    else if (streq (command, "FLUSH")) {
+        char *n = zmsg_popstr (msg);
+        assert (n);
+        uint32_t asked = (uint32_t) strtoul (n, NULL, 10);
+        if (atomic_load (&self->tally->pending) == 0)
+            s_tell_flushed (self, asked);
+        else
+            self->flush_wanted = asked;
+        zstr_free (&n);
     }
     else if (streq (command, "STOP")) {
         self->stopping = true;
@@ -860,13 +1081,15 @@ shf_wlink (zsock_t *pipe, void *args)
                 more = s_from_api (self);
             if (!more)
                 self->dirty [S_PIPE] = false;
-            if (!self->terminated)
-                s_grant (self);
         }
         if (!self->terminated && self->dirty [S_NODE]) {
             s_from_node (self);
             self->dirty [S_NODE] = false;
         }
+        //  The slots freed this pass, by the application's reports and
+        //  by inline ones, in one grant.
+        if (!self->terminated)
+            s_grant (self);
     }
     //  Let hand-backs leave and be answered, briefly; a task that still
     //  arrives is handed back too.
@@ -939,6 +1162,37 @@ shf_wlink_hand_back (zactor_t *link, const char *token)
 {
     assert (token);
     s_command (link, "HANDBACK", token);
+}
+
+void
+shf_wlink_set_handler (zactor_t *link, shf_handler_fn *handler, void *arg)
+{
+    assert (link && handler);
+    zmsg_t *msg = zmsg_new ();
+    zmsg_addstr (msg, "HANDLER");
+    zmsg_addmem (msg, &handler, sizeof handler);
+    zmsg_addmem (msg, &arg, sizeof arg);
+    shf_wlink_send (link, &msg);
+}
+
+void
+shf_wlink_run (zactor_t *link, shf_task_t **task_p)
+{
+    assert (link && task_p && *task_p);
+    shf_wlink_item_t item = {.kind = SHF_WLINK_TASK, .task = *task_p};
+    *task_p = NULL;
+    zmsg_t *msg = shf_wlink_item_msg (&item);
+    shf_wlink_send (link, &msg);
+}
+
+void
+shf_wlink_flush (zactor_t *link, uint32_t n)
+{
+    assert (link && n);
+    zmsg_t *msg = zmsg_new ();
+    zmsg_addstr (msg, "FLUSH");
+    zmsg_addstrf (msg, "%" PRIu32, n);
+    shf_wlink_send (link, &msg);
 }
 
 void

@@ -12,16 +12,24 @@
     application does not read: they wait in the actor's outbox while
     keepalives go on, come through whole and in order, and the ones still
     unread when the worker is destroyed are freed (the ASan build checks
-    that tasks handed over as pointers do not leak). Last, a storm of
+    that tasks handed over as pointers do not leak). Then a storm of
     signals on the application's thread (a generic worker's SIGCHLD):
     tasks, reports and answers still come and go whole, and nothing waits
-    on an empty pipe.
+    on an empty pipe. Last, an inline handler (shf_worker_set_handler):
+    a task taken in before it was set runs there too; tasks run on the
+    link's thread and their outcomes (output, failure, output that is not
+    JSON or too large) reach the wire; while the fake node holds its
+    answers they are pending and a flush times out, once it answers (one
+    refusal among them) the flush returns with the refusal counted and
+    its code kept; the credit comes back; after a stop a task is handed
+    back without running.
 */
 #include "shf_wlink.h"
 #include "shardflow.h"
 #include "shf_msg.h"
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
@@ -34,6 +42,9 @@ typedef struct {
     zframe_t *worker;  //  identity of the last sender
     json_t *log;       //  [{"t": ms, "msg": {...}}], taken by "LOG"
     zhashx_t *cancel;  //  tokens to list as canceled
+    zhashx_t *refuse;  //  tokens whose reports are refused ("closed")
+    bool hold;         //  reports wait in held until "RELEASE"
+    json_t *held;      //  [{"id", "token"}] of reports not answered yet
     int64_t min_interval;
 } s_fake_t;
 
@@ -50,6 +61,14 @@ s_fake_send (s_fake_t *self, json_t *msg)
     zmsg_addmem (out, data, size);
     free (data);
     zmsg_send (&out, self->router);
+}
+
+static json_t *
+s_fake_report_reply (s_fake_t *self, uint64_t id, const char *token)
+{
+    if (token && zhashx_lookup (self->refuse, token))
+        return shf_msg_reply_error (id, SHF_ECLOSED, "the run is closed");
+    return shf_msg_reply_ok (id, json_object ());
 }
 
 static void
@@ -86,8 +105,15 @@ s_fake_frontend (s_fake_t *self)
             id, json_pack ("{s:o, s:I}", "canceled", canceled,
                            "min_interval_ms", (json_int_t) self->min_interval));
     }
-    else if (op == SHF_OP_COMPLETE || op == SHF_OP_FAIL)
-        reply = shf_msg_reply_ok (id, json_object ());
+    else if (op == SHF_OP_COMPLETE || op == SHF_OP_FAIL) {
+        const char *token = json_string_value (json_object_get (msg, "token"));
+        if (self->hold)
+            json_array_append_new (self->held,
+                                   json_pack ("{s:I, s:s}", "id",
+                                              (json_int_t) id, "token", token));
+        else
+            reply = s_fake_report_reply (self, id, token);
+    }
     if (reply) {
         s_fake_send (self, reply);
         json_decref (reply);
@@ -98,12 +124,16 @@ s_fake_frontend (s_fake_t *self)
 }
 
 //  Commands: TASK json -> sent to the worker; CANCEL token; MIN ms;
-//  LOG -> answers the log as JSON text and clears it.
+//  LOG -> answers the log as JSON text and clears it; REFUSE token;
+//  HOLD: reports wait for RELEASE, which answers them.
 static void
 s_fake_node (zsock_t *pipe, void *args)
 {
     (void) args;
-    s_fake_t self = {.log = json_array (), .cancel = zhashx_new ()};
+    s_fake_t self = {.log = json_array (),
+                     .cancel = zhashx_new (),
+                     .refuse = zhashx_new (),
+                     .held = json_array ()};
     self.router = zsock_new (ZMQ_ROUTER);
     assert (self.router);
     //  No send limit, as the real router's frontend: a ROUTER drops what
@@ -139,6 +169,26 @@ s_fake_node (zsock_t *pipe, void *args)
         }
         else if (streq (command, "CANCEL"))
             zhashx_update (self.cancel, arg, &self);
+        else if (streq (command, "REFUSE"))
+            zhashx_update (self.refuse, arg, &self);
+        else if (streq (command, "HOLD"))
+            self.hold = true;
+        else if (streq (command, "RELEASE")) {
+            self.hold = false;
+            size_t i;
+            json_t *held;
+            json_array_foreach (self.held, i, held)
+            {
+                json_t *reply = s_fake_report_reply (
+                    &self,
+                    (uint64_t) json_integer_value (
+                        json_object_get (held, "id")),
+                    json_string_value (json_object_get (held, "token")));
+                s_fake_send (&self, reply);
+                json_decref (reply);
+            }
+            json_array_clear (self.held);
+        }
         else if (streq (command, "MIN"))
             self.min_interval = atoll (arg);
         else if (streq (command, "LOG")) {
@@ -153,7 +203,9 @@ s_fake_node (zsock_t *pipe, void *args)
     zpoller_destroy (&poller);
     zframe_destroy (&self.worker);
     json_decref (self.log);
+    json_decref (self.held);
     zhashx_destroy (&self.cancel);
+    zhashx_destroy (&self.refuse);
     zsock_destroy (&self.router);
 }
 
@@ -519,6 +571,251 @@ s_storm_test (bool verbose)
 }
 
 //  ---------------------------------------------------------------------
+//  Inline handlers
+
+typedef struct {
+    atomic_int calls;
+    atomic_bool on_link;  //  every call ran off the test's thread
+    pthread_t test_thread;
+} s_handled_t;
+
+static char *
+s_strdup (const char *text)
+{
+    char *copy = strdup (text);
+    assert (copy);
+    return copy;
+}
+
+//  The outcome by the token's prefix: "ok" echoes the token, "no"
+//  declines, "bad" is not JSON, "big" is over the payload limit.
+static void
+s_handler (shf_task_t *task, void *arg, shf_outcome_t *outcome)
+{
+    s_handled_t *handled = arg;
+    if (pthread_equal (pthread_self (), handled->test_thread))
+        atomic_store (&handled->on_link, false);
+    const char *token = shf_task_token (task);
+    assert (streq (shf_task_activity (task), "act"));
+    if (strncmp (token, "no", 2) == 0) {
+        outcome->error_type = s_strdup ("Declined");
+        outcome->error_message = s_strdup ("no");
+    }
+    else if (strncmp (token, "bad", 3) == 0)
+        outcome->output = s_strdup ("{bad");
+    else if (strncmp (token, "big", 3) == 0) {
+        size_t size = SHF_MSG_MAX_PAYLOAD + 16;
+        char *big = malloc (size + 3);
+        assert (big);
+        memset (big, 'x', size + 2);
+        big [0] = big [size + 1] = '"';
+        big [size + 2] = 0;
+        outcome->output = big;
+    }
+    else {
+        char output [128];
+        snprintf (output, sizeof output, "{\"token\":\"%s\"}", token);
+        outcome->output = s_strdup (output);
+    }
+    atomic_fetch_add (&handled->calls, 1);
+}
+
+//  The entry of the log whose message has op and token (borrowed), or
+//  NULL.
+static json_t *
+s_find (const json_t *log, const char *op, const char *token)
+{
+    size_t i;
+    json_t *entry;
+    json_array_foreach (log, i, entry)
+    {
+        json_t *msg = json_object_get (entry, "msg");
+        const char *its = json_string_value (json_object_get (msg, "token"));
+        if (streq (s_op (entry), op) && its && streq (its, token))
+            return msg;
+    }
+    return NULL;
+}
+
+//  Reads the log into into until it has a report (op) of token.
+static json_t *
+s_wait_report (zactor_t *fake, json_t *into, const char *op, const char *token)
+{
+    int64_t deadline = zclock_mono () + 5000;
+    while (zclock_mono () < deadline) {
+        json_t *log = s_log (fake);
+        json_array_extend (into, log);
+        json_decref (log);
+        json_t *msg = s_find (into, op, token);
+        if (msg)
+            return msg;
+        zclock_sleep (10);
+    }
+    fprintf (stderr, "shf_wlink: no %s of %s within 5 s\n", op, token);
+    assert (false);
+    return NULL;
+}
+
+static const char *
+s_error_type (const json_t *msg)
+{
+    return json_string_value (
+        json_object_get (json_object_get (msg, "error"), "type"));
+}
+
+//  Waits until the handler ran calls times and pending is pending.
+static void
+s_wait_handled (shf_worker_t *worker, s_handled_t *handled, int calls,
+                size_t pending)
+{
+    int64_t deadline = zclock_mono () + 5000;
+    while ((atomic_load (&handled->calls) < calls
+            || shf_worker_pending (worker) != pending)
+           && zclock_mono () < deadline)
+        zclock_sleep (5);
+    assert (atomic_load (&handled->calls) == calls);
+    assert (shf_worker_pending (worker) == pending);
+}
+
+static void
+s_handler_test (bool verbose)
+{
+    zactor_t *fake = zactor_new (s_fake_node, NULL);
+    assert (fake);
+    shf_worker_t *worker = s_worker_on (fake, 8);
+    s_handled_t handled = {.test_thread = pthread_self ()};
+    atomic_init (&handled.calls, 0);
+    atomic_init (&handled.on_link, true);
+    json_t *log = json_array ();
+    s_wait_log (fake, log, "poll", 8, 5000);
+    int64_t gen = -1;
+    size_t i;
+    json_t *entry;
+    json_array_foreach (log, i, entry)
+    {
+        if (streq (s_op (entry), "poll") && s_int (entry, "msg", "credit") == 8)
+            gen = s_int (entry, "msg", "gen");
+    }
+    json_decref (log);
+
+    //  A task taken in on this thread before the handler is set runs in
+    //  the handler too.
+    s_send_task (fake, "ok-early", 0);
+    zmq_pollitem_t item = {shf_worker_handle (worker), 0, ZMQ_POLLIN, 0};
+    assert (zmq_poll (&item, 1, 5000) == 1);
+    shf_worker_service (worker);
+    assert (shf_worker_set_handler (worker, NULL, NULL) == SHF_EINVAL);
+    assert (shf_worker_set_handler (worker, s_handler, &handled) == SHF_OK);
+    assert (shf_worker_set_handler (worker, s_handler, &handled) == SHF_EINVAL);
+    shf_task_t *task = NULL;
+    assert (shf_worker_poll (worker, 0, &task) == SHF_EINVAL);
+    assert (task == NULL);
+    log = json_array ();
+    json_t *msg = s_wait_report (fake, log, "complete", "ok-early");
+    assert (streq (json_string_value (json_object_get (
+                       json_object_get (msg, "output"), "token")),
+                   "ok-early"));
+    assert (shf_worker_flush (worker, 5000) == SHF_OK);
+    assert (shf_worker_pending (worker) == 0);
+    assert (shf_worker_failures (worker) == 0);
+
+    //  The node holds its answers: reports are pending, a flush waits
+    //  and gives up; then it answers, refusing one.
+    zstr_send (fake, "HOLD");
+    zstr_sendx (fake, "REFUSE", "ok-2", NULL);
+    const char *tokens [] = {"ok-1", "ok-2", "no-1", "bad-1", "big-1"};
+    for (i = 0; i < 5; i++)
+        s_send_task (fake, tokens [i], 0);
+    s_wait_handled (worker, &handled, 6, 5);
+    assert (atomic_load (&handled.on_link));
+    //  The outputs that could not go failed their tasks; the last one's
+    //  error is kept.
+    shf_worker_service (worker);
+    assert (streq (shf_worker_errcode (worker), "too_large"));
+    int64_t t0 = zclock_mono ();
+    assert (shf_worker_flush (worker, 200) == SHF_ETIMEOUT);
+    assert (zclock_mono () - t0 >= 190);
+    assert (shf_worker_pending (worker) == 5);
+    assert (shf_worker_failures (worker) == 0);
+    zstr_send (fake, "RELEASE");
+    assert (shf_worker_flush (worker, 5000) == SHF_OK);
+    assert (shf_worker_pending (worker) == 0);
+    assert (shf_worker_failures (worker) == 1);
+    if (verbose)
+        printf ("  held answers: flush timed out with 5 pending; released: "
+                "%zu refused, %s (%s)\n",
+                shf_worker_failures (worker), shf_worker_errcode (worker),
+                shf_worker_errmsg (worker));
+    assert (streq (shf_worker_errcode (worker), "closed"));
+    for (i = 0; i < 5; i++)
+        s_wait_report (fake, log,
+                       strncmp (tokens [i], "ok", 2) == 0 ? "complete" : "fail",
+                       tokens [i]);
+    msg = s_find (log, "fail", "no-1");
+    assert (streq (s_error_type (msg), "Declined"));
+    assert (streq (json_string_value (json_object_get (
+                       json_object_get (msg, "error"), "message")),
+                   "no"));
+    assert (streq (s_error_type (s_find (log, "fail", "bad-1")), "BadOutput"));
+    assert (streq (s_error_type (s_find (log, "fail", "big-1")), "TooLarge"));
+
+    //  Output that is not JSON keeps its error, without a failure (the
+    //  report went and was taken).
+    s_send_task (fake, "bad-2", 0);
+    s_wait_report (fake, log, "fail", "bad-2");
+    assert (shf_worker_flush (worker, 5000) == SHF_OK);
+    assert (streq (shf_worker_errcode (worker), "bad_request"));
+    assert (shf_worker_failures (worker) == 1);
+
+    //  Every slot came back, in grants on the same connection.
+    int reported = 7;
+    int64_t deadline = zclock_mono () + 3000;
+    int credit = 0, polls = 0;
+    while (zclock_mono () < deadline) {
+        credit = polls = 0;
+        json_t *more = s_log (fake);
+        json_array_extend (log, more);
+        json_decref (more);
+        json_array_foreach (log, i, entry)
+        {
+            if (streq (s_op (entry), "poll")
+                && s_int (entry, "msg", "credit") > 0) {
+                json_t *poll = json_object_get (entry, "msg");
+                assert (!json_is_true (json_object_get (poll, "reset")));
+                assert (s_int (entry, "msg", "gen") == gen);
+                credit += (int) s_int (entry, "msg", "credit");
+                polls++;
+            }
+        }
+        if (credit >= reported)
+            break;
+        zclock_sleep (10);
+    }
+    if (verbose)
+        printf ("  %d inline reports gave back %d credit in %d polls\n",
+                reported, credit, polls);
+    assert (credit == reported);
+
+    //  After a stop a task goes back without running.
+    shf_worker_stop (worker);
+    s_send_task (fake, "ok-late", 0);
+    msg = s_wait_report (fake, log, "fail", "ok-late");
+    assert (streq (s_error_type (msg), "WorkerShutdown"));
+    assert (atomic_load (&handled.calls) == 7);
+    json_decref (log);
+    shf_worker_destroy (&worker);
+    zactor_destroy (&fake);
+
+    //  A worker that was polled takes no handler.
+    fake = zactor_new (s_fake_node, NULL);
+    worker = s_worker_on (fake, 1);
+    assert (shf_worker_poll (worker, 0, &task) == SHF_ETIMEOUT);
+    assert (shf_worker_set_handler (worker, s_handler, &handled) == SHF_EINVAL);
+    shf_worker_destroy (&worker);
+    zactor_destroy (&fake);
+}
+
+//  ---------------------------------------------------------------------
 
 void
 shf_wlink_test (bool verbose)
@@ -712,5 +1009,6 @@ shf_wlink_test (bool verbose)
 
     s_flood_test (verbose);
     s_storm_test (verbose);
+    s_handler_test (verbose);
     printf ("OK\n");
 }

@@ -11,6 +11,17 @@
     its whole concurrency busy while results travel and commit.
     Heartbeats only hand the newest details to the actor and never wait.
 
+    With an inline handler (shf_worker_set_handler) tasks run on the
+    actor's thread and their answers are counted there, in a tally this
+    side reads (shf_wlink.h): pending and failures add the tally's counts
+    to ours, and the tally's last error becomes ours when service (or
+    flush) notices a new one. The few tasks that reached this side before
+    the handler was set, or were on their way in the pipe until the
+    actor's HANDLING, go back to the actor to run. Flush asks the actor
+    for FLUSHED, which it sends once every inline report made before has
+    its answer: that also covers a task the actor ran before it read a
+    STOP we sent.
+
     After shf_worker_stop every task that arrives, or still waits here,
     is handed back with type "WorkerShutdown" without waiting for the
     reply; destroying the worker gives those replies a moment so the
@@ -31,7 +42,6 @@
 #include "shf_lasterr.h"
 #include "shf_conn.h"
 #include "shf_log.h"
-#include "shf_mpack.h"
 #include "shf_msg.h"
 #include "shf_token.h"
 #include "shf_task.h"
@@ -52,10 +62,16 @@ struct shf_worker {
     zlistx_t *queued;    //  shf_task_t * not yet handed out
     zhashx_t *canceled;  //  tokens the node said were cancelled
     bool stopping;
+    bool polled;        //  shf_worker_poll was called
+    bool handler;       //  tasks run in an inline handler, on the actor
     uint32_t next_seq;  //  of reports
     size_t pending;     //  reports sent without waiting, not yet answered
     size_t failures;    //  of those, refused or never answered
     shf_lasterr_t err;
+    shf_wlink_tally_t tally;  //  inline reports' answers (the actor's)
+    unsigned tally_seen;      //  tally.errors when last read
+    uint32_t flushes;         //  FLUSH requests sent
+    uint32_t flushed;         //  the newest FLUSHED answer
 };
 
 static int64_t
@@ -106,10 +122,12 @@ shf_worker_open (shf_worker_t **self_p, const char *server, const char *queue,
         return rc;
     shf_worker_t *self = calloc (1, sizeof *self);
     assert (self);
+    shf_wlink_tally_init (&self->tally);
     shf_wlink_args_t args = {.conn = conn,
                              .queue = queue,
                              .concurrency = concurrency,
-                             .timeout_ms = SHF_DEFAULT_TIMEOUT_MS};
+                             .timeout_ms = SHF_DEFAULT_TIMEOUT_MS,
+                             .tally = &self->tally};
     sigset_t saved;
     s_signals_block (&saved);
     self->link = zactor_new (shf_wlink, &args);
@@ -142,10 +160,10 @@ shf_worker_destroy (shf_worker_t **self_p)
     //  liveness timeout), and results sent without waiting get their
     //  answers: a result dropped with the socket would be redone.
     shf_worker_stop (self);
-    if (self->pending > 0
+    if ((self->pending > 0 || self->handler)
         && shf_worker_flush (self, S_DESTROY_FLUSH_MS) != SHF_OK)
         shf_warn ("worker: %zu result(s) unanswered when destroyed",
-                  self->pending);
+                  shf_worker_pending (self));
     shf_wlink_close (self->link);
     zsock_t *pipe = zactor_sock (self->link);
     zmsg_t *msg;
@@ -165,6 +183,7 @@ shf_worker_destroy (shf_worker_t **self_p)
     s_queue_clear (self);
     zlistx_destroy (&self->queued);
     zhashx_destroy (&self->canceled);
+    shf_wlink_tally_fini (&self->tally);
     free (self);
     *self_p = NULL;
 }
@@ -204,6 +223,8 @@ s_take (shf_worker_t *self, zmsg_t *msg)
             shf_wlink_hand_back (self->link, shf_task_token (task));
             shf_task_destroy (&task);
         }
+        else if (self->handler)  //  it was on its way when HANDLER went
+            shf_wlink_run (self->link, &task);
         else
             zlistx_add_end (self->queued, task);
         return NULL;
@@ -216,6 +237,12 @@ s_take (shf_worker_t *self, zmsg_t *msg)
         if (token)
             zhashx_update (self->canceled, token, self);
         zstr_free (&token);
+    }
+    else if (streq (command, "FLUSHED")) {
+        char *n = zmsg_popstr (msg);
+        if (n)
+            self->flushed = (uint32_t) strtoul (n, NULL, 10);
+        zstr_free (&n);
     }
     else {
         zmsg_pushstr (msg, command);
@@ -283,6 +310,40 @@ shf_worker_service (shf_worker_t *self)
         msg = s_take (self, msg);
         s_collect (self, &msg);
     }
+    //  An inline report's error, when a newer one came.
+    shf_wlink_tally_error (&self->tally, &self->tally_seen, &self->err);
+}
+
+shf_err_t
+shf_worker_set_handler (shf_worker_t *self, shf_handler_fn *handler, void *arg)
+{
+    assert (self);
+    if (!handler || self->handler || self->polled || self->stopping)
+        return shf_lasterr_fail (&self->err, SHF_EINVAL, "%s",
+                                 !handler        ? "no handler"
+                                 : self->handler ? "a handler is set already"
+                                 : self->polled  ? "the worker has been polled"
+                                                 : "the worker is stopping");
+    self->handler = true;
+    shf_wlink_set_handler (self->link, handler, arg);
+    //  Tasks taken in before, and those on their way until the actor's
+    //  HANDLING, run there too: nothing may stay in the pipe, which an
+    //  application with a handler need never read again.
+    shf_task_t *task;
+    while ((task = zlistx_detach (self->queued, NULL)))
+        shf_wlink_run (self->link, &task);
+    zsock_t *pipe = zactor_sock (self->link);
+    while (true) {
+        zmsg_t *msg = shf_wlink_recv (pipe, -1);
+        if (!msg)  //  the context is ending: no answer will come
+            return shf_lasterr_fail (&self->err, SHF_EUNAVAIL,
+                                     "the worker's connection has ended");
+        msg = s_take (self, msg);  //  a TASK goes back to the actor
+        bool handling = msg && zframe_streq (zmsg_first (msg), "HANDLING");
+        s_collect (self, &msg);
+        if (handling)
+            return SHF_OK;
+    }
 }
 
 static void
@@ -300,6 +361,10 @@ shf_worker_poll (shf_worker_t *self, int timeout_ms, shf_task_t **task_p)
     assert (self);
     assert (task_p);
     *task_p = NULL;
+    if (self->handler)
+        return shf_lasterr_fail (&self->err, SHF_EINVAL,
+                                 "tasks go to the handler");
+    self->polled = true;
     int64_t deadline = s_now_ms () + (timeout_ms > 0 ? timeout_ms : 0);
     while (true) {
         if (self->stopping)
@@ -394,15 +459,8 @@ s_fail (shf_worker_t *self, shf_task_t **task_p, const char *type,
 {
     assert (self);
     assert (task_p && *task_p);
-    json_t *error = json_object ();
-    json_t *jtype = json_string (type && *type ? type : "Error");
-    json_t *jmessage = json_string (message ? message : "");
-    json_object_set_new (error, "type", jtype ? jtype : json_string ("Error"));
-    json_object_set_new (error, "message",
-                         jmessage ? jmessage : json_string ("(not UTF-8)"));
-    json_t *msg = json_pack ("{s:s, s:o}", "op", "fail", "error", error);
-    assert (msg);
-    return s_report (self, task_p, msg, wait);
+    return s_report (self, task_p, shf_wlink_fail_request (type, message),
+                     wait);
 }
 
 static shf_err_t
@@ -411,37 +469,15 @@ s_complete (shf_worker_t *self, shf_task_t **task_p, const char *output,
 {
     assert (self);
     assert (task_p && *task_p);
-    json_t *value = json_null ();
-    if (output) {
-        json_error_t jerr;
-        value = json_loads (output, JSON_DECODE_ANY, &jerr);
-        if (!value) {
-            char message [256];
-            snprintf (message, sizeof message, "output is not JSON: %s",
-                      jerr.text);
-            shf_err_t rc = s_fail (self, task_p, "BadOutput", message, wait);
-            if (rc != SHF_OK)
-                return rc;
-            return shf_lasterr_fail (&self->err, SHF_EINVAL, "%s", message);
-        }
-    }
-    //  Check the size here, so an oversized output fails the step rather
-    //  than the whole report (counted, not encoded: the link encodes it).
-    size_t size = 0;
-    if (shf_mpack_size (value, &size) == SHF_OK && size > SHF_MSG_MAX_PAYLOAD) {
-        json_decref (value);
-        shf_err_t rc = s_fail (self, task_p, "TooLarge",
-                               "the output is larger than 2 MiB", wait);
-        if (rc != SHF_OK)
-            return rc;
-        return shf_lasterr_fail (&self->err, SHF_ETOOLARGE,
-                                 "the output is larger than 2 MiB");
-    }
-    json_t *msg = json_object ();
-    assert (msg);
-    json_object_set_new_nocheck (msg, "op", json_string_nocheck ("complete"));
-    json_object_set_new_nocheck (msg, "output", value);
-    return s_report (self, task_p, msg, wait);
+    //  Output the report cannot carry makes it a failure of the task
+    //  ("BadOutput", "TooLarge"): the call says so once that is reported.
+    shf_err_t why_rc;
+    char why [256];
+    json_t *msg = shf_wlink_complete_request (output, &why_rc, why, sizeof why);
+    shf_err_t rc = s_report (self, task_p, msg, wait);
+    if (rc != SHF_OK || why_rc == SHF_OK)
+        return rc;
+    return shf_lasterr_fail (&self->err, why_rc, "%s", why);
 }
 
 shf_err_t
@@ -476,14 +512,14 @@ size_t
 shf_worker_pending (shf_worker_t *self)
 {
     assert (self);
-    return self->pending;
+    return self->pending + atomic_load (&self->tally.pending);
 }
 
 size_t
 shf_worker_failures (shf_worker_t *self)
 {
     assert (self);
-    return self->failures;
+    return self->failures + atomic_load (&self->tally.failures);
 }
 
 shf_err_t
@@ -492,15 +528,30 @@ shf_worker_flush (shf_worker_t *self, int timeout_ms)
     assert (self);
     int64_t deadline = s_now_ms () + (timeout_ms > 0 ? timeout_ms : 0);
     zsock_t *pipe = zactor_sock (self->link);
+    //  With a handler, the actor's FLUSHED is the barrier (see the
+    //  banner); the counts alone answer a flush that may not wait.
+    uint32_t asked = 0;
+    if (self->handler) {
+        asked = ++self->flushes;
+        if (asked == 0)  //  0 means "none asked"
+            asked = ++self->flushes;
+        shf_wlink_flush (self->link, asked);
+    }
     while (true) {
+        //  pending first: an error counted before it fell is then read by
+        //  the service (shf_wlink.h, the tally).
+        size_t inline_pending = atomic_load (&self->tally.pending);
         shf_worker_service (self);
-        if (self->pending == 0)
+        bool answered = self->flushed == asked;
+        if (self->pending == 0 && inline_pending == 0 && answered)
             return SHF_OK;
         int64_t left = deadline - s_now_ms ();
+        if (left <= 0 && self->pending == 0 && inline_pending == 0)
+            return SHF_OK;
         if (left <= 0)
             return shf_lasterr_fail (&self->err, SHF_ETIMEOUT,
                                      "%zu reports still unanswered",
-                                     self->pending);
+                                     self->pending + inline_pending);
         zmsg_t *msg = shf_wlink_recv (pipe, (int) left);
         if (!msg && zmq_errno () != EAGAIN)
             return shf_lasterr_fail (&self->err, SHF_EUNAVAIL,

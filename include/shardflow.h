@@ -201,8 +201,9 @@ SHF_EXPORT shf_err_t shf_worker_open (shf_worker_t **self_p, const char *server,
 
 //  Stop (as shf_worker_stop: tasks received and not yet handed out go
 //  back to the server at once), wait up to 2 s for the answers to results
-//  sent without waiting, and close the connection. Tasks handed out and
-//  not reported are left to the server's timeouts. NULL-safe.
+//  sent without waiting (a handler's included), and close the
+//  connection. Tasks handed out and not reported are left to the server's
+//  timeouts. NULL-safe.
 SHF_EXPORT void shf_worker_destroy (shf_worker_t **self_p);
 
 //  Code and message of the last failure (as for the client). Borrowed.
@@ -213,9 +214,61 @@ SHF_EXPORT const char *shf_worker_errmsg (shf_worker_t *self);
 //  *task_p is the caller's: report it with shf_worker_complete or
 //  shf_worker_fail (or shf_task_destroy it to leave it to the server's
 //  timeouts, which keeps its slot taken). SHF_ETIMEOUT when none came.
-//  After shf_worker_stop it always returns SHF_ETIMEOUT.
+//  After shf_worker_stop it always returns SHF_ETIMEOUT; once a handler
+//  is set (shf_worker_set_handler) it returns SHF_EINVAL at once.
 SHF_EXPORT shf_err_t shf_worker_poll (shf_worker_t *self, int timeout_ms,
                                       shf_task_t **task_p) SHF_MUST_CHECK;
+
+//  What an inline handler decided for one task (shf_worker_set_handler).
+//  It comes zeroed; the SDK frees every field (free) once it is reported.
+typedef struct {
+    char *output;         //  success: JSON text (malloc'd), NULL for null
+    char *error_type;     //  failure when non-NULL (malloc'd; e.g. "Declined")
+    char *error_message;  //  failure message (malloc'd or NULL)
+} shf_outcome_t;
+
+//  A handler for shf_worker_set_handler: runs on the worker's background
+//  thread, must not block and must not call other shf_worker_* functions
+//  on this worker. The task is borrowed for the call (shf_task_* getters
+//  work; do not destroy it).
+typedef void (shf_handler_fn) (shf_task_t *task, void *arg,
+                               shf_outcome_t *outcome);
+
+//  From now on tasks go to handler (with arg) on the worker's background
+//  thread, the moment they arrive, instead of to shf_worker_poll: no
+//  hand-over between threads per task. For activities that take
+//  microseconds and never block (in-process work, or a handler that only
+//  hands the task's data to a queue of the application's): while a handler
+//  runs, the background thread does nothing else (its signals are
+//  blocked, too). Tasks that reached the worker before the call go to the
+//  handler as well.
+//
+//  Each outcome is reported as shf_worker_complete_async reports: the
+//  output is checked (not JSON: the task is failed with type "BadOutput",
+//  over the payload limit: with "TooLarge"; either way the error is kept
+//  for shf_worker_errcode), the report goes at once and the slot is
+//  granted again (the slots freed by one pass of the background thread in
+//  one poll). The answers are collected on the background thread:
+//  shf_worker_pending counts the reports not yet answered and
+//  shf_worker_failures the refused or unanswered ones, both up to date at
+//  any moment; the error of the last failure becomes shf_worker_errcode /
+//  _errmsg at the next shf_worker_service or _flush. shf_worker_flush
+//  waits until every report made before it has its answer;
+//  shf_worker_stop and _destroy keep their meaning (a task that arrives
+//  after the stop is handed back without running).
+//
+//  Heartbeats and cancellation are not available to handlers: a task runs
+//  within one call, with nothing to heartbeat for, and its outcome is
+//  reported before a cancellation could be read. handler and arg must stay
+//  valid until shf_worker_destroy returns; the application's thread then
+//  has nothing left to do but call shf_worker_service now and then (to
+//  read the last error), and flush and destroy at the end.
+//  SHF_EINVAL when handler is NULL, when a handler is set already, once
+//  shf_worker_poll was called, or after shf_worker_stop; SHF_EUNAVAIL
+//  when the process's ZeroMQ context is ending.
+SHF_EXPORT shf_err_t shf_worker_set_handler (shf_worker_t *self,
+                                             shf_handler_fn *handler,
+                                             void *arg) SHF_MUST_CHECK;
 
 //  Take in what the background thread received, without waiting: tasks
 //  (kept for shf_worker_poll) and cancellations (for
@@ -271,15 +324,17 @@ SHF_EXPORT shf_err_t shf_worker_fail_async (shf_worker_t *self,
 
 //  Reports sent without waiting whose answer has not been collected yet
 //  (answers are collected by poll, service, flush and blocking reports;
-//  these two only read the counts).
+//  these two only read the counts), plus a handler's reports not yet
+//  answered (shf_worker_set_handler).
 SHF_EXPORT size_t shf_worker_pending (shf_worker_t *self);
 
-//  Reports sent without waiting that the server refused or never
-//  answered, since the worker was opened.
+//  Reports sent without waiting (a handler's included) that the server
+//  refused or never answered, since the worker was opened.
 SHF_EXPORT size_t shf_worker_failures (shf_worker_t *self);
 
 //  Wait (up to timeout_ms) until every report sent without waiting has
-//  its answer. SHF_OK, or SHF_ETIMEOUT with some still pending.
+//  its answer; with a handler, every report of a task the handler ran
+//  before the call. SHF_OK, or SHF_ETIMEOUT with some still pending.
 SHF_EXPORT shf_err_t shf_worker_flush (shf_worker_t *self,
                                        int timeout_ms) SHF_MUST_CHECK;
 
