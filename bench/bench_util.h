@@ -430,7 +430,7 @@ typedef struct {
     shf_client_t *client;
     const char *label;      //  for progress lines
     const char *name;       //  definition
-    const char *id_prefix;  //  workflow ids are PREFIX-<index>
+    const char *id_prefix;  //  workflow ids: see bench_wf_id
     int count;              //  workflows
     int window;             //  in flight at most
     bool await;             //  also wait for each result
@@ -450,7 +450,20 @@ typedef struct {
 static inline void
 bench_wf_id (const bench_run_t *run, int i, char *buf, size_t size)
 {
-    snprintf (buf, size, "%s-%d", run->id_prefix, i);
+    //  PREFIX-<hash>-<index>: IDs in no particular order, as applications
+    //  name workflows (orders, users, UUIDs). Counting IDs (PREFIX-<index>,
+    //  SHF_BENCH_SEQ_IDS=1) sort in start order and flattered schema 1,
+    //  whose records were keyed by workflow ID (bench/RESULTS.md, session 8).
+    static int sequential = -1;
+    if (sequential < 0) {
+        const char *seq = getenv ("SHF_BENCH_SEQ_IDS");
+        sequential = seq && *seq == '1';
+    }
+    if (sequential)
+        snprintf (buf, size, "%s-%d", run->id_prefix, i);
+    else
+        snprintf (buf, size, "%s-%08x-%d", run->id_prefix,
+                  (unsigned) ((uint32_t) i * 2654435761u), i);
 }
 
 static inline bool
