@@ -23,7 +23,7 @@ run() {
     "$bin/$name" "$@" || echo "bench=$name status=failed rc=$?"
 }
 run bench_w3_latency 200
-run bench_w3_throughput 5000 64 8 8   # the dev node's default: 8 shards
+run bench_w3_throughput 5000 64 8 8   # 8 shards (dev's default on 8 cores)
 run bench_w3_throughput 5000 64 2 8   # 8 shards, 2 worker threads (links)
 run bench_w3_throughput 5000 64 2 2   # 2 shards, 2 worker threads (2 cores)
 run bench_w3_throughput 5000 64 1 1   # 1 shard, 1 worker thread: fewest hand-overs
