@@ -590,8 +590,9 @@ s_wf_start (self_t *self, zframe_t *identity, uint64_t id, const json_t *msg)
     const char *request_id = s_str (msg, "request_id");
     shf_key_t dkey;
     shf_err_t rc;
-    //  Every key of the run (task and timer keys are the longest: run key
-    //  + step id + counters) must fit LMDB's 511 bytes.
+    //  Every key of the run must fit LMDB's 511 bytes; task keys are the
+    //  longest: start time (8) + run key (ns, wf_id, 32-byte run id, 3
+    //  NULs) + step id (SHF_STEP_ID_MAX + NUL) + attempt (4) <= 496.
     if (strlen (ns) + strlen (wf_id) > SHF_SHARD_MAX_RUN_NAME) {
         s_reply_error (self, identity, id, SHF_EINVAL,
                        "namespace and workflow id together must be at most "
