@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -114,6 +115,88 @@ s_register (shf_client_t *client, const char *doc)
     if (rc != SHF_OK)
         fprintf (stderr, "register: %s\n", shf_client_errmsg (client));
     return rc == SHF_OK;
+}
+
+//  Run i uses PREFIX_two when i is odd (2 steps, output n = i + 2), else
+//  PREFIX_one (1 step, output n = i + 1).
+static int
+s_steps_of (int i)
+{
+    return i % 2 ? 2 : 1;
+}
+
+//  The echo runs PREFIX-echo-I, those before first_execute started
+//  already: starts and awaits the others, then checks that every run
+//  closed by the deadline, completed with output n = input.n + its steps,
+//  and has one ActivityCompleted per step and no ActivityFailed.
+static void
+s_check_echoes (shf_client_t *client, const char *prefix, int first_execute,
+                int64_t deadline)
+{
+    int wrong = 0, unclosed = 0, history_errors = 0;
+    char wf_id [64], one [32], two [32];
+    snprintf (one, sizeof one, "%s_one", prefix);
+    snprintf (two, sizeof two, "%s_two", prefix);
+    json_t *outcomes [RUNS] = {NULL};
+    for (int i = first_execute; i < RUNS; i++) {
+        snprintf (wf_id, sizeof wf_id, "%s-echo-%d", prefix, i);
+        char input [32];
+        snprintf (input, sizeof input, "{\"n\": %d}", i);
+        int64_t left = deadline - s_now_ms ();
+        json_t *body = NULL;
+        if (left > 0
+            && shf_client_execute (client, s_steps_of (i) == 2 ? two : one, 0,
+                                   wf_id, input, NULL, (int) left, &body)
+                   == SHF_OK
+            && strcmp (s_str (body, "status"), "running") != 0)
+            outcomes [i] = body;
+        else {
+            json_decref (body);
+            outcomes [i] = s_outcome (client, wf_id, deadline);
+        }
+    }
+    for (int i = 0; i < first_execute; i++) {
+        snprintf (wf_id, sizeof wf_id, "%s-echo-%d", prefix, i);
+        outcomes [i] = s_outcome (client, wf_id, deadline);
+    }
+    for (int i = 0; i < RUNS; i++) {
+        if (!outcomes [i]) {
+            unclosed++;
+            continue;
+        }
+        json_t *expected =
+            json_pack ("{s:I}", "n", (json_int_t) i + s_steps_of (i));
+        bool right =
+            strcmp (s_str (outcomes [i], "status"), "completed") == 0
+            && json_equal (json_object_get (outcomes [i], "output"), expected);
+        if (!right && wrong++ < 3) {
+            char *text = json_dumps (outcomes [i], JSON_COMPACT);
+            fprintf (stderr, "run %d: %s\n", i, text);
+            free (text);
+        }
+        json_decref (expected);
+        json_decref (outcomes [i]);
+    }
+    s_check (unclosed == 0, "every run closed before the deadline");
+    s_check (wrong == 0,
+             "every run completed with output n = input.n + its steps");
+    int read = 0;
+    for (int i = 0; i < RUNS && s_now_ms () < deadline; i++) {
+        snprintf (wf_id, sizeof wf_id, "%s-echo-%d", prefix, i);
+        int completed = s_count_events (client, wf_id, "ActivityCompleted");
+        int failed = s_count_events (client, wf_id, "ActivityFailed");
+        if ((completed != s_steps_of (i) || failed != 0)
+            && history_errors++ < 3)
+            fprintf (stderr,
+                     "history of %s: %d ActivityCompleted (want %d), "
+                     "%d ActivityFailed\n",
+                     wf_id, completed, s_steps_of (i), failed);
+        read++;
+    }
+    s_check (read == RUNS, "every history read before the deadline");
+    s_check (history_errors == 0,
+             "each history has one ActivityCompleted per step and no "
+             "ActivityFailed");
 }
 
 #endif

@@ -146,13 +146,6 @@ s_handler (shf_task_t *task, void *arg, shf_outcome_t *outcome)
     " {\"id\": \"b\", \"activity\": \"echo\","                                 \
     " \"input\": {\"n\": \"${steps.a.output.n}\"}}]}"
 
-//  Run i uses th_two when i is odd (2 steps, output n = i + 2), else
-//  th_one (1 step, output n = i + 1).
-static int
-s_steps_of (int i)
-{
-    return i % 2 ? 2 : 1;
-}
 
 static void
 s_test_echo (shf_client_t *client, shf_worker_t *worker, s_handler_t *handler)
@@ -165,7 +158,7 @@ s_test_echo (shf_client_t *client, shf_worker_t *worker, s_handler_t *handler)
     //  The first half started at once (tasks pile up to the concurrency),
     //  the rest started and awaited in one request each.
     int first_execute = RUNS / 2;
-    int start_errors = 0, wrong = 0, unclosed = 0, history_errors = 0;
+    int start_errors = 0;
     char wf_id [64];
     for (int i = 0; i < first_execute; i++) {
         snprintf (wf_id, sizeof wf_id, "th-echo-%d", i);
@@ -182,67 +175,7 @@ s_test_echo (shf_client_t *client, shf_worker_t *worker, s_handler_t *handler)
         json_decref (body);
     }
     s_check (start_errors == 0, "shf_client_start of the first half");
-    json_t *outcomes [RUNS] = {NULL};
-    for (int i = first_execute; i < RUNS; i++) {
-        snprintf (wf_id, sizeof wf_id, "th-echo-%d", i);
-        char input [32];
-        snprintf (input, sizeof input, "{\"n\": %d}", i);
-        int64_t left = deadline - s_now_ms ();
-        json_t *body = NULL;
-        if (left > 0
-            && shf_client_execute (client,
-                                   s_steps_of (i) == 2 ? "th_two" : "th_one", 0,
-                                   wf_id, input, NULL, (int) left, &body)
-                   == SHF_OK
-            && strcmp (s_str (body, "status"), "running") != 0)
-            outcomes [i] = body;
-        else {
-            json_decref (body);
-            outcomes [i] = s_outcome (client, wf_id, deadline);
-        }
-    }
-    for (int i = 0; i < first_execute; i++) {
-        snprintf (wf_id, sizeof wf_id, "th-echo-%d", i);
-        outcomes [i] = s_outcome (client, wf_id, deadline);
-    }
-    for (int i = 0; i < RUNS; i++) {
-        if (!outcomes [i]) {
-            unclosed++;
-            continue;
-        }
-        json_t *expected =
-            json_pack ("{s:I}", "n", (json_int_t) i + s_steps_of (i));
-        bool right =
-            strcmp (s_str (outcomes [i], "status"), "completed") == 0
-            && json_equal (json_object_get (outcomes [i], "output"), expected);
-        if (!right && wrong++ < 3) {
-            char *text = json_dumps (outcomes [i], JSON_COMPACT);
-            fprintf (stderr, "run %d: %s\n", i, text);
-            free (text);
-        }
-        json_decref (expected);
-        json_decref (outcomes [i]);
-    }
-    s_check (unclosed == 0, "every run closed before the deadline");
-    s_check (wrong == 0,
-             "every run completed with output n = input.n + its steps");
-    int read = 0;
-    for (int i = 0; i < RUNS && s_now_ms () < deadline; i++) {
-        snprintf (wf_id, sizeof wf_id, "th-echo-%d", i);
-        int completed = s_count_events (client, wf_id, "ActivityCompleted");
-        int failed = s_count_events (client, wf_id, "ActivityFailed");
-        if ((completed != s_steps_of (i) || failed != 0)
-            && history_errors++ < 3)
-            fprintf (stderr,
-                     "history of %s: %d ActivityCompleted (want %d), "
-                     "%d ActivityFailed\n",
-                     wf_id, completed, s_steps_of (i), failed);
-        read++;
-    }
-    s_check (read == RUNS, "every history read before the deadline");
-    s_check (history_errors == 0,
-             "each history has one ActivityCompleted per step and no "
-             "ActivityFailed");
+    s_check_echoes (client, "th", first_execute, deadline);
     long echoes = atomic_load (&handler->echoes);
     s_check (echoes == RUNS / 2 * 3,
              "the handler ran once per step (300) and no more");
