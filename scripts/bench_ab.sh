@@ -11,6 +11,10 @@
 # stdout gives, per benchmark and revision, the median and range of each
 # figure.
 # ROUNDS defaults to 3 (about 1 minute a round).
+# Each revision runs its own benchmarks: before 4d12ad3 they named
+# workflows by counting (tp-0, tp-1, ...), since then in no particular
+# order, which costs schema 1 twice the page writes; against an older
+# revision, compare with SHF_BENCH_SEQ_IDS=1 set (HEAD counts too).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 if [[ $# -lt 2 ]]; then
