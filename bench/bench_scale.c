@@ -229,8 +229,10 @@ main (int argc, char **argv)
     client = bench_client (endpoint, NULL);
     char status [32] = "";
     int64_t t_serve = 0;
+    char first [64];
+    bench_wf_id (&run, 0, first, sizeof first);
     while (shf_clock_mono_us () - t_kill < 60000000) {
-        if (s_describe (client, "sc-0", status, sizeof status) == 0) {
+        if (s_describe (client, first, status, sizeof status) == 0) {
             t_serve = shf_clock_mono_us ();
             break;
         }
@@ -239,7 +241,7 @@ main (int argc, char **argv)
     srand (42);
     for (int k = 0; k < 100; k++) {
         char wf_id [64];
-        snprintf (wf_id, sizeof wf_id, "sc-%d", rand () % count);
+        bench_wf_id (&run, rand () % count, wf_id, sizeof wf_id);
         sampled++;
         if (s_describe (client, wf_id, status, sizeof status) == 0
             && strcmp (status, "running") == 0)
