@@ -40,7 +40,8 @@ main (int argc, char **argv)
         fprintf (stderr, "usage: bench_fairness [COUNT [WORKERS [WINDOW]]]\n");
         return 2;
     }
-    bench_env_t *env = bench_env_start (8, "fair", workers, 4, true, s_def);
+    bench_env_t *env =
+        bench_env_start (8, "fair", workers, 4, BENCH_POOL_BLOCKING, s_def);
     if (!env)
         return 1;
     bench_pool_t *pool = &env->pool;

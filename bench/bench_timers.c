@@ -69,7 +69,8 @@ main (int argc, char **argv)
         fprintf (stderr, "usage: bench_timers [COUNT [TIMERS [DELAY_MS]]]\n");
         return 2;
     }
-    bench_env_t *env = bench_env_start (8, "bench", 8, 16, false, s_def_sleep3);
+    bench_env_t *env =
+        bench_env_start (8, "bench", 8, 16, BENCH_POOL_INLINE, s_def_sleep3);
     if (!env)
         return 1;
     shf_client_t *client = env->client;

@@ -150,8 +150,7 @@ bench_client (const char *endpoint, const char *def)
 
 #define BENCH_MAX_WORKERS 256
 
-//  How the pool's workers run tasks. false and true, which callers of
-//  the time before handlers pass, are BENCH_POOL_INLINE and _BLOCKING.
+//  How the pool's workers run tasks.
 typedef enum {
     //  In a handler on the worker's background thread; SHF_BENCH_POLL=1:
     //  polled, and reported with shf_worker_complete_async.

@@ -44,8 +44,8 @@ main (int argc, char **argv)
                          "[WORKERS [SHARDS]]]]\n");
         return 2;
     }
-    bench_env_t *env =
-        bench_env_start (shards, "bench", workers, 16, false, s_def);
+    bench_env_t *env = bench_env_start (shards, "bench", workers, 16,
+                                        BENCH_POOL_INLINE, s_def);
     if (!env)
         return 1;
     bench_pool_t *pool = &env->pool;

@@ -121,7 +121,7 @@ s_find_run (self_t *self, uint64_t id, const json_t *msg, shf_run_t **state_p,
 {
     const char *ns = s_str (msg, "ns");
     const char *wf_id = s_str (msg, "wf_id");
-    shf_err_t rc = shf_runs_load (self->txn, ns, wf_id, state_p, NULL);
+    shf_err_t rc = shf_runs_load (self->txn, ns, wf_id, state_p);
     if (rc == SHF_ENOTFOUND) {
         *reply_p = s_not_found (id, ns, wf_id);
         return SHF_OK;

@@ -83,7 +83,7 @@ shf_runs_find (shf_txn_t *txn, const char *ns, const char *wf_id,
 
 shf_err_t
 shf_runs_load (shf_txn_t *txn, const char *ns, const char *wf_id,
-               shf_run_t **run_p, shf_key_t *placed)
+               shf_run_t **run_p)
 {
     *run_p = NULL;
     shf_key_t key;
@@ -100,8 +100,6 @@ shf_runs_load (shf_txn_t *txn, const char *ns, const char *wf_id,
     if (rc == SHF_OK && (rc = shf_run_decode (data, size, run_p)) != SHF_OK)
         shf_error ("runs: the run of %s/%s (%zu bytes) does not decode", ns,
                    wf_id, size);
-    if (rc == SHF_OK && placed)
-        *placed = key;
     return rc;
 }
 
@@ -403,7 +401,9 @@ s_test_check (shf_txn_t *txn, const char *wf_id, const char *run_id,
 {
     shf_run_t *run = NULL;
     shf_key_t placed;
-    shf_err_t rc = shf_runs_load (txn, "default", wf_id, &run, &placed);
+    shf_err_t rc = shf_runs_load (txn, "default", wf_id, &run);
+    assert (rc == SHF_OK);
+    rc = shf_runs_find (txn, "default", wf_id, &placed);
     assert (rc == SHF_OK);
     assert (strcmp (shf_workflow_run_id (run), run_id) == 0);
     assert (shf_runs_key_started_at (&placed) == started_at);
@@ -491,9 +491,9 @@ shf_runs_test (bool verbose)
     rc = shf_txn_get (txn, SHF_DB_HISTORY, key.data, key.size, &v, &vl);
     assert (rc == SHF_OK);
     shf_run_t *run = NULL;
-    rc = shf_runs_load (txn, "default", "bad", &run, NULL);
+    rc = shf_runs_load (txn, "default", "bad", &run);
     assert (rc == SHF_ECORRUPT && !run);
-    rc = shf_runs_load (txn, "default", "none", &run, NULL);
+    rc = shf_runs_load (txn, "default", "none", &run);
     assert (rc == SHF_ENOTFOUND);
     json_t *meta = NULL;
     rc = shf_txn_get_json (txn, SHF_DB_META, "shard", 5, &meta);
@@ -551,7 +551,7 @@ shf_runs_test (bool verbose)
             && memcmp (key.data, placed.data, key.size) == 0);
     assert (shf_runs_key_started_at (&key) == 42);
     assert (strcmp (shf_runs_key_run_id (&key), "r") == 0);
-    rc = shf_runs_load (txn, "ns", "w", &run, NULL);
+    rc = shf_runs_load (txn, "ns", "w", &run);
     assert (rc == SHF_OK);
     assert (shf_workflow_started_at (run) == 42);
     shf_run_decref (run);

@@ -29,11 +29,11 @@ void shf_runs_key (shf_key_t *key, const shf_run_t *run);
 int64_t shf_runs_key_started_at (const shf_key_t *key);
 const char *shf_runs_key_run_id (const shf_key_t *key);
 
-//  The current run of ns/wf_id: its state (*run_p, the caller's) and,
-//  when placed is not NULL, its placed key. SHF_ENOTFOUND when there is
-//  none, SHF_ECORRUPT when the records are not a run (logged).
+//  The current run of ns/wf_id (*run_p, the caller's). SHF_ENOTFOUND
+//  when there is none, SHF_ECORRUPT when the records are not a run
+//  (logged).
 shf_err_t shf_runs_load (shf_txn_t *txn, const char *ns, const char *wf_id,
-                         shf_run_t **run_p, shf_key_t *placed) SHF_MUST_CHECK;
+                         shf_run_t **run_p) SHF_MUST_CHECK;
 
 //  The placed key that exec holds for ns/wf_id (SHF_ENOTFOUND: none).
 shf_err_t shf_runs_find (shf_txn_t *txn, const char *ns, const char *wf_id,

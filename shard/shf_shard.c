@@ -271,7 +271,7 @@ s_state_load (self_t *self, const char *ns, const char *wf_id,
         *state_p = state;
         return SHF_OK;
     }
-    shf_err_t rc = shf_runs_load (self->txn, ns, wf_id, &state, NULL);
+    shf_err_t rc = shf_runs_load (self->txn, ns, wf_id, &state);
     if (rc)
         return rc;
     shf_cache_put (self->cache, name, state);

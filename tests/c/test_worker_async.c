@@ -116,32 +116,8 @@ s_test_echo (shf_client_t *client, const char *endpoint)
     s_check (thread_ok, "worker thread started");
     if (!thread_ok)
         return;
-    int64_t deadline = s_now_ms () + ECHO_DEADLINE_MS;
-
-    //  The first 3/4 started at once (so tasks pile up and the worker
-    //  holds up to its concurrency), the rest started and awaited in one
-    //  request each.
-    int first_execute = RUNS * 3 / 4;
-    int start_errors = 0;
-    char wf_id [64];
-    for (int i = 0; i < first_execute; i++) {
-        snprintf (wf_id, sizeof wf_id, "tw-echo-%d", i);
-        char input [32];
-        snprintf (input, sizeof input, "{\"n\": %d}", i);
-        json_t *body = NULL;
-        if (shf_client_start (client, s_steps_of (i) == 2 ? "tw_two" : "tw_one",
-                              0, wf_id, input, NULL, &body)
-            != SHF_OK) {
-            if (start_errors++ < 3)
-                fprintf (stderr, "start %s: %s\n", wf_id,
-                         shf_client_errmsg (client));
-        }
-        json_decref (body);
-    }
-    s_check (start_errors == 0,
-             "shf_client_start of the first 3/4 of the runs");
-
-    s_check_echoes (client, "tw", first_execute, deadline);
+    //  The first 3/4 started at once, the rest started and awaited
+    s_check_echoes (client, "tw", RUNS * 3 / 4, s_now_ms () + ECHO_DEADLINE_MS);
 
     atomic_store (&echo.stop, true);
     pthread_join (tid, NULL);
