@@ -6,8 +6,11 @@
     shf_run_t and writes each one changed in a transaction with
     shf_run_encode, field by field, straight to msgpack.
 
-    The stored form is the msgpack of one map, the same layout the state
-    had when it was a JSON object, so runs written before still read:
+    The stored form (shf_run_encode) is one packed msgpack array: members
+    by position, statuses and timer kinds as their enum numbers (stored:
+    new values go last), times after started_at as differences from it
+    (shf_run.c, "the packed form", has the layout). States stored before
+    it are the msgpack of one map, the JSON layout, and still read:
 
       {"ns", "workflow_id", "run_id", "name", "version", "status",
        "started_at", "closed_at" (nil while open), "input", "output",
@@ -22,7 +25,7 @@
     there once set: "scheduled_at", "started_at", "closed_at", "input",
     "output", "failure", "heartbeat_details", "last_heartbeat", "worker",
     "retry_due", "seq", "handbacks". shf_run_to_json gives that object
-    (tests, tools); shf_run_encode writes the same map without building it.
+    (describe, tests, tools) whichever form the run was read from.
 
     JSON values held here (payloads, failures, signals) are shared by
     reference with events, effects and replies and never changed once
@@ -40,6 +43,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+//  The three enums below are stored by number (the packed form): add new
+//  values last, never reorder.
 typedef enum {
     SHF_RUN_RUNNING,
     SHF_RUN_COMPLETED,
@@ -163,15 +168,16 @@ json_t *shf_run_to_json (const shf_run_t *self);
 shf_err_t shf_run_from_json (const json_t *state,
                              shf_run_t **run_p) SHF_MUST_CHECK;
 
-//  Appends the run's msgpack map to out: byte for byte what
-//  shf_mpack_encode writes for shf_run_to_json's object. SHF_EINVAL, with
-//  out as it was, when a JSON value in it nests deeper than
-//  SHF_MPACK_MAX_DEPTH.
+//  Appends the run's packed array to out (an empty run: an empty map).
+//  SHF_EINVAL, with out as it was, when a JSON value in it nests deeper
+//  than SHF_MPACK_MAX_DEPTH (as for shf_mpack_encode of the JSON layout:
+//  values sit at the same depths).
 shf_err_t shf_run_encode (const shf_run_t *self,
                           shf_mpack_out_t *out) SHF_MUST_CHECK;
 
-//  Reads a stored run: shf_mpack_decode, then shf_run_from_json.
-//  SHF_ECORRUPT when the bytes are not a run.
+//  Reads a stored run, packed or a map (shf_mpack_decode, then by
+//  position or shf_run_from_json). SHF_ECORRUPT when the bytes are not a
+//  run.
 shf_err_t shf_run_decode (const void *data, size_t size,
                           shf_run_t **run_p) SHF_MUST_CHECK;
 

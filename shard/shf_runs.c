@@ -183,13 +183,15 @@ s_rekey (shf_txn_t *txn, shf_db_t db, const shf_key_t *from,
     return rc;
 }
 
-//  Whether an exec value is a schema-1 state: a msgpack map (a placed key
-//  starts with the high byte of a start time, 0 until the year 2^56 ms).
+//  Whether an exec value is a schema-1 state: a msgpack map, or array in
+//  the packed form (a placed key starts with the high byte of a start
+//  time, 0 until the year 2^56 ms). Schema-1 shards hold maps; a packed
+//  one is what a test (or a tool) may have written there since.
 static bool
 s_is_state (const void *data, size_t size)
 {
     unsigned char b = size ? *(const unsigned char *) data : 0;
-    return (b >= 0x80 && b <= 0x8f) || b == 0xde || b == 0xdf;
+    return (b >= 0x80 && b <= 0x9f) || (b >= 0xdc && b <= 0xdf);
 }
 
 //  Moves one run: its state to runs, history and tasks behind its placed

@@ -261,9 +261,17 @@ def check_schema_2(shard_dir):
             except ValueError as e:
                 bad.append("runs %r: %s" % (k, e))
                 continue
-            want = (st.get("ns", "") + "\0" + st.get("workflow_id", "")
-                    + "\0" + st.get("run_id", "") + "\0").encode()
-            if not isinstance(st, dict) or k[8:] != want:
+            # the packed array (ns, workflow_id, run_id at 1-3) or the
+            # map states were written as before it
+            if isinstance(st, list) and len(st) > 3:
+                ids = st[1:4]
+            elif isinstance(st, dict):
+                ids = [st.get("ns", ""), st.get("workflow_id", ""),
+                       st.get("run_id", "")]
+            else:
+                ids = None
+            want = ("\0".join(ids) + "\0").encode() if ids else None
+            if want is None or k[8:] != want:
                 bad.append("runs %r holds the state of %r" % (k, want))
         for name, rest in (("history", 8), ("tasks", None)):
             for k, _ in db.items(name):
