@@ -10,7 +10,8 @@
       history  placed event_id(8)
       timers   due(8) run key timer_id(8)
       tasks    placed step \0 attempt(4)
-      index    ns \0 (INT64_MAX - started_at)(8) run key   (newest first)
+      index    ns \0 (INT64_MAX - started_at)(8) wf_id \0 run_id
+               (newest first)               -> SHF_INDEX_PACKED entry
       dedup    ns \0 request_id
       defs     ns \0 name \0 version(8)
 */
@@ -20,6 +21,12 @@
 #include <stdint.h>
 
 #define SHF_KEY_MAX 511
+
+//  The form tag of an index entry: msgpack [SHF_INDEX_PACKED, name,
+//  version, status (shf_run_status_t number), closed_at - started_at (nil
+//  while open)]; the IDs and the start time are read from the key. Entries
+//  written before it are maps that spell every field out.
+#define SHF_INDEX_PACKED 1
 
 typedef struct {
     unsigned char data [SHF_KEY_MAX + 1];

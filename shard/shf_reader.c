@@ -72,9 +72,10 @@ s_str (const json_t *obj, const char *field)
     return json_string_value (json_object_get (obj, field));
 }
 
-//  Called for each record under a prefix, in key order; takes the
-//  record. Returns false to stop the scan.
-typedef bool (s_scan_fn) (void *arg, json_t *record);
+//  Called for each record under a prefix, in key order, with its key past
+//  the prefix; takes the record. Returns false to stop the scan.
+typedef bool (s_scan_fn) (void *arg, const unsigned char *key, size_t klen,
+                          json_t *record);
 
 static shf_err_t
 s_scan (self_t *self, shf_db_t db, const shf_key_t *prefix, s_scan_fn *fn,
@@ -91,7 +92,9 @@ s_scan (self_t *self, shf_db_t db, const shf_key_t *prefix, s_scan_fn *fn,
            && memcmp (k, prefix->data, prefix->size) == 0) {
         json_t *record;
         rc = shf_store_decode (db, v, vl, &record);
-        if (rc || !fn (arg, record))
+        if (rc
+            || !fn (arg, (const unsigned char *) k + prefix->size,
+                    kl - prefix->size, record))
             break;
         rc = shf_cursor_next (cur, &k, &kl, &v, &vl);
     }
@@ -324,8 +327,10 @@ s_def_summary (const json_t *record, bool with_doc)
 }
 
 static bool
-s_def_listed (void *defs, json_t *record)
+s_def_listed (void *defs, const unsigned char *key, size_t klen, json_t *record)
 {
+    (void) key;
+    (void) klen;
     json_array_append_new (defs, s_def_summary (record, false));
     json_decref (record);
     return true;
@@ -373,28 +378,72 @@ typedef struct {
     int64_t limit;
     json_t *list;
     int64_t scanned;
+    uint32_t shard;
 } s_listing_t;
 
+//  A listed run from its index entry: packed (SHF_INDEX_PACKED, the IDs
+//  and start time read from key: (INT64_MAX - started_at)(8) wf_id \0
+//  run_id), or the map entries were before it. NULL when it is neither.
+static json_t *
+s_wf_entry (const unsigned char *key, size_t klen, const json_t *entry)
+{
+    if (json_is_object (entry)) {
+        if (!json_is_string (json_object_get (entry, "workflow_id"))
+            || !json_is_string (json_object_get (entry, "run_id"))
+            || !json_is_string (json_object_get (entry, "name"))
+            || !json_is_string (json_object_get (entry, "status")))
+            return NULL;
+        int64_t closed_at =
+            json_integer_value (json_object_get (entry, "closed_at"));
+        return json_pack ("{s:O, s:O, s:O, s:O, s:o, s:o}", "workflow_id",
+                          json_object_get (entry, "workflow_id"), "run_id",
+                          json_object_get (entry, "run_id"), "name",
+                          json_object_get (entry, "name"), "status",
+                          json_object_get (entry, "status"), "started_at",
+                          s_time_json (json_integer_value (
+                              json_object_get (entry, "started_at"))),
+                          "closed_at", s_time_json (closed_at));
+    }
+    const unsigned char *nul = klen > 8 ? memchr (key + 8, 0, klen - 8) : NULL;
+    json_int_t form = json_integer_value (json_array_get (entry, 0));
+    json_int_t status = json_integer_value (json_array_get (entry, 3));
+    const json_t *closed = json_array_get (entry, 4);
+    if (!nul || json_array_size (entry) != 5 || form != SHF_INDEX_PACKED
+        || !json_is_string (json_array_get (entry, 1)) || status < 0
+        || status >= SHF_RUN_STATUS_COUNT
+        || !(json_is_null (closed) || json_is_integer (closed)))
+        return NULL;
+    int64_t started_at = INT64_MAX - (int64_t) shf_key_get_u64 (key);
+    int64_t closed_at =
+        json_is_null (closed)
+            ? 0
+            : (int64_t) ((uint64_t) started_at
+                         + (uint64_t) json_integer_value (closed));
+    const char *wf_id = (const char *) key + 8;
+    const char *run_id = (const char *) nul + 1;
+    return json_pack (
+        "{s:s%, s:s%, s:O, s:s, s:o, s:o}", "workflow_id", wf_id,
+        (size_t) (nul - key - 8), "run_id", run_id,
+        (size_t) (key + klen - nul - 1), "name", json_array_get (entry, 1),
+        "status", shf_run_status_name ((shf_run_status_t) status), "started_at",
+        s_time_json (started_at), "closed_at",
+        json_is_null (closed) ? json_null () : s_time_json (closed_at));
+}
+
 static bool
-s_wf_listed (void *arg, json_t *entry)
+s_wf_listed (void *arg, const unsigned char *key, size_t klen, json_t *entry)
 {
     s_listing_t *l = arg;
-    if ((!l->status || strcmp (l->status, s_str (entry, "status")) == 0)
-        && (!l->name || strcmp (l->name, s_str (entry, "name")) == 0)) {
-        json_t *item = json_pack (
-            "{s:O, s:O, s:O, s:O, s:o, s:o}", "workflow_id",
-            json_object_get (entry, "workflow_id"), "run_id",
-            json_object_get (entry, "run_id"), "name",
-            json_object_get (entry, "name"), "status",
-            json_object_get (entry, "status"), "started_at",
-            s_time_json (
-                json_integer_value (json_object_get (entry, "started_at"))),
-            "closed_at",
-            s_time_json (
-                json_integer_value (json_object_get (entry, "closed_at"))));
-        json_array_append_new (l->list, item);
-    }
+    json_t *item = s_wf_entry (key, klen, entry);
     json_decref (entry);
+    if (!item)
+        shf_warn ("reader %u: an index entry that is not one, skipped",
+                  l->shard);
+    else if ((!l->status || strcmp (l->status, s_str (item, "status")) == 0)
+             && (!l->name || strcmp (l->name, s_str (item, "name")) == 0))
+        json_array_append_new (l->list, item);
+    else
+        json_decref (item);
     return (int64_t) json_array_size (l->list) < l->limit
            && ++l->scanned < SHF_READER_LIST_SCAN;
 }
@@ -402,8 +451,12 @@ s_wf_listed (void *arg, json_t *entry)
 static shf_err_t
 s_wf_list (self_t *self, const json_t *msg, json_t **reply_p)
 {
-    s_listing_t listing = {s_str (msg, "status"), s_str (msg, "name"),
-                           shf_msg_int (msg, "limit", 100), json_array (), 0};
+    s_listing_t listing = {s_str (msg, "status"),
+                           s_str (msg, "name"),
+                           shf_msg_int (msg, "limit", 100),
+                           json_array (),
+                           0,
+                           self->args->id};
     shf_key_t prefix;
     shf_key_init (&prefix);
     shf_key_str (&prefix, s_str (msg, "ns"));
@@ -658,6 +711,27 @@ shf_reader_test (bool verbose)
     rc = shf_txn_put_json (txn, SHF_DB_INDEX, key.data, key.size, entry);
     assert (rc == SHF_OK);
     json_decref (entry);
+    //  A packed entry (as the shard writes them) of an earlier, completed
+    //  run, and an entry that is neither form: listed, and skipped.
+    shf_key_init (&key);
+    shf_key_str (&key, "default");
+    shf_key_u64 (&key, (uint64_t) (INT64_MAX - 1700000000000));
+    shf_key_str (&key, "w0");
+    shf_key_raw (&key, "r0");
+    entry = json_pack ("[i, s, i, i, i]", SHF_INDEX_PACKED, "greet", 1,
+                       (int) SHF_RUN_COMPLETED, 250);
+    rc = shf_txn_put_json (txn, SHF_DB_INDEX, key.data, key.size, entry);
+    assert (rc == SHF_OK);
+    json_decref (entry);
+    shf_key_init (&key);
+    shf_key_str (&key, "default");
+    shf_key_u64 (&key, (uint64_t) (INT64_MAX - 1600000000000));
+    shf_key_str (&key, "wx");
+    shf_key_raw (&key, "rx");
+    entry = json_pack ("[i, s, i, i, i]", SHF_INDEX_PACKED, "greet", 1, 99, 1);
+    rc = shf_txn_put_json (txn, SHF_DB_INDEX, key.data, key.size, entry);
+    assert (rc == SHF_OK);
+    json_decref (entry);
     //  A shard of schema 1: the shard moves its runs before readers start
     json_t *meta =
         json_pack ("{s:i, s:i, s:i}", "shard", 3, "epoch", 1, "schema", 1);
@@ -772,16 +846,26 @@ shf_reader_test (bool verbose)
                                    "default", "limit", 10));
     json_t *list =
         json_object_get (json_object_get (reply, "body"), "workflows");
-    assert (json_array_size (list) == 1);
+    assert (json_array_size (list) == 2);  //  newest first; wx skipped
     assert (streq (s_str (json_array_get (list, 0), "workflow_id"), "w1"));
     assert (
         json_is_null (json_object_get (json_array_get (list, 0), "closed_at")));
+    json_t *w0 = json_array_get (list, 1);
+    assert (streq (s_str (w0, "workflow_id"), "w0"));
+    assert (streq (s_str (w0, "run_id"), "r0"));
+    assert (streq (s_str (w0, "name"), "greet"));
+    assert (streq (s_str (w0, "status"), "completed"));
+    char when [40];
+    shf_clock_format (1700000000000, when, sizeof when);
+    assert (streq (s_str (w0, "started_at"), when));
+    shf_clock_format (1700000000250, when, sizeof when);
+    assert (streq (s_str (w0, "closed_at"), when));
     json_decref (reply);
     reply = s_test_ask (zactor_sock (reader), router, "GATHER",
                         json_pack ("{s:s, s:s, s:s}", "op", "wf_list", "ns",
                                    "default", "status", "completed"));
     list = json_object_get (json_object_get (reply, "body"), "workflows");
-    assert (json_array_size (list) == 0);
+    assert (json_array_size (list) == 1);
     json_decref (reply);
     reply = s_test_ask (
         zactor_sock (reader), router, "GATHER",

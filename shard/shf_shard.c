@@ -293,22 +293,23 @@ s_index_put (self_t *self, const shf_run_t *state)
     shf_key_raw (&key, shf_workflow_run_id (state));
     if (key.overflow)
         return SHF_ETOOLARGE;
-    shf_mpack_map_t *map = shf_mpack_map_new (7);
-    shf_mpack_map_str (map, "workflow_id", shf_workflow_id (state));
-    shf_mpack_map_str (map, "run_id", shf_workflow_run_id (state));
-    shf_mpack_map_str (map, "name", shf_workflow_def_name (state));
-    shf_mpack_map_int (map, "version", shf_workflow_def_version (state));
-    shf_mpack_map_str (map, "status", shf_workflow_status (state));
-    shf_mpack_map_int (map, "started_at", shf_workflow_started_at (state));
-    shf_mpack_map_int (map, "closed_at", shf_workflow_closed_at (state));
-    char *data = NULL;
-    size_t size = 0;
-    shf_err_t rc = shf_mpack_map_finish (&map, &data, &size);
-    if (rc == SHF_OK)
-        rc = shf_txn_put (self->txn, SHF_DB_INDEX, key.data, key.size, data,
-                          size);
-    free (data);
-    return rc;
+    //  Packed (shf_reader.c, s_wf_listed): the IDs and the start time are
+    //  in the key already.
+    self->encoded.size = 0;
+    shf_mpack_out_t *out = &self->encoded;
+    shf_mpack_put_array (out, 5);
+    shf_mpack_put_int (out, SHF_INDEX_PACKED);
+    shf_mpack_put_str (out, shf_workflow_def_name (state),
+                       strlen (shf_workflow_def_name (state)));
+    shf_mpack_put_int (out, shf_workflow_def_version (state));
+    shf_mpack_put_int (out, state->status);
+    if (state->has_closed_at)  //  wraps rather than overflows, as in runs
+        shf_mpack_put_int (out, (int64_t) ((uint64_t) state->closed_at
+                                           - (uint64_t) state->started_at));
+    else
+        shf_mpack_put_nil (out);
+    return shf_txn_put (self->txn, SHF_DB_INDEX, key.data, key.size, out->data,
+                        out->size);
 }
 
 //  What a task's token says: where the task belongs.
