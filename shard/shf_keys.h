@@ -8,7 +8,7 @@
       placed   started_at(8) run key        (schema 2)
       runs     placed                       -> the run's mutable state
       history  placed event_id(8)
-      timers   due(8) run key timer_id(8)
+      timers   due(8) run key timer_id(8)     -> nothing (the key says all)
       tasks    placed step \0 attempt(4)
       index    ns \0 (INT64_MAX - started_at)(8) wf_id \0 run_id
                (newest first)               -> SHF_INDEX_PACKED entry

@@ -379,6 +379,34 @@ s_timer_key (shf_key_t *key, const shf_run_t *state, int64_t due,
 
 static shf_err_t s_write_run (self_t *self, const shf_run_t *state);
 
+//  A due timer from its key (s_timer_key): {"_key", "ns", "wf_id",
+//  "run_id", "timer_id"}; {"_key"} alone when the key is not one (the
+//  timer is then dropped). Timers written before carried the same in a
+//  value, which is not read.
+static json_t *
+s_timer_of_key (const void *k, size_t kl)
+{
+    json_t *timer = json_object ();
+    json_object_set_new (timer, "_key", json_stringn_nocheck (k, kl));
+    const char *at = (const char *) k + 8, *end = (const char *) k + kl;
+    const char *names [3];
+    for (int i = 0; i < 3 && kl > 8; i++) {
+        const char *nul = memchr (at, 0, (size_t) (end - at));
+        if (!nul)
+            return timer;
+        names [i] = at;
+        at = nul + 1;
+    }
+    if (kl <= 8 || end - at != 8)
+        return timer;
+    json_object_set_new (timer, "ns", json_string (names [0]));
+    json_object_set_new (timer, "wf_id", json_string (names [1]));
+    json_object_set_new (timer, "run_id", json_string (names [2]));
+    json_object_set_new (timer, "timer_id",
+                         json_integer ((json_int_t) shf_key_get_u64 (at)));
+    return timer;
+}
+
 //  Writes what one transition produced: state, events, effects, index.
 //  Everything lands in the batch transaction; sends go to the outbox.
 static shf_err_t
@@ -470,13 +498,10 @@ s_persist (self_t *self, shf_run_t *state, shf_wf_output_t *wo, bool is_new)
                 break;
             }
             case SHF_EFFECT_TIMER: {
+                //  The key says it all (s_timer_of_key): no value.
                 s_timer_key (&key, state, e->due, e->timer_id);
-                json_t *timer = json_pack (
-                    "{s:s, s:s, s:s, s:I}", "ns", ns, "wf_id", wf_id, "run_id",
-                    run_id, "timer_id", (json_int_t) e->timer_id);
-                rc = shf_txn_put_json (self->txn, SHF_DB_TIMERS, key.data,
-                                       key.size, timer);
-                json_decref (timer);
+                rc = shf_txn_put (self->txn, SHF_DB_TIMERS, key.data, key.size,
+                                  NULL, 0);
                 if (rc)
                     return rc;
                 if (e->due < self->next_due)
@@ -1092,11 +1117,7 @@ s_fire_timers (self_t *self)
                 self->next_due = at;
                 break;
             }
-            json_t *timer;
-            if (shf_store_decode (SHF_DB_TIMERS, v, vl, &timer) != SHF_OK)
-                timer = json_object ();  //  unreadable: dropped below
-            json_object_set_new (timer, "_key", json_stringn_nocheck (k, kl));
-            json_array_append_new (due, timer);
+            json_array_append_new (due, s_timer_of_key (k, kl));
             rc = shf_cursor_next (cur, &k, &kl, &v, &vl);
         }
         shf_cursor_close (&cur);
