@@ -17,6 +17,7 @@
     and result readers (read-only). Pure: time comes from input->now.
 */
 #include "shf_workflow.h"
+#include "shf_event.h"
 #include "../proto/shf_mpack.h"
 #include "../proto/shf_msg.h"
 #include "shf_retry.h"
@@ -207,8 +208,8 @@ json_t *
 shf_wf_output_events (const shf_wf_output_t *self)
 {
     assert (self);
-    json_t *events = json_array ();
-    if (!events)
+    json_t *packed = json_array ();
+    if (!packed)
         abort ();
     for (size_t i = 0; i < self->n_events && !self->history_failed; i++) {
         const shf_wf_event_t *e = &self->events [i];
@@ -216,9 +217,14 @@ shf_wf_output_events (const shf_wf_output_t *self)
         if (shf_mpack_decode (self->history.out.data + e->at, e->size, &event,
                               NULL, 0)
                 != SHF_OK
-            || json_array_append_new (events, event) != 0)
+            || json_array_append_new (packed, event) != 0)
             abort ();  //  we wrote it: it decodes
     }
+    json_t *events = shf_event_unpack (
+        packed, self->n_events ? self->events [0].id : 0, self->time_base);
+    json_decref (packed);
+    if (!events)
+        abort ();  //  nor is it anything but packed events
     return events;
 }
 
@@ -269,11 +275,29 @@ s_event (s_run_t *r, const char *type)
     shf_wf_event_t *event = &out->events [out->n_events++];
     event->id = id;
     event->size = 0;
-    event->at = shf_mpack_seq_begin (&out->history);
-    shf_mpack_seq_int (&out->history, "id", id);
-    shf_mpack_seq_str (&out->history, "type", type);
-    shf_mpack_seq_int (&out->history, "time", r->now);
+    //  Packed (shf_event.h): [type, time - started_at, name, value, ...]
+    event->at = shf_mpack_seq_begin_array (&out->history);
+    out->time_base = r->run->started_at;
+    int code = shf_event_type_code (type);
+    if (code >= 0)
+        shf_mpack_seq_item_int (&out->history, code);
+    else
+        shf_mpack_seq_item_str (&out->history, type);
+    shf_mpack_seq_item_int (
+        &out->history,
+        (int64_t) ((uint64_t) r->now - (uint64_t) r->run->started_at));
     return id;
+}
+
+//  An attribute's name: its stored number, or itself.
+static void
+s_ev_name (s_run_t *r, const char *key)
+{
+    int code = shf_event_attr_code (key);
+    if (code >= 0)
+        shf_mpack_seq_item_int (&r->out->history, code);
+    else
+        shf_mpack_seq_item_str (&r->out->history, key);
 }
 
 //  Attributes of the event being written. Strings given to s_ev_str are
@@ -282,22 +306,25 @@ s_event (s_run_t *r, const char *type)
 static void
 s_ev_str (s_run_t *r, const char *key, const char *value)
 {
+    s_ev_name (r, key);
     if (value)
-        shf_mpack_seq_str (&r->out->history, key, value);
+        shf_mpack_seq_item_str (&r->out->history, value);
     else
-        shf_mpack_seq_json (&r->out->history, key, NULL);
+        shf_mpack_seq_item_json (&r->out->history, NULL);
 }
 
 static void
 s_ev_int (s_run_t *r, const char *key, int64_t value)
 {
-    shf_mpack_seq_int (&r->out->history, key, value);
+    s_ev_name (r, key);
+    shf_mpack_seq_item_int (&r->out->history, value);
 }
 
 static void
 s_ev_json (s_run_t *r, const char *key, const json_t *value)
 {
-    shf_mpack_seq_json (&r->out->history, key, value);
+    s_ev_name (r, key);
+    shf_mpack_seq_item_json (&r->out->history, value);
 }
 
 //  A value made for the event alone.

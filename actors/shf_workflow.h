@@ -92,8 +92,8 @@ typedef struct {
     int64_t due;                //  TIMER, TIMER_CANCEL: ms since the epoch
 } shf_effect_t;
 
-//  One history event of a transition: the msgpack map (SPEC.md event, with
-//  "id", "type", "time" first) at history.out.data [at, at + size).
+//  One history event of a transition: its packed array (shf_event.h) at
+//  history.out.data [at, at + size).
 typedef struct {
     int64_t id;
     size_t at;
@@ -104,6 +104,7 @@ typedef struct {
     //  The events are written as msgpack while the transition runs, the
     //  bytes the shard stores, with no JSON tree built for them.
     shf_mpack_seq_t history;
+    int64_t time_base;       //  the run's start: event times are after it
     shf_wf_event_t *events;  //  n_events used of cap_events
     size_t n_events;
     size_t cap_events;

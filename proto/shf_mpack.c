@@ -700,15 +700,58 @@ shf_mpack_seq_begin (shf_mpack_seq_t *self)
     self->fields = 0;
     self->rc = 0;
     self->is_open = true;
+    self->is_array = false;
     s_room (&self->out, 1);  //  a fixmap header; more at the end if needed
     return self->open;
+}
+
+size_t
+shf_mpack_seq_begin_array (shf_mpack_seq_t *self)
+{
+    size_t at = shf_mpack_seq_begin (self);
+    self->is_array = true;
+    return at;
+}
+
+//  The next element of the open array; false when it already failed.
+static bool
+s_seq_item (shf_mpack_seq_t *self)
+{
+    assert (self->is_open && self->is_array);
+    self->fields++;
+    return self->rc == 0;
+}
+
+void
+shf_mpack_seq_item_int (shf_mpack_seq_t *self, int64_t value)
+{
+    if (s_seq_item (self))
+        s_put_int (&self->out, value);
+}
+
+void
+shf_mpack_seq_item_str (shf_mpack_seq_t *self, const char *value)
+{
+    if (s_seq_item (self))
+        s_put_str (&self->out, value, strlen (value));
+}
+
+void
+shf_mpack_seq_item_json (shf_mpack_seq_t *self, const json_t *value)
+{
+    if (!s_seq_item (self))
+        return;
+    if (!value)
+        s_head (&self->out, 0xc0, 0, 0);
+    else
+        self->rc = s_pack (&self->out, value, 1);  //  inside the array
 }
 
 //  The key of the next field; false when the map already failed.
 static bool
 s_seq_key (shf_mpack_seq_t *self, const char *key)
 {
-    assert (self->is_open);
+    assert (self->is_open && !self->is_array);
     self->fields++;
     if (self->rc == 0)
         s_put_str (&self->out, key, strlen (key));
@@ -751,14 +794,15 @@ shf_mpack_seq_end (shf_mpack_seq_t *self, size_t *size_p)
         return SHF_EINVAL;
     }
     if (self->fields < 16)
-        self->out.data [self->open] = (uint8_t) (0x80 | self->fields);
+        self->out.data [self->open] =
+            (uint8_t) ((self->is_array ? 0x90 : 0x80) | self->fields);
     else {
         //  Two more header bytes: the fields move up.
         size_t body = self->out.size - self->open - 1;
         s_room (&self->out, 2);
         uint8_t *at = self->out.data + self->open;
         memmove (at + 3, at + 1, body);
-        at [0] = 0xde;
+        at [0] = self->is_array ? 0xdc : 0xde;
         s_be (at + 1, self->fields, 2);
     }
     *size_p = self->out.size - self->open;
@@ -1337,6 +1381,37 @@ shf_mpack_test (bool verbose)
         assert (size == array_size && memcmp (array, data, size) == 0);
         free (data);
         json_decref (both);
+    }
+    //  Arrays among them: a fixarray, one of 17 elements (array16), one
+    //  with a value too deep taken back; each the bytes of encode.
+    shf_mpack_seq_clear (&seq);
+    shf_mpack_seq_begin_array (&seq);
+    shf_mpack_seq_item_int (&seq, -3);
+    shf_mpack_seq_item_str (&seq, "x");
+    shf_mpack_seq_item_json (&seq, NULL);
+    shf_mpack_seq_item_json (&seq, json_object_get (small, "v"));
+    assert (shf_mpack_seq_end (&seq, &sizes [0]) == SHF_OK);
+    shf_mpack_seq_begin_array (&seq);
+    for (int e = 0; e < 17; e++)
+        shf_mpack_seq_item_int (&seq, e);
+    assert (shf_mpack_seq_end (&seq, &sizes [1]) == SHF_OK);
+    size_t kept = seq.out.size;
+    shf_mpack_seq_begin_array (&seq);
+    shf_mpack_seq_item_json (&seq, levels);
+    assert (shf_mpack_seq_end (&seq, &size) == SHF_EINVAL && size == 0);
+    assert (seq.out.size == kept);
+    {
+        const uint8_t *items;
+        size_t items_size;
+        shf_mpack_seq_array (&seq, &items, &items_size);
+        json_t *expect = json_pack ("[[i, s, n, [i, n]], []]", -3, "x", 300);
+        for (int e = 0; e < 17; e++)
+            json_array_append_new (json_array_get (expect, 1),
+                                   json_integer (e));
+        assert (shf_mpack_encode (expect, &data, &size) == SHF_OK);
+        assert (size == items_size && memcmp (items, data, size) == 0);
+        free (data);
+        json_decref (expect);
     }
     //  17 maps take an array16 header; none, an empty array
     shf_mpack_seq_clear (&seq);

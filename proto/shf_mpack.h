@@ -135,10 +135,11 @@ typedef struct {
     //  out.data [SHF_MPACK_SEQ_HEAD, out.size): the maps so far, after room
     //  for the header that makes them one array (shf_mpack_seq_array)
     shf_mpack_out_t out;
-    size_t maps;    //  maps closed
+    size_t maps;    //  maps (or arrays) closed
     size_t open;    //  where the open map's header byte is
-    size_t fields;  //  fields written to the open map
+    size_t fields;  //  fields written to the open map (elements: array)
     bool is_open;
+    bool is_array;  //  the open container is an array (seq_begin_array)
     int rc;  //  the open map's first failure (a value nested too deep)
 } shf_mpack_seq_t;
 
@@ -156,8 +157,16 @@ void shf_mpack_seq_int (shf_mpack_seq_t *self, const char *key, int64_t value);
 //  value NULL is written as nil.
 void shf_mpack_seq_json (shf_mpack_seq_t *self, const char *key,
                          const json_t *value);
-//  Closes the open map; *size_p is its size in bytes. SHF_EINVAL when a
-//  value nested deeper than SHF_MPACK_MAX_DEPTH: the map is taken back.
+//  Opens an array instead (the packed form of a record): its elements are
+//  written with the seq_item_* calls, and seq_end closes it as a map.
+size_t shf_mpack_seq_begin_array (shf_mpack_seq_t *self);
+void shf_mpack_seq_item_int (shf_mpack_seq_t *self, int64_t value);
+void shf_mpack_seq_item_str (shf_mpack_seq_t *self, const char *value);
+//  value NULL is written as nil.
+void shf_mpack_seq_item_json (shf_mpack_seq_t *self, const json_t *value);
+//  Closes the open map (or array); *size_p is its size in bytes.
+//  SHF_EINVAL when a value nested deeper than SHF_MPACK_MAX_DEPTH: the
+//  container is taken back.
 shf_err_t shf_mpack_seq_end (shf_mpack_seq_t *self,
                              size_t *size_p) SHF_MUST_CHECK;
 //  The maps closed so far as one msgpack array, its header written in the

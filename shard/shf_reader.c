@@ -10,6 +10,7 @@
 #include "shf_clock.h"
 #include "shf_defs.h"
 #include "shf_failpoint.h"
+#include "shf_event.h"
 #include "shf_keys.h"
 #include "shf_log.h"
 #include "shf_runs.h"
@@ -184,7 +185,7 @@ s_history_seek (shf_cursor_t *cur, const shf_key_t *run, const shf_key_t *from,
 //  One page of a run's history: events from first_id on, at most max of
 //  them and about SHF_READER_HISTORY_BYTES; *next_id_p is the first id
 //  not returned when more follow, else 0. A record holds one transition's
-//  events as an array (or, as written before, a single event).
+//  events, packed (shf_event.h) or in a form written before.
 static shf_err_t
 s_history_page (self_t *self, const shf_key_t *run, uint64_t first_id,
                 int64_t max, json_t *events, uint64_t *next_id_p)
@@ -207,14 +208,19 @@ s_history_page (self_t *self, const shf_key_t *run, uint64_t first_id,
             *next_id_p = key_id > first_id ? key_id : first_id;
             break;
         }
-        json_t *record;
-        rc = shf_store_decode (SHF_DB_HISTORY, v, vl, &record);
+        json_t *stored;
+        rc = shf_store_decode (SHF_DB_HISTORY, v, vl, &stored);
         if (rc)
             break;
-        if (!json_is_array (record)) {
-            json_t *single = json_array ();
-            json_array_append_new (single, record);
-            record = single;
+        //  The run's placed key starts with its start time.
+        json_t *record = shf_event_unpack (
+            stored, (int64_t) key_id, (int64_t) shf_key_get_u64 (run->data));
+        json_decref (stored);
+        if (!record) {
+            shf_error ("reader %u: a history record that is not one",
+                       self->args->id);
+            rc = SHF_ECORRUPT;
+            break;
         }
         size_t i;
         json_t *event;
@@ -674,22 +680,36 @@ shf_reader_test (bool verbose)
     rc = shf_workflow_apply (def, state, &input, &out);
     assert (rc == SHF_OK);
     size_t out_events = out.n_events;
+    int64_t first_event_id = out.events [0].id;
     assert (out_events == 4 && !out.history_failed);
-    //  The first event as written before one record held a transition (a
-    //  lone map, as an upgraded run has it), the rest as the shard writes
-    //  now: one array under the first one's id.
+    //  Every form a history record has had: the first event as a lone map
+    //  (as an upgraded run has it), the second as an array of maps, the
+    //  rest packed, as the shard writes them now (shf_event.h).
+    json_t *maps = shf_wf_output_events (&out);
+    for (size_t e = 0; e < 2; e++) {
+        shf_key_init (&key);
+        shf_key_run (&key, "default", "w1", "r1");
+        shf_key_u64 (&key, (uint64_t) out.events [e].id);
+        json_t *one = json_array_get (maps, e);
+        if (e == 1)
+            one = json_pack ("[O]", one);
+        rc = shf_txn_put_json (txn, SHF_DB_HISTORY, key.data, key.size, one);
+        assert (rc == SHF_OK);
+        if (e == 1)
+            json_decref (one);
+    }
+    json_decref (maps);
+    json_t *rest = json_array ();
+    for (size_t e = 2; e < out_events; e++) {
+        json_t *packed;
+        rc = shf_mpack_decode (out.history.out.data + out.events [e].at,
+                               out.events [e].size, &packed, NULL, 0);
+        assert (rc == SHF_OK && json_is_array (packed));
+        json_array_append_new (rest, packed);
+    }
     shf_key_init (&key);
     shf_key_run (&key, "default", "w1", "r1");
-    shf_key_u64 (&key, (uint64_t) out.events [0].id);
-    rc = shf_txn_put (txn, SHF_DB_HISTORY, key.data, key.size,
-                      out.history.out.data + out.events [0].at,
-                      out.events [0].size);
-    assert (rc == SHF_OK);
-    json_t *rest = shf_wf_output_events (&out);
-    json_array_remove (rest, 0);
-    shf_key_init (&key);
-    shf_key_run (&key, "default", "w1", "r1");
-    shf_key_u64 (&key, (uint64_t) out.events [1].id);
+    shf_key_u64 (&key, (uint64_t) out.events [2].id);
     rc = shf_txn_put_json (txn, SHF_DB_HISTORY, key.data, key.size, rest);
     assert (rc == SHF_OK);
     json_decref (rest);
@@ -794,8 +814,17 @@ shf_reader_test (bool verbose)
     assert (json_array_size (events) == out_events);
     assert (
         streq (s_str (json_array_get (events, 0), "type"), "WorkflowStarted"));
-    assert (
-        json_is_string (json_object_get (json_array_get (events, 0), "time")));
+    char started [40];
+    shf_clock_format (1700000001000, started, sizeof started);
+    for (size_t e = 0; e < out_events; e++) {
+        json_t *event = json_array_get (events, e);
+        assert (json_integer_value (json_object_get (event, "id"))
+                == first_event_id + (int64_t) e);
+        assert (streq (s_str (event, "time"), started));
+    }
+    for (size_t e = 1; e < out_events; e++)
+        assert (streq (s_str (json_array_get (events, e), "type"),
+                       "StepScheduled"));
     json_decref (reply);
 
     //  history pages of 1, 2 and 3 events, then the tokens to the end:
