@@ -552,14 +552,17 @@ s_put_cstr (shf_mpack_out_t *out, const char *s)
 //  What shf_run_encode writes: one array, positions instead of names,
 //  enums as their numbers, times after started_at as the difference from
 //  it (a few bytes instead of nine), a timer as five integers in the
-//  timers array. ~200 bytes for a finished three-step run where the map
-//  took ~650: a batch dirties fewer LMDB pages, and a parked run costs
-//  less disk and cache. The enum numbers are stored: new values go last.
+//  timers array, and nothing the key says (shf_run_ids_t). ~130 bytes for
+//  a finished three-step run where the map took ~650: a batch dirties
+//  fewer LMDB pages, and a parked run costs less disk and cache. The enum
+//  numbers are stored: new values go last.
 //
-//    [1, ns, workflow_id, run_id, name, version, status, started_at,
+//    [2, nil, nil, nil, name, version, status, nil,
 //     closed_at - started_at (nil while open), input, output, failure,
 //     next_event_id, next_timer_id, [step...], [timer fields...],
 //     signals, last_signal]
+//    (the first packed form, 1, held ns, workflow_id, run_id and
+//    started_at where the nils are; it still reads, without the key's)
 //    step: [id, status, attempt, present, the integers of the SHF_REC_*
 //           bits set in present in bit order (times as differences),
 //           then input, output, failure, heartbeat_details, worker for
@@ -567,7 +570,8 @@ s_put_cstr (shf_mpack_out_t *out, const char *s)
 //    timer: id, due - started_at, step index (-1: the workflow's), kind,
 //           attempt
 
-#define S_PACKED_FORM    1
+#define S_PACKED_FORM    2  //  the IDs and start time left to the key
+#define S_PACKED_FULL    1  //  the first packed form: they are in it
 #define S_PACKED_MEMBERS 18
 #define S_STEP_MEMBERS   4
 #define S_TIMER_FIELDS   5
@@ -664,13 +668,14 @@ s_pack_run (const shf_run_t *self, shf_mpack_out_t *out)
     int64_t base = self->started_at;
     shf_mpack_put_array (out, S_PACKED_MEMBERS);
     shf_mpack_put_int (out, S_PACKED_FORM);
-    s_put_cstr (out, self->ns);
-    s_put_cstr (out, self->workflow_id);
-    s_put_cstr (out, self->run_id);
+    //  ns, workflow_id, run_id: the key's (shf_run_ids_t)
+    shf_mpack_put_nil (out);
+    shf_mpack_put_nil (out);
+    shf_mpack_put_nil (out);
     s_put_cstr (out, self->name);
     shf_mpack_put_int (out, self->version);
     shf_mpack_put_int (out, self->status);
-    shf_mpack_put_int (out, self->started_at);
+    shf_mpack_put_nil (out);  //  started_at: the key's
     if (self->has_closed_at)
         shf_mpack_put_int (out, s_diff (self->closed_at, base));
     else
@@ -821,23 +826,44 @@ s_unpack_timers (shf_run_t *run, const json_t *timers)
 
 //  A run from the packed array (shf_run_from_json's checks, by position).
 static shf_err_t
-s_unpack_run (const json_t *packed, shf_run_t **run_p)
+s_unpack_run (const json_t *packed, const shf_run_ids_t *ids, shf_run_t **run_p)
 {
     size_t pos = 0;
     int64_t form, status;
     if (json_array_size (packed) != S_PACKED_MEMBERS
-        || !s_at_int (packed, &pos, &form) || form != S_PACKED_FORM)
+        || !s_at_int (packed, &pos, &form)
+        || (form != S_PACKED_FORM && form != S_PACKED_FULL))
+        return SHF_ECORRUPT;
+    bool keyed = form == S_PACKED_FORM;
+    if (keyed
+        && (!ids || !ids->ns || !ids->workflow_id || !ids->run_id
+            || !json_is_null (json_array_get (packed, 1))
+            || !json_is_null (json_array_get (packed, 2))
+            || !json_is_null (json_array_get (packed, 3))
+            || !json_is_null (json_array_get (packed, 7))))
         return SHF_ECORRUPT;
     shf_run_t *run = shf_run_new ();
     run->started = true;
-    if (!(run->ns = s_at_str (packed, &pos))
-        || !(run->workflow_id = s_at_str (packed, &pos))
-        || !(run->run_id = s_at_str (packed, &pos))
-        || !(run->name = s_at_str (packed, &pos))
+    if (keyed) {
+        run->ns = strdup (ids->ns);
+        run->workflow_id = strdup (ids->workflow_id);
+        run->run_id = strdup (ids->run_id);
+        assert (run->ns && run->workflow_id && run->run_id);  //  memory
+        run->started_at = ids->started_at;
+        pos = 4;
+    }
+    else if (!(run->ns = s_at_str (packed, &pos))
+             || !(run->workflow_id = s_at_str (packed, &pos))
+             || !(run->run_id = s_at_str (packed, &pos)))
+        goto fail;
+    if (!(run->name = s_at_str (packed, &pos))
         || !s_at_int (packed, &pos, &run->version)
         || !s_at_int (packed, &pos, &status) || status < 0
-        || status >= SHF_RUN_STATUS_COUNT
-        || !s_at_int (packed, &pos, &run->started_at))
+        || status >= SHF_RUN_STATUS_COUNT)
+        goto fail;
+    if (keyed)
+        pos++;
+    else if (!s_at_int (packed, &pos, &run->started_at))
         goto fail;
     run->status = (shf_run_status_t) status;
     const json_t *closed_at = json_array_get (packed, pos);
@@ -891,7 +917,8 @@ shf_run_encode (const shf_run_t *self, shf_mpack_out_t *out)
 }
 
 shf_err_t
-shf_run_decode (const void *data, size_t size, shf_run_t **run_p)
+shf_run_decode (const void *data, size_t size, const shf_run_ids_t *ids,
+                shf_run_t **run_p)
 {
     assert (run_p);
     *run_p = NULL;
@@ -899,7 +926,7 @@ shf_run_decode (const void *data, size_t size, shf_run_t **run_p)
     if (shf_mpack_decode (data, size, &state, NULL, 0) != SHF_OK)
         return SHF_ECORRUPT;
     //  The packed array, or the map runs were stored as before it.
-    shf_err_t rc = json_is_array (state) ? s_unpack_run (state, run_p)
+    shf_err_t rc = json_is_array (state) ? s_unpack_run (state, ids, run_p)
                                          : shf_run_from_json (state, run_p);
     json_decref (state);
     return rc;
@@ -962,8 +989,31 @@ s_check_run (const shf_run_t *run, const char *expect_text)
     assert (shf_run_encode (run, &out) == SHF_OK);
     json_t *tree = s_decode_tree (out.data + 1, out.size - 1);
     assert (json_is_array (tree) == run->started);
+    shf_run_ids_t ids = {run->ns, run->workflow_id, run->run_id,
+                         run->started_at};
+    if (run->started) {
+        //  Without the key's IDs the packed form is no run; with them in
+        //  it (the first packed form) it needs none.
+        assert (shf_run_decode (out.data + 1, out.size - 1, NULL, &back)
+                    == SHF_ECORRUPT
+                && !back);
+        json_array_set_new (tree, 0, json_integer (S_PACKED_FULL));
+        json_array_set_new (tree, 1, json_string (run->ns));
+        json_array_set_new (tree, 2, json_string (run->workflow_id));
+        json_array_set_new (tree, 3, json_string (run->run_id));
+        json_array_set_new (tree, 7, json_integer (run->started_at));
+        char *full;
+        size_t full_size;
+        assert (shf_mpack_encode (tree, &full, &full_size) == SHF_OK);
+        assert (shf_run_decode (full, full_size, NULL, &back) == SHF_OK);
+        again = shf_run_to_json (back);
+        assert (json_equal (again, state));
+        json_decref (again);
+        shf_run_decref (back);
+        free (full);
+    }
     json_decref (tree);
-    assert (shf_run_decode (out.data + 1, out.size - 1, &back) == SHF_OK);
+    assert (shf_run_decode (out.data + 1, out.size - 1, &ids, &back) == SHF_OK);
     again = shf_run_to_json (back);
     assert (json_equal (again, state));
     json_decref (again);
@@ -980,7 +1030,7 @@ s_check_run (const shf_run_t *run, const char *expect_text)
     assert (shf_mpack_encode (state, &data, &size) == SHF_OK);
     if (run->started)
         assert (size > out.size - 1);  //  the packed form is the smaller
-    assert (shf_run_decode (data, size, &back) == SHF_OK);
+    assert (shf_run_decode (data, size, NULL, &back) == SHF_OK);
     again = shf_run_to_json (back);
     assert (json_equal (again, state));
     json_decref (again);
@@ -1122,6 +1172,9 @@ s_failed (void)
     "{\"approved\": 2, \"other\": null}}"
 
 //  text is not a run: from_json and decode of its msgpack say corrupt.
+//  The IDs a stored test run's key would give.
+static const shf_run_ids_t s_test_ids = {"default", "w", "r", 100};
+
 static void
 s_expect_corrupt (const char *text, const char *why, bool verbose)
 {
@@ -1134,7 +1187,8 @@ s_expect_corrupt (const char *text, const char *why, bool verbose)
     size_t size;
     assert (shf_mpack_encode (state, &data, &size) == SHF_OK);
     run = (shf_run_t *) 1;
-    assert (shf_run_decode (data, size, &run) == SHF_ECORRUPT && !run);
+    assert (shf_run_decode (data, size, &s_test_ids, &run) == SHF_ECORRUPT
+            && !run);
     free (data);
     json_decref (state);
 }
@@ -1183,18 +1237,22 @@ s_expect_packed_corrupt (const int *path, const char *value_text,
 static void
 s_packed_corrupt_tests (bool verbose)
 {
-    //  Positions: 0 form, 6 status, 7 started_at, 8 closed_at, 14 steps,
+    //  Positions: 0 form, 1-3 and 7 nil (the key's), 4 name, 6 status,
+    //  8 closed_at, 14 steps,
     //  15 timers, 16 signals, 17 last_signal; a step: 0 id, 1 status,
     //  2 attempt, 3 present.
-    s_expect_packed_corrupt ((int []){0, -1}, "2", "unknown packed form",
+    s_expect_packed_corrupt ((int []){0, -1}, "3", "unknown packed form",
                              verbose);
     s_expect_packed_corrupt ((int []){17, -1}, NULL, "a member short", verbose);
     s_expect_packed_corrupt ((int []){6, -1}, "6", "status out of range",
                              verbose);
     s_expect_packed_corrupt ((int []){6, -1}, "\"running\"", "status a name",
                              verbose);
-    s_expect_packed_corrupt ((int []){7, -1}, "\"x\"", "started_at a string",
-                             verbose);
+    s_expect_packed_corrupt ((int []){7, -1}, "5",
+                             "a start time where the key's goes", verbose);
+    s_expect_packed_corrupt ((int []){1, -1}, "\"default\"",
+                             "a namespace where the key's goes", verbose);
+    s_expect_packed_corrupt ((int []){4, -1}, "null", "no name", verbose);
     s_expect_packed_corrupt ((int []){8, -1}, "0.5", "closed_at a float",
                              verbose);
     s_expect_packed_corrupt ((int []){14, -1}, "{}", "steps not an array",
@@ -1261,7 +1319,7 @@ shf_run_test (bool verbose)
     assert (shf_run_encode (run, &out) == SHF_OK);
     assert (out.size == 1 && out.data [0] == 0x80);
     shf_run_t *back;
-    assert (shf_run_decode (out.data, out.size, &back) == SHF_OK);
+    assert (shf_run_decode (out.data, out.size, NULL, &back) == SHF_OK);
     assert (!back->started && back->n_steps == 0);
     shf_run_decref (back);
     //  Reference counting
@@ -1348,7 +1406,7 @@ shf_run_test (bool verbose)
         char *data;
         size_t size;
         assert (shf_mpack_encode (old, &data, &size) == SHF_OK);
-        assert (shf_run_decode (data, size, &run) == SHF_OK);
+        assert (shf_run_decode (data, size, NULL, &run) == SHF_OK);
         free (data);
         assert (run->started && run->n_steps == 2 && run->n_timers == 1
                 && run->timers [0].step == 1 && !run->has_closed_at
@@ -1432,13 +1490,14 @@ shf_run_test (bool verbose)
         json_decref (bad);
         const uint8_t garbage [] = {0xc1, 0x00, 0xff};
         run = (shf_run_t *) 1;
-        assert (shf_run_decode (garbage, sizeof garbage, &run) == SHF_ECORRUPT
-                && !run);
-        const uint8_t truncated [] = {0x81, 0xa2, 'n', 's'};
-        assert (shf_run_decode (truncated, sizeof truncated, &run)
+        assert (shf_run_decode (garbage, sizeof garbage, &s_test_ids, &run)
                     == SHF_ECORRUPT
                 && !run);
-        assert (shf_run_decode (NULL, 0, &run) == SHF_ECORRUPT && !run);
+        const uint8_t truncated [] = {0x81, 0xa2, 'n', 's'};
+        assert (shf_run_decode (truncated, sizeof truncated, NULL, &run)
+                    == SHF_ECORRUPT
+                && !run);
+        assert (shf_run_decode (NULL, 0, NULL, &run) == SHF_ECORRUPT && !run);
         assert (shf_run_from_json (NULL, &run) == SHF_ECORRUPT && !run);
     }
 

@@ -175,10 +175,20 @@ shf_err_t shf_run_from_json (const json_t *state,
 shf_err_t shf_run_encode (const shf_run_t *self,
                           shf_mpack_out_t *out) SHF_MUST_CHECK;
 
+//  What a stored run's key says of it: the shard's placed key holds these,
+//  so the packed form does not repeat them.
+typedef struct {
+    const char *ns, *workflow_id, *run_id;
+    int64_t started_at;
+} shf_run_ids_t;
+
 //  Reads a stored run, packed or a map (shf_mpack_decode, then by
-//  position or shf_run_from_json). SHF_ECORRUPT when the bytes are not a
-//  run.
+//  position or shf_run_from_json). ids: from the run's key, for the
+//  packed form that leaves them out (NULL: the bytes must carry them, as
+//  maps and the first packed form do). SHF_ECORRUPT when the bytes are
+//  not a run.
 shf_err_t shf_run_decode (const void *data, size_t size,
+                          const shf_run_ids_t *ids,
                           shf_run_t **run_p) SHF_MUST_CHECK;
 
 void shf_run_test (bool verbose);

@@ -307,8 +307,19 @@ s_harness_row (s_harness_t *h, size_t index)
     if (h->reload) {
         shf_mpack_out_t bytes = {0};
         assert (shf_run_encode (h->run, &bytes) == SHF_OK);
+        //  The IDs the shard's key would give back (empty run: none)
+        char *ids_text [3] = {NULL, NULL, NULL};
+        shf_run_ids_t ids = {NULL, NULL, NULL, h->run->started_at};
+        if (h->run->started) {
+            ids.ns = ids_text [0] = strdup (h->run->ns);
+            ids.workflow_id = ids_text [1] = strdup (h->run->workflow_id);
+            ids.run_id = ids_text [2] = strdup (h->run->run_id);
+        }
         shf_run_decref (h->run);
-        assert (shf_run_decode (bytes.data, bytes.size, &h->run) == SHF_OK);
+        assert (shf_run_decode (bytes.data, bytes.size, &ids, &h->run)
+                == SHF_OK);
+        for (int t = 0; t < 3; t++)
+            free (ids_text [t]);
         shf_mpack_out_free (&bytes);
         json_t *back = shf_run_to_json (h->run);
         if (!json_equal (back, h->state))

@@ -24,7 +24,10 @@ int
 LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
 {
     shf_run_t *run;
-    shf_err_t rc = shf_run_decode (data, size, &run);
+    //  IDs as a placed key gives them, for the packed form that leaves
+    //  them to the key; the map and the first packed form carry theirs.
+    const shf_run_ids_t key_ids = {"default", "w", "r", 1700000000000};
+    shf_err_t rc = shf_run_decode (data, size, &key_ids, &run);
     assert (rc == SHF_OK || rc == SHF_ECORRUPT);
     if (rc != SHF_OK) {
         assert (run == NULL);
@@ -38,7 +41,10 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
     assert (rc == SHF_OK);
     json_t *first = shf_run_to_json (run);
     shf_run_t *again;
-    rc = shf_run_decode (out.data, out.size, &again);
+    const shf_run_ids_t ids = {run->ns, run->workflow_id, run->run_id,
+                               run->started_at};
+    rc =
+        shf_run_decode (out.data, out.size, run->started ? &ids : NULL, &again);
     if (rc != SHF_OK) {
         json_t *tree;
         char err [256];

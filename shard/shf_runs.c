@@ -97,7 +97,14 @@ shf_runs_load (shf_txn_t *txn, const char *ns, const char *wf_id,
         shf_error ("runs: the current run of %s/%s is missing", ns, wf_id);
         return SHF_ECORRUPT;
     }
-    if (rc == SHF_OK && (rc = shf_run_decode (data, size, run_p)) != SHF_OK)
+    //  A placed key (checked by shf_runs_find): started_at(8), then ns,
+    //  wf_id and run_id, each NUL-terminated.
+    const char *at = (const char *) key.data + 8;
+    shf_run_ids_t ids = {at, NULL, NULL, (int64_t) shf_key_get_u64 (key.data)};
+    ids.workflow_id = at + strlen (at) + 1;
+    ids.run_id = ids.workflow_id + strlen (ids.workflow_id) + 1;
+    if (rc == SHF_OK
+        && (rc = shf_run_decode (data, size, &ids, run_p)) != SHF_OK)
         shf_error ("runs: the run of %s/%s (%zu bytes) does not decode", ns,
                    wf_id, size);
     return rc;
@@ -201,7 +208,8 @@ s_upgrade_run (shf_txn_t *txn, const void *k, size_t kl, const void *v,
                size_t vl, size_t *moved)
 {
     shf_run_t *run = NULL;
-    shf_err_t rc = shf_run_decode (v, vl, &run);
+    //  Schema 1 kept maps, which carry their IDs.
+    shf_err_t rc = shf_run_decode (v, vl, NULL, &run);
     if (rc) {
         //  Loading it will say the same: one unreadable run must not keep
         //  the shard (and every other run in it) from opening.

@@ -195,6 +195,19 @@ def wf_of_exec_key(k):
     return k.split(b"\0", 1)[1].decode()
 
 
+def with_ids(state, placed):
+    """A state as schema 1 could hold it: one that carries its IDs. The
+    packed form the node writes now (2) leaves them to the placed key;
+    the first packed form (1) has them where it has nils."""
+    st = mpack_min.unpack(state)
+    if not (isinstance(st, list) and st and st[0] == 2):
+        return state
+    ns, wf_id, run_id = (b.decode() for b in placed[8:-1].split(b"\0"))
+    st[0], st[1], st[2], st[3] = 1, ns, wf_id, run_id
+    st[7] = int.from_bytes(placed[:8], "big")
+    return mpack_min.pack(st)
+
+
 def to_schema_1(shard_dir):
     """Rewrites a stopped node's schema-2 shard to schema 1. Returns
     {wf_id: (placed key, history records moved, tasks moved)}."""
@@ -210,7 +223,7 @@ def to_schema_1(shard_dir):
             state = db.get("runs", placed)
             if state is None:
                 raise TestFailure("exec %r: no run at %r" % (k, placed))
-            db.put("exec", k, state)
+            db.put("exec", k, with_ids(state, placed))
             db.delete("runs", placed)
             counts = []
             for name, records in (("history", history), ("tasks", tasks)):
@@ -261,9 +274,13 @@ def check_schema_2(shard_dir):
             except ValueError as e:
                 bad.append("runs %r: %s" % (k, e))
                 continue
-            # the packed array (ns, workflow_id, run_id at 1-3) or the
-            # map states were written as before it
-            if isinstance(st, list) and len(st) > 3:
+            # packed: form 2 leaves the IDs to the key (nils in their
+            # place), form 1 has them at 1-3; or the map states were
+            # written as before
+            if isinstance(st, list) and len(st) > 3 and st[0] == 2:
+                ids = (k[8:-1].decode().split("\0")
+                       if st[1:4] == [None] * 3 else None)
+            elif isinstance(st, list) and len(st) > 3:
                 ids = st[1:4]
             elif isinstance(st, dict):
                 ids = [st.get("ns", ""), st.get("workflow_id", ""),
