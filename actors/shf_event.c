@@ -4,6 +4,7 @@
 */
 #include "shf_event.h"
 #include <assert.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -64,7 +65,7 @@ s_name (const json_t *value, const char *const *names, int count)
 
 //  One packed event as its object; NULL when it is not one.
 static json_t *
-s_unpack_one (const json_t *packed, int64_t id, int64_t started_at)
+s_unpack_one (const json_t *packed, int64_t id, const shf_run_ids_t *ids)
 {
     size_t n = json_array_size (packed);
     const char *type = s_name (json_array_get (packed, 0), s_types, S_TYPES);
@@ -73,16 +74,30 @@ s_unpack_one (const json_t *packed, int64_t id, int64_t started_at)
         return NULL;
     //  Differences wrap, as the state's times do: any int64 goes there
     //  and back.
-    int64_t at = (int64_t) ((uint64_t) started_at
+    int64_t at = (int64_t) ((uint64_t) ids->started_at
                             + (uint64_t) json_integer_value (time));
     json_t *event = json_pack ("{s:I, s:s, s:I}", "id", (json_int_t) id, "type",
                                type, "time", (json_int_t) at);
     if (!event)
         return NULL;  //  a type name that is not UTF-8 text
+    //  WorkflowStarted's IDs are the key's, where SPEC.md puts them.
+    bool started = strcmp (type, "WorkflowStarted") == 0;
+    if (started) {
+        json_object_set_new (event, "workflow_id",
+                             json_string (ids->workflow_id));
+        json_object_set_new (event, "run_id", json_string (ids->run_id));
+        json_object_set_new (event, "namespace", json_string (ids->ns));
+    }
+    //  Attributes go after, each once; "id", "type" and "time" are not
+    //  attributes. An ID a WorkflowStarted still carries is the key's.
     for (size_t i = 2; i < n; i += 2) {
         const char *name =
             s_name (json_array_get (packed, i), s_attrs, S_ATTRS);
-        //  The three every event has are not attributes.
+        if (started && name
+            && (strcmp (name, "workflow_id") == 0
+                || strcmp (name, "run_id") == 0
+                || strcmp (name, "namespace") == 0))
+            continue;
         if (!name || json_object_get (event, name)
             || json_object_set (event, name, json_array_get (packed, i + 1))) {
             json_decref (event);
@@ -93,8 +108,10 @@ s_unpack_one (const json_t *packed, int64_t id, int64_t started_at)
 }
 
 json_t *
-shf_event_unpack (const json_t *record, int64_t first_id, int64_t started_at)
+shf_event_unpack (const json_t *record, int64_t first_id,
+                  const shf_run_ids_t *ids)
 {
+    assert (ids && ids->ns && ids->workflow_id && ids->run_id);
     if (json_is_object (record))
         return json_pack ("[O]", record);  //  one event, the oldest form
     if (!json_is_array (record))
@@ -109,10 +126,9 @@ shf_event_unpack (const json_t *record, int64_t first_id, int64_t started_at)
     json_t *events = json_array ();
     for (size_t i = 0; i < n; i++) {
         const json_t *packed = json_array_get (record, i);
-        json_t *event =
-            json_is_array (packed) ? s_unpack_one (
-                packed, (int64_t) ((uint64_t) first_id + i), started_at)
-                                   : NULL;
+        json_t *event = json_is_array (packed) ? s_unpack_one (
+                            packed, (int64_t) ((uint64_t) first_id + i), ids)
+                                               : NULL;
         if (!event) {
             json_decref (events);
             return NULL;
@@ -144,30 +160,38 @@ shf_event_test (bool verbose)
     //  Packed: numbers and names alike; ids follow the key's.
     json_error_t error;
     json_t *record =
-        json_loads ("[[0, 0, 14, \"w\", 3, {\"n\": 1}], "
+        json_loads ("[[0, 0, 14, \"elsewhere\", 3, {\"n\": 1}], "
                     "[13, 5, 0, \"nap\", \"extra\", [1], 10, 900]]",
                     0, &error);
     assert (record);
-    json_t *events = shf_event_unpack (record, 41, 1000);
+    const shf_run_ids_t ids = {"default", "w", "r", 1000};
+    json_t *events = shf_event_unpack (record, 41, &ids);
     json_t *expect = json_loads (
         "[{\"id\": 41, \"type\": \"WorkflowStarted\", \"time\": 1000, "
-        "\"workflow_id\": \"w\", \"input\": {\"n\": 1}}, "
+        "\"workflow_id\": \"w\", \"run_id\": \"r\", \"namespace\": "
+        "\"default\", \"input\": {\"n\": 1}}, "
         "{\"id\": 42, \"type\": \"TimerStarted\", \"time\": 1005, "
         "\"step\": \"nap\", \"extra\": [1], \"due\": 900}]",
         0, &error);
     assert (expect && events && json_equal (events, expect));
-    //  "id", "type", "time" come first, as SPEC.md writes them.
-    const char *first =
-        json_object_iter_key (json_object_iter (json_array_get (events, 1)));
-    assert (strcmp (first, "id") == 0);
+    //  "id", "type", "time" come first, as SPEC.md writes them, then
+    //  WorkflowStarted's IDs.
+    const char *order [] = {"id",     "type",      "time", "workflow_id",
+                            "run_id", "namespace", "input"};
+    json_t *started = json_array_get (events, 0);
+    void *it = json_object_iter (started);
+    for (size_t i = 0; i < 7; i++) {
+        assert (it && strcmp (json_object_iter_key (it), order [i]) == 0);
+        it = json_object_iter_next (started, it);
+    }
     json_decref (events);
     json_decref (record);
 
     //  The forms written before read as they are.
-    events = shf_event_unpack (expect, 7, 0);
+    events = shf_event_unpack (expect, 7, &ids);
     assert (json_equal (events, expect));
     json_decref (events);
-    events = shf_event_unpack (json_array_get (expect, 0), 7, 0);
+    events = shf_event_unpack (json_array_get (expect, 0), 7, &ids);
     assert (
         json_array_size (events) == 1
         && json_equal (json_array_get (events, 0), json_array_get (expect, 0)));
@@ -192,7 +216,7 @@ shf_event_test (bool verbose)
     for (size_t i = 0; i < sizeof bad / sizeof bad [0]; i++) {
         record = json_loads (bad [i], JSON_DECODE_ANY, &error);
         assert (record);
-        assert (shf_event_unpack (record, 1, 0) == NULL);
+        assert (shf_event_unpack (record, 1, &ids) == NULL);
         json_decref (record);
     }
     if (verbose)

@@ -10,7 +10,9 @@
     type is the number of a known event type (SPEC.md) or its name; each
     attribute name is the number of a known one or the name itself. The id
     is not stored: the key holds the first, the others follow on (a
-    transition's events are numbered in a row). A W3 step's events take
+    transition's events are numbered in a row). Nor are WorkflowStarted's
+    workflow_id, run_id and namespace: the key holds them. A W3 step's
+    events take
     ~40% of the bytes the maps did. The numbers are stored: new names go
     last in shf_event.c's tables, never reordered.
 
@@ -21,6 +23,7 @@
 */
 #ifndef SHF_EVENT_H_INCLUDED
 #define SHF_EVENT_H_INCLUDED
+#include "shf_run.h"
 #include <jansson.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -32,10 +35,10 @@ int shf_event_attr_code (const char *name);
 
 //  The events of a stored record as SPEC.md event objects ("id", "type",
 //  "time" first, then the attributes in the order written), the
-//  caller's. first_id: the id in the record's key; started_at: the run's
-//  (ms). NULL when record is none of the stored forms.
+//  caller's. first_id: the id in the record's key; ids: the run's, from
+//  the key (started_at: ms). NULL when record is none of the stored forms.
 json_t *shf_event_unpack (const json_t *record, int64_t first_id,
-                          int64_t started_at);
+                          const shf_run_ids_t *ids);
 
 void shf_event_test (bool verbose);
 

@@ -220,8 +220,10 @@ shf_wf_output_events (const shf_wf_output_t *self)
             || json_array_append_new (packed, event) != 0)
             abort ();  //  we wrote it: it decodes
     }
-    json_t *events = shf_event_unpack (
-        packed, self->n_events ? self->events [0].id : 0, self->time_base);
+    json_t *events =
+        self->n_events
+            ? shf_event_unpack (packed, self->events [0].id, &self->ids)
+            : json_incref (packed);
     json_decref (packed);
     if (!events)
         abort ();  //  nor is it anything but packed events
@@ -277,7 +279,8 @@ s_event (s_run_t *r, const char *type)
     event->size = 0;
     //  Packed (shf_event.h): [type, time - started_at, name, value, ...]
     event->at = shf_mpack_seq_begin_array (&out->history);
-    out->time_base = r->run->started_at;
+    out->ids = (shf_run_ids_t){r->run->ns, r->run->workflow_id, r->run->run_id,
+                               r->run->started_at};
     int code = shf_event_type_code (type);
     if (code >= 0)
         shf_mpack_seq_item_int (&out->history, code);
@@ -974,10 +977,7 @@ s_on_start (s_run_t *r)
     s_put (&run->signals, json_object ());
     s_put (&run->last_signal, json_object ());
 
-    s_event (r, "WorkflowStarted");
-    s_ev_str (r, "workflow_id", run->workflow_id);
-    s_ev_str (r, "run_id", run->run_id);
-    s_ev_str (r, "namespace", run->ns);
+    s_event (r, "WorkflowStarted");  //  its IDs are the key's (shf_event.h)
     s_ev_str (r, "name", shf_def_name (r->def));
     s_ev_int (r, "version", shf_def_version (r->def));
     s_ev_json (r, "input", run->input);

@@ -104,7 +104,9 @@ typedef struct {
     //  The events are written as msgpack while the transition runs, the
     //  bytes the shard stores, with no JSON tree built for them.
     shf_mpack_seq_t history;
-    int64_t time_base;       //  the run's start: event times are after it
+    //  The run's IDs and start, which the stored events leave to the key
+    //  (borrowed from the run: valid while it is)
+    shf_run_ids_t ids;
     shf_wf_event_t *events;  //  n_events used of cap_events
     size_t n_events;
     size_t cap_events;

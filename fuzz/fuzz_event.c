@@ -26,7 +26,8 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
     //  Extreme bases: differences must wrap, not overflow.
     const int64_t bases [3] = {1700000000000, INT64_MAX, INT64_MIN};
     for (int b = 0; b < 3; b++) {
-        json_t *events = shf_event_unpack (record, 41, bases [b]);
+        const shf_run_ids_t ids = {"default", "w", "r", bases [b]};
+        json_t *events = shf_event_unpack (record, 41, &ids);
         if (!events)
             continue;
         assert (json_is_array (events));

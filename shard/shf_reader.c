@@ -195,6 +195,12 @@ s_history_page (self_t *self, const shf_key_t *run, uint64_t first_id,
     shf_key_u64 (&from, first_id);
     if (from.overflow)
         return SHF_ETOOLARGE;
+    //  The run's placed key: started_at(8), then ns, wf_id and run_id,
+    //  each NUL-terminated; the events leave these to it.
+    const char *at = (const char *) run->data + 8;
+    shf_run_ids_t ids = {at, NULL, NULL, (int64_t) shf_key_get_u64 (run->data)};
+    ids.workflow_id = at + strlen (at) + 1;
+    ids.run_id = ids.workflow_id + strlen (ids.workflow_id) + 1;
     shf_cursor_t *cur;
     shf_err_t rc = shf_cursor_open (self->txn, SHF_DB_HISTORY, &cur);
     if (rc)
@@ -212,9 +218,7 @@ s_history_page (self_t *self, const shf_key_t *run, uint64_t first_id,
         rc = shf_store_decode (SHF_DB_HISTORY, v, vl, &stored);
         if (rc)
             break;
-        //  The run's placed key starts with its start time.
-        json_t *record = shf_event_unpack (
-            stored, (int64_t) key_id, (int64_t) shf_key_get_u64 (run->data));
+        json_t *record = shf_event_unpack (stored, (int64_t) key_id, &ids);
         json_decref (stored);
         if (!record) {
             shf_error ("reader %u: a history record that is not one",
