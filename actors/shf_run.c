@@ -552,7 +552,7 @@ s_put_cstr (shf_mpack_out_t *out, const char *s)
 //  What shf_run_encode writes: one array, positions instead of names,
 //  enums as their numbers, times after started_at as the difference from
 //  it (a few bytes instead of nine), a timer as five integers in the
-//  timers array, and nothing the key says (shf_run_ids_t). ~130 bytes for
+//  timers array, and nothing the key says (shf_run_ids_t). 126 bytes for
 //  a finished three-step run where the map took ~650: a batch dirties
 //  fewer LMDB pages, and a parked run costs less disk and cache. The enum
 //  numbers are stored: new values go last.
