@@ -409,18 +409,25 @@ s_step_from_json (const char *id, const json_t *rec, shf_run_step_t *step)
     return true;
 }
 
+//  count zeroed steps (none: no array), so that a read failing part way
+//  frees what is there.
+static void
+s_steps_new (shf_run_t *run, size_t count)
+{
+    if (count == 0)
+        return;
+    run->steps = calloc (count, sizeof *run->steps);
+    assert (run->steps);  //  out of memory
+    run->n_steps = count;
+}
+
 static bool
 s_steps_from_json (shf_run_t *run, const json_t *steps)
 {
     if (!json_is_object (steps))
         return false;
     size_t count = json_object_size (steps);
-    if (count == 0)
-        return true;
-    //  All zero first, so a failure part way frees what is there.
-    run->steps = calloc (count, sizeof *run->steps);
-    assert (run->steps);
-    run->n_steps = count;
+    s_steps_new (run, count);
     json_t *object = (json_t *) steps;  //  jansson's iterators are not const
     size_t i = 0;
     for (void *it = json_object_iter (object); it;
@@ -787,12 +794,7 @@ s_unpack_steps (shf_run_t *run, const json_t *steps)
     if (!json_is_array (steps))
         return false;
     size_t count = json_array_size (steps);
-    if (count == 0)
-        return true;
-    //  All zero first, so a failure part way frees what is there.
-    run->steps = calloc (count, sizeof *run->steps);
-    assert (run->steps);
-    run->n_steps = count;
+    s_steps_new (run, count);
     for (size_t i = 0; i < count; i++)
         if (!s_unpack_step (json_array_get (steps, i), &run->steps [i],
                             run->started_at))

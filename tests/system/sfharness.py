@@ -303,6 +303,20 @@ class Env:
     def write_json(self, name, obj):
         return self.write(name, jsonlib.dumps(obj, indent=2))
 
+    def sanitizer_reports(self):
+        """Lines of a sanitizer report in the logs of the nodes and workers
+        started here (a sanitizer build writes them there)."""
+        reports = []
+        for name in sorted(os.listdir(self.dir)):
+            if name.endswith(".log"):
+                with open(self.path(name), "rb") as f:
+                    text = f.read().decode("utf-8", "replace")
+                reports += ["%s: %s" % (name, line)
+                            for line in text.splitlines()
+                            if "Sanitizer" in line
+                            or "runtime error:" in line]
+        return reports
+
     def mkdir(self, name):
         """A fresh directory in the temp dir; returns its path."""
         p = self.path(name)

@@ -191,14 +191,8 @@ def once_more():
            if "corrupt" in line.lower() or "does not decode" in line
            or "not one" in line]
     S.eq(bad, [], "no record reported unreadable")
-    reports = []
-    for name in sorted(os.listdir(E.dir)):
-        if name.endswith(".log"):
-            with open(E.path(name), "rb") as f:
-                text = f.read().decode("utf-8", "replace")
-            reports += ["%s: %s" % (name, line) for line in text.splitlines()
-                        if "Sanitizer" in line or "runtime error:" in line]
-    S.eq(reports, [], "no sanitizer report in any node or worker log")
+    S.eq(E.sanitizer_reports(), [],
+         "no sanitizer report in any node or worker log")
 
 
 S.run([

@@ -612,15 +612,8 @@ def once_more():
     S.eq(d.get("run_id") if isinstance(d, dict) else d, ctx["reused_run"],
          "reused describes its second run")
     S.eq(n.stop(), 0, "the node stops on SIGTERM, exit 0")
-    # a sanitizer build reports in the logs of the node and the workers
-    reports = []
-    for name in sorted(os.listdir(E.dir)):
-        if name.endswith(".log"):
-            with open(E.path(name), "rb") as f:
-                text = f.read().decode("utf-8", "replace")
-            reports += ["%s: %s" % (name, line) for line in text.splitlines()
-                        if "Sanitizer" in line or "runtime error:" in line]
-    S.eq(reports, [], "no sanitizer report in any node or worker log")
+    S.eq(E.sanitizer_reports(), [],
+         "no sanitizer report in any node or worker log")
 
 
 S.run([
