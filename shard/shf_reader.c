@@ -195,12 +195,8 @@ s_history_page (self_t *self, const shf_key_t *run, uint64_t first_id,
     shf_key_u64 (&from, first_id);
     if (from.overflow)
         return SHF_ETOOLARGE;
-    //  The run's placed key: started_at(8), then ns, wf_id and run_id,
-    //  each NUL-terminated; the events leave these to it.
-    const char *at = (const char *) run->data + 8;
-    shf_run_ids_t ids = {at, NULL, NULL, (int64_t) shf_key_get_u64 (run->data)};
-    ids.workflow_id = at + strlen (at) + 1;
-    ids.run_id = ids.workflow_id + strlen (ids.workflow_id) + 1;
+    //  The events leave the run's IDs and start to its placed key.
+    shf_run_ids_t ids = shf_runs_key_ids (run);
     shf_cursor_t *cur;
     shf_err_t rc = shf_cursor_open (self->txn, SHF_DB_HISTORY, &cur);
     if (rc)
@@ -287,14 +283,15 @@ s_wf_history (self_t *self, uint64_t id, const json_t *msg, json_t **reply_p)
         }
         if (rc)
             return rc;
-        started_at = shf_runs_key_started_at (&run);
-        if (token && strcmp (shf_runs_key_run_id (&run), run_id) != 0) {
+        shf_run_ids_t ids = shf_runs_key_ids (&run);
+        started_at = ids.started_at;
+        if (token && strcmp (ids.run_id, run_id) != 0) {
             *reply_p = shf_msg_reply_error (
                 id, SHF_EINVAL,
                 "\"page_token\" names a run that is no longer current");
             return SHF_OK;
         }
-        snprintf (run_id, sizeof run_id, "%s", shf_runs_key_run_id (&run));
+        snprintf (run_id, sizeof run_id, "%s", ids.run_id);
     }
     json_t *events = json_array ();
     uint64_t next_id;

@@ -22,19 +22,16 @@ shf_runs_key (shf_key_t *key, const shf_run_t *run)
                     shf_workflow_id (run), shf_workflow_run_id (run));
 }
 
-int64_t
-shf_runs_key_started_at (const shf_key_t *key)
+shf_run_ids_t
+shf_runs_key_ids (const shf_key_t *key)
 {
-    assert (key->size >= 8);
-    return (int64_t) shf_key_get_u64 (key->data);
-}
-
-const char *
-shf_runs_key_run_id (const shf_key_t *key)
-{
-    const char *ns = (const char *) key->data + 8;
-    const char *wf_id = ns + strlen (ns) + 1;
-    return wf_id + strlen (wf_id) + 1;
+    assert (key->size > 8);
+    shf_run_ids_t ids;
+    ids.ns = (const char *) key->data + 8;
+    ids.workflow_id = ids.ns + strlen (ids.ns) + 1;
+    ids.run_id = ids.workflow_id + strlen (ids.workflow_id) + 1;
+    ids.started_at = (int64_t) shf_key_get_u64 (key->data);
+    return ids;
 }
 
 //  Whether bytes are a placed key: a start time, then three names, each
@@ -97,12 +94,8 @@ shf_runs_load (shf_txn_t *txn, const char *ns, const char *wf_id,
         shf_error ("runs: the current run of %s/%s is missing", ns, wf_id);
         return SHF_ECORRUPT;
     }
-    //  A placed key (checked by shf_runs_find): started_at(8), then ns,
-    //  wf_id and run_id, each NUL-terminated.
-    const char *at = (const char *) key.data + 8;
-    shf_run_ids_t ids = {at, NULL, NULL, (int64_t) shf_key_get_u64 (key.data)};
-    ids.workflow_id = at + strlen (at) + 1;
-    ids.run_id = ids.workflow_id + strlen (ids.workflow_id) + 1;
+    //  A placed key (checked by shf_runs_find)
+    shf_run_ids_t ids = shf_runs_key_ids (&key);
     if (rc == SHF_OK
         && (rc = shf_run_decode (data, size, &ids, run_p)) != SHF_OK)
         shf_error ("runs: the run of %s/%s (%zu bytes) does not decode", ns,
@@ -416,8 +409,9 @@ s_test_check (shf_txn_t *txn, const char *wf_id, const char *run_id,
     rc = shf_runs_find (txn, "default", wf_id, &placed);
     assert (rc == SHF_OK);
     assert (strcmp (shf_workflow_run_id (run), run_id) == 0);
-    assert (shf_runs_key_started_at (&placed) == started_at);
-    assert (strcmp (shf_runs_key_run_id (&placed), run_id) == 0);
+    shf_run_ids_t ids = shf_runs_key_ids (&placed);
+    assert (ids.started_at == started_at);
+    assert (strcmp (ids.run_id, run_id) == 0);
     shf_run_decref (run);
     shf_key_t key = placed;
     shf_key_u64 (&key, 4);
@@ -559,8 +553,9 @@ shf_runs_test (bool verbose)
     rc = shf_runs_find (txn, "ns", "w", &key);
     assert (rc == SHF_OK && key.size == placed.size
             && memcmp (key.data, placed.data, key.size) == 0);
-    assert (shf_runs_key_started_at (&key) == 42);
-    assert (strcmp (shf_runs_key_run_id (&key), "r") == 0);
+    shf_run_ids_t ids = shf_runs_key_ids (&key);
+    assert (ids.started_at == 42 && strcmp (ids.run_id, "r") == 0);
+    assert (strcmp (ids.ns, "ns") == 0 && strcmp (ids.workflow_id, "w") == 0);
     rc = shf_runs_load (txn, "ns", "w", &run);
     assert (rc == SHF_OK);
     assert (shf_workflow_started_at (run) == 42);

@@ -25,9 +25,9 @@
 //  The run's placed key (from its start time and names).
 void shf_runs_key (shf_key_t *key, const shf_run_t *run);
 
-//  A placed key's start time and run ID (borrowed from key).
-int64_t shf_runs_key_started_at (const shf_key_t *key);
-const char *shf_runs_key_run_id (const shf_key_t *key);
+//  What a placed key says of its run: namespace, workflow ID, run ID
+//  (borrowed from key) and start time, as stored records leave them to it.
+shf_run_ids_t shf_runs_key_ids (const shf_key_t *key);
 
 //  The current run of ns/wf_id (*run_p, the caller's). SHF_ENOTFOUND
 //  when there is none, SHF_ECORRUPT when the records are not a run

@@ -154,6 +154,15 @@ def _short(v, n=400):
     return s if len(s) <= n else s[:n] + "..."
 
 
+def read_marks(path):
+    """The lines a test worker appended to path, split into tuples."""
+    try:
+        with open(path) as f:
+            return [tuple(line.split()) for line in f if line.strip()]
+    except OSError:
+        return []
+
+
 def free_port():
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     s.bind(("127.0.0.1", 0))
@@ -422,6 +431,11 @@ class Node:
 
     def cli(self, *args, **kw):
         return run_cli(self.endpoint, *args, **kw)
+
+    def result_wait(self, wid, timeout=30):
+        """`wf result WID --wait`: the result object, or {"raw": ...}."""
+        r = self.cli("wf", "result", wid, "--wait", timeout=timeout)
+        return r.out if isinstance(r.out, dict) else {"raw": r.describe()}
 
     def kill9(self):
         if self.proc is not None and self.proc.poll() is None:

@@ -28,7 +28,7 @@ sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from sfharness import (Suite, event_types, events_of,  # noqa: E402
-                       rfc3339_to_epoch)
+                       read_marks, rfc3339_to_epoch)
 
 S = Suite("test_format_compat")
 E = S.new_env()
@@ -75,19 +75,6 @@ def listing():
         return out
     return sorted((w.get("workflow_id"), w.get("status"))
                   for w in out.get("workflows") or [])
-
-
-def result_wait(wid, timeout=30):
-    r = node().cli("wf", "result", wid, "--wait", timeout=timeout)
-    return r.out if isinstance(r.out, dict) else {"raw": r.describe()}
-
-
-def marks():
-    try:
-        with open(ctx["marks"]) as f:
-            return [tuple(line.split()) for line in f if line.strip()]
-    except OSError:
-        return []
 
 
 def ids_in_a_row(h):
@@ -143,17 +130,18 @@ def read_as_before():
 def runs_go_on():
     n = node()
     E.worker(n, "q_up", ctx["script"], concurrency=2)
-    out = result_wait("park")
+    out = node().result_wait("park")
     S.eq(out.get("status"), "completed", "park: the old timer fired, "
          "completed")
     S.cli_ok(n.cli("wf", "signal", "waiting", "go", "--input", '{"ok": 1}'),
              "signal go to waiting")
-    S.eq(result_wait("waiting").get("status"), "completed",
+    S.eq(node().result_wait("waiting").get("status"), "completed",
          "waiting completed")
     E.worker(n, "q_late", ctx["script"], concurrency=2)
-    S.eq(result_wait("pending").get("status"), "completed",
+    S.eq(node().result_wait("pending").get("status"), "completed",
          "pending completed")
-    S.eq([m for m in marks() if m[0] == "pending"], [("pending", "a", "1")],
+    S.eq([m for m in read_marks(ctx["marks"]) if m[0] == "pending"],
+         [("pending", "a", "1")],
          "pending: the old task delivered once")
     before = ctx["before"][1]
     for w in ("park", "waiting", "pending"):

@@ -41,7 +41,8 @@ sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import mpack_min  # noqa: E402
 from sfharness import (Suite, TestFailure, event_types, events_of,  # noqa: E402
-                       import_zmq, rfc3339_to_epoch, step_events, wait_for)
+                       import_zmq, read_marks, rfc3339_to_epoch, step_events,
+                       wait_for)
 
 zmq = import_zmq()
 
@@ -335,19 +336,6 @@ def listing():
                   for w in r.out.get("workflows") or [])
 
 
-def result_wait(wid, timeout=30):
-    r = node().cli("wf", "result", wid, "--wait", timeout=timeout)
-    return r.out if isinstance(r.out, dict) else {"raw": r.describe()}
-
-
-def marks():
-    try:
-        with open(ctx["marks"]) as f:
-            return [tuple(line.split()) for line in f if line.strip()]
-    except OSError:
-        return []
-
-
 def raw_call(sock, req):
     sock.send(mpack_min.pack(req))
     if sock.poll(15000, zmq.POLLIN) == 0:
@@ -524,7 +512,7 @@ def go_on():
     n = node()
     E.worker(n, "q_up", ctx["script"], concurrency=2)
     # park: its sleep fires after the restart
-    out = result_wait("park", timeout=PARK_S + 30)
+    out = node().result_wait("park", timeout=PARK_S + 30)
     S.eq(out.get("status"), "completed", "park completed")
     h = history("park")
     fired = step_events(h, "nap", "TimerFired")
@@ -544,7 +532,7 @@ def go_on():
     # waiting: the signal is taken
     S.cli_ok(n.cli("wf", "signal", "waiting", "go", "--input", '{"ok": 1}'),
              "signal go to waiting")
-    out = result_wait("waiting")
+    out = node().result_wait("waiting")
     S.eq(out.get("status"), "completed", "waiting completed")
     h = history("waiting")
     before = events_of(ctx["before_history"]["waiting"])
@@ -553,12 +541,12 @@ def go_on():
          "history")
 
     # pending: a worker on q_late now gets the recovered task
-    S.check(("pending", "a", "1") not in marks(),
+    S.check(("pending", "a", "1") not in read_marks(ctx["marks"]),
             "pending: step a not run before its worker starts")
     E.worker(n, "q_late", ctx["script"], concurrency=2)
-    out = result_wait("pending")
+    out = node().result_wait("pending")
     S.eq(out.get("status"), "completed", "pending completed")
-    S.eq([m for m in marks() if m[0] == "pending"],
+    S.eq([m for m in read_marks(ctx["marks"]) if m[0] == "pending"],
          [("pending", "a", "1"), ("pending", "b", "1")],
          "pending: the recovered task delivered once (attempt 1), then b")
     h = history("pending")
