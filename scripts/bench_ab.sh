@@ -63,7 +63,7 @@ def bench(kv):
         return "w3_throughput %s shards / %s workers" % (kv["shards"], kv["workers"])
     return kv.get("workload", "?")
 figures = {"w3_throughput": ["wf_per_s", "cpu_ms_per_wf"],
-           "w3_latency": ["p50_ms", "p99_ms", "ratio"]}
+           "w3_latency": ["p50_ms", "p99_ms", "ratio", "ratio_chain"]}
 for name in sorted({bench(r) for r in rows}):
     print(name)
     for rev in (rev_a, rev_b):
