@@ -42,6 +42,7 @@
 #include "shf_store.h"
 #include "shf_str.h"
 #include "shf_taskmsg.h"
+#include "shf_taskrec.h"
 #include "shf_thread.h"
 #include "shf_workflow.h"
 #include <sodium.h>
@@ -121,6 +122,7 @@ typedef struct {
     shf_cache_t *cache;       //  exec key -> shf_run_t, LRU
     zhashx_t *dirty;          //  exec key -> run changed in the open txn
     shf_mpack_out_t encoded;  //  s_flush_dirty's buffer, kept between uses
+    shf_mpack_out_t taskrec;  //  s_persist's, for task records
     shf_defs_t *defs;         //  compiled definitions (this thread's)
     zhashx_t *waiters;        //  exec key -> zlistx of s_waiter_t
     int64_t wait_min;         //  no waiter expires before this (mono ms)
@@ -379,6 +381,63 @@ s_timer_key (shf_key_t *key, const shf_run_t *state, int64_t due,
 
 static shf_err_t s_write_run (self_t *self, const shf_run_t *state);
 
+//  A stored task made ready to send again (recovery) or to cancel: from a
+//  packed record and its key, the token sealed again, or from an older
+//  record, which is the task message itself. Encoded anew rather than sent
+//  as stored: an older record may predate the "v" its encoding carries.
+static shf_err_t
+s_task_stored (self_t *self, const void *key, size_t key_size,
+               const void *value, size_t value_size, shf_shard_task_t **task_p)
+{
+    json_t *record;
+    shf_err_t rc = shf_store_decode (SHF_DB_TASKS, value, value_size, &record);
+    if (rc)
+        return rc;
+    shf_token_t where;
+    char sealed [SHF_TOKEN_MAX_TEXT];
+    const char *queue = NULL, *token = NULL;
+    char *wire = NULL;
+    size_t wire_size = 0;
+    shf_taskrec_key_t k;
+    shf_msg_task_t fields;
+    if (json_is_array (record)) {
+        if (!shf_taskrec_key (key, key_size, &k)
+            || !shf_taskrec_unpack (record, &k, &fields))
+            rc = SHF_ECORRUPT;
+        if (rc == SHF_OK) {
+            s_task_where (self, fields.ns, fields.wf_id, fields.run_id,
+                          fields.step, fields.attempt, &where);
+            rc = shf_token_seal (&where, self->args->token_key, sealed,
+                                 sizeof sealed);
+        }
+        if (rc == SHF_OK) {
+            fields.token = token = sealed;
+            queue = fields.queue;
+            rc = shf_msg_encode_task (&fields, &wire, &wire_size);
+        }
+    }
+    else {
+        queue = s_str (record, "queue");
+        token = s_str (record, "token");
+        if (!queue || !token)
+            rc = SHF_ECORRUPT;
+        else {
+            s_task_where (
+                self, s_str_or (record, "ns"), s_str_or (record, "wf_id"),
+                s_str_or (record, "run_id"), s_str_or (record, "step"),
+                (uint32_t) shf_msg_int (record, "attempt", 0), &where);
+            rc = shf_msg_encode (record, &wire, &wire_size);
+        }
+    }
+    if (rc == SHF_OK)
+        *task_p = shf_shard_task_new (&where, queue, token, wire, wire_size);
+    else
+        shf_error ("shard %u: a stored task (%zu bytes) does not read: %s",
+                   self->id, value_size, shf_strerror (rc));
+    json_decref (record);
+    return rc;
+}
+
 //  A due timer from its key (s_timer_key): {"_key", "ns", "wf_id",
 //  "run_id", "timer_id"}; {"_key"} alone when the key is not one (the
 //  timer is then dropped). Timers written before carried the same in a
@@ -469,9 +528,15 @@ s_persist (self_t *self, shf_run_t *state, shf_wf_output_t *wo, bool is_new)
                 rc = shf_msg_encode_task (&task, &wire, &wire_size);
                 if (rc)
                     return rc;
+                //  Stored without what its key and the token say
+                //  (shf_taskrec.h).
+                self->taskrec.size = 0;
+                rc = shf_taskrec_pack (&task, &self->taskrec);
                 s_task_key (&key, state, e->step, e->attempt);
-                rc = shf_txn_put (self->txn, SHF_DB_TASKS, key.data, key.size,
-                                  wire, wire_size);
+                if (rc == SHF_OK)
+                    rc = shf_txn_put (self->txn, SHF_DB_TASKS, key.data,
+                                      key.size, self->taskrec.data,
+                                      self->taskrec.size);
                 if (rc) {
                     free (wire);
                     return rc;
@@ -482,14 +547,18 @@ s_persist (self_t *self, shf_run_t *state, shf_wf_output_t *wo, bool is_new)
             }
             case SHF_EFFECT_TASK_CANCEL: {
                 s_task_key (&key, state, e->step, e->attempt);
-                json_t *task = NULL;
-                if (shf_txn_get_json (self->txn, SHF_DB_TASKS, key.data,
-                                      key.size, &task)
-                    == SHF_OK) {
+                const void *v;
+                size_t vl;
+                shf_shard_task_t *task = NULL;
+                if (shf_txn_get (self->txn, SHF_DB_TASKS, key.data, key.size,
+                                 &v, &vl)
+                        == SHF_OK
+                    && s_task_stored (self, key.data, key.size, v, vl, &task)
+                           == SHF_OK) {
                     s_out_t *o = s_out_push (self, S_OUT_CANCEL);
-                    o->queue = strdup (s_str (task, "queue"));
-                    o->token = strdup (s_str (task, "token"));
-                    json_decref (task);
+                    o->queue = strdup (task->queue);
+                    o->token = strdup (task->token);
+                    shf_shard_task_free (task);
                     rc = shf_txn_del (self->txn, SHF_DB_TASKS, key.data,
                                       key.size);
                     if (rc && rc != SHF_ENOTFOUND)
@@ -1831,27 +1900,6 @@ s_list_destroy (void **item)
     *item = NULL;
 }
 
-//  A stored task, made ready to send again. Encoded anew rather than sent
-//  as stored: the record may predate the "v" its encoding now carries.
-static shf_err_t
-s_task_recovered (self_t *self, const json_t *task, shf_shard_task_t **task_p)
-{
-    const char *queue = s_str (task, "queue");
-    const char *token = s_str (task, "token");
-    if (!queue || !token)
-        return SHF_ECORRUPT;
-    shf_token_t where;
-    s_task_where (self, s_str_or (task, "ns"), s_str_or (task, "wf_id"),
-                  s_str_or (task, "run_id"), s_str_or (task, "step"),
-                  (uint32_t) shf_msg_int (task, "attempt", 0), &where);
-    char *wire;
-    size_t wire_size;
-    shf_err_t rc = shf_msg_encode (task, &wire, &wire_size);
-    if (rc == SHF_OK)
-        *task_p = shf_shard_task_new (&where, queue, token, wire, wire_size);
-    return rc;
-}
-
 //  Rebuilds what the shard keeps in memory from LMDB alone: the epoch,
 //  the next timer due and the pending tasks (handed to the matcher).
 static shf_err_t
@@ -1880,13 +1928,8 @@ s_recover (self_t *self)
         if (rc == SHF_OK)
             rc = shf_cursor_seek (cur, NULL, 0, &k, &kl, &v, &vl);
         while (rc == SHF_OK) {
-            json_t *task;
-            rc = shf_store_decode (SHF_DB_TASKS, v, vl, &task);
-            if (rc)
-                break;
-            rc = s_task_recovered (self, task,
-                                   &s_out_push (self, S_OUT_TASK)->task);
-            json_decref (task);
+            rc = s_task_stored (self, k, kl, v, vl,
+                                &s_out_push (self, S_OUT_TASK)->task);
             if (rc)
                 break;
             tasks++;
@@ -2030,6 +2073,7 @@ shf_shard (zsock_t *pipe, void *vargs)
     shf_cache_destroy (&self->cache);
     zhashx_destroy (&self->dirty);
     shf_mpack_out_free (&self->encoded);
+    shf_mpack_out_free (&self->taskrec);
     shf_defs_destroy (&self->defs);
     zhashx_destroy (&self->waiters);
     shf_store_destroy (&self->store);

@@ -1,0 +1,141 @@
+#!/usr/bin/env python3
+"""test_task_recovery.py - a task record is packed (run, step and attempt in
+its key, no token: actors/shf_taskrec.h); after kill -9 the recovered task
+is the very message the node sent before, token included.
+
+A raw worker (pyzmq DEALER) takes tr-1's task and holds it; the node is
+killed with SIGKILL and restarted. A new raw worker polls the queue: the
+task it gets is field for field the one the first got (the token sealed
+again from the key equals the one sent), the node's log counts the
+recovered tasks, and completing with the token from before the crash is
+accepted: tr-1 completes with that output, one ActivityCompleted in its
+history. tr-2's task, never taken, is recovered too; cancelling tr-2 after
+the restart withdraws it (the cancel finds the task by its sealed token):
+a poll on its queue gets nothing.
+"""
+import os
+import re
+import sys
+
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import mpack_min  # noqa: E402
+from sfharness import Suite, TestFailure, import_zmq, step_events  # noqa: E402
+
+zmq = import_zmq()
+S = Suite("test_task_recovery")
+E = S.new_env()
+ctx = {}
+
+
+def _recv(sock, what, timeout_ms=15000):
+    if sock.poll(timeout_ms, zmq.POLLIN) == 0:
+        raise TestFailure("no %s within %d s" % (what, timeout_ms // 1000))
+    return mpack_min.unpack(sock.recv())
+
+
+def _poll(sock, queue):
+    sock.send(mpack_min.pack({"v": 1, "op": "poll", "queue": queue,
+                              "credit": 1, "gen": 1, "reset": True}))
+
+
+def _until_reply(sock, rid):
+    """Tasks pushed to sock before the reply to a describe sent now: the
+    node handles one DEALER's messages in order."""
+    sock.send(mpack_min.pack({"v": 1, "op": "wf_describe", "id": rid,
+                              "ns": "default", "wf_id": "tr-1"}))
+    tasks = []
+    while True:
+        msg = _recv(sock, "reply to request %d" % rid)
+        if msg.get("op") == "task":
+            tasks.append(msg)
+        elif msg.get("id") == rid:
+            return tasks
+
+
+def setup():
+    if zmq is None:
+        raise TestFailure("python3-zmq is not installed")
+    n = E.node(shards=2)
+    ctx["node"] = n
+    for name, queue in (("tr", "q_tr"), ("tr_idle", "q_idle")):
+        d = {"name": name, "queue": queue,
+             "steps": [{"id": "work", "activity": "act",
+                        "input": {"k": "${input.k}", "tag": "x"},
+                        "timeouts": {"start_to_close": "60s"}}]}
+        S.cli_ok(n.cli("def", "register", E.write_json(name + ".json", d)),
+                 "def register " + name)
+    S.cli_ok(n.cli("wf", "start", "tr", "--id", "tr-1", "--input",
+                   '{"k": 7}'), "start tr-1")
+    S.cli_ok(n.cli("wf", "start", "tr_idle", "--id", "tr-2", "--input",
+                   '{"k": 8}'), "start tr-2 (its queue has no worker)")
+
+
+def take_then_crash():
+    n = ctx["node"]
+    sock = n.raw_socket()
+    try:
+        _poll(sock, "q_tr")
+        task = _recv(sock, "tr-1's task")
+    finally:
+        sock.close()
+    S.eq((task.get("op"), task.get("wf_id"), task.get("step"),
+          task.get("attempt"), task.get("input")),
+         ("task", "tr-1", "work", 1, {"k": 7, "tag": "x"}),
+         "the raw worker holds tr-1's attempt 1")
+    ctx["task"] = task
+    n.kill9()
+    n.restart()
+    log = open(n.log).read() if n.log else ""
+    counts = re.findall(r"recovered (\d+) pending tasks", log)
+    S.eq(sum(int(c) for c in counts), 2, "log: both pending tasks are "
+         "recovered")
+
+
+def same_task_again():
+    n = ctx["node"]
+    sock = n.raw_socket()
+    try:
+        _poll(sock, "q_tr")
+        again = _recv(sock, "tr-1's task after the restart")
+        S.eq(again, ctx["task"], "the recovered task is the message sent "
+             "before the crash, token included")
+        sock.send(mpack_min.pack({"v": 1, "op": "complete", "id": 5,
+                                  "token": ctx["task"]["token"],
+                                  "output": {"done": 7}}))
+        r = _recv(sock, "answer to the complete")
+        S.eq((r.get("id"), r.get("ok")), (5, True),
+             "completing with the token from before the crash is accepted")
+    finally:
+        sock.close()
+    out = n.result_wait("tr-1")
+    S.eq((out.get("status"), out.get("output")), ("completed", {"done": 7}),
+         "tr-1 completed with that output")
+    done = step_events(n.cli("wf", "history", "tr-1").out, "work",
+                       "ActivityCompleted")
+    S.eq(len(done), 1, "one ActivityCompleted in tr-1's history")
+
+
+def cancel_recovered():
+    n = ctx["node"]
+    S.cli_ok(n.cli("wf", "cancel", "tr-2"), "cancel tr-2 after the restart")
+    sock = n.raw_socket()
+    try:
+        _poll(sock, "q_idle")
+        S.eq(_until_reply(sock, 1), [], "a poll on tr-2's queue gets no "
+             "task: the cancel withdrew the recovered one")
+    finally:
+        sock.close()
+    r = n.cli("wf", "describe", "tr-2")
+    S.eq((r.out or {}).get("status") if isinstance(r.out, dict) else None,
+         "canceled", "tr-2 is canceled")
+
+
+S.run([
+    ("node, definitions, two runs", setup, True),
+    ("a raw worker takes tr-1's task; kill -9; restart", take_then_crash,
+     True),
+    ("the same task comes back, and its old token completes it",
+     same_task_again),
+    ("a recovered task is withdrawn by a cancel", cancel_recovered),
+])
