@@ -73,6 +73,8 @@ for name in sorted({bench(r) for r in rows}):
         parts = []
         for f in figures[mine[0]["workload"]]:
             v = sorted(float(r[f]) for r in mine if f in r)
+            if not v:  # a revision whose benchmark does not print it
+                continue
             parts.append("%s median %g (%g-%g)" % (f, statistics.median(v), v[0], v[-1]))
         print("  %-12s n=%d  %s" % (rev, len(mine), ";  ".join(parts)))
 EOF
