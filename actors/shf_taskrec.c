@@ -143,7 +143,7 @@ shf_taskrec_test (bool verbose)
     assert (!shf_taskrec_key (key, key_size + 1, &k));
     assert (shf_taskrec_key (key, key_size, &k));
 
-    //  Round trip, with a payload and without.
+    //  Round trip: a payload as input, no heartbeat details.
     json_t *input = json_pack ("{s:i, s:[s]}", "n", 1, "tags", "a");
     shf_msg_task_t task = {.token = "ignored",
                            .ns = "default",
