@@ -559,6 +559,85 @@ shf_msg_encode_task (const shf_msg_task_t *task, char **data_p, size_t *size_p)
     return rc;
 }
 
+//  Where a short scalar at p ends (a positive fixint or a string of at
+//  most 255 bytes); NULL past end or for any other type.
+static const uint8_t *
+s_skip_short (const uint8_t *p, const uint8_t *end)
+{
+    if (p >= end)
+        return NULL;
+    size_t len;
+    if (*p < 0x80)
+        return p + 1;
+    if ((*p & 0xe0) == 0xa0)
+        len = *p++ & 0x1f;
+    else if (*p == 0xd9 && end - p >= 2) {
+        len = p [1];
+        p += 2;
+    }
+    else
+        return NULL;
+    return (size_t) (end - p) >= len ? p + len : NULL;
+}
+
+shf_err_t
+shf_msg_task_with_token (const char *wire, size_t size, const char *token,
+                         char **data_p, size_t *size_p)
+{
+    *data_p = NULL;
+    *size_p = 0;
+    const uint8_t *p = (const uint8_t *) wire, *end = p + size;
+    //  the map's header, then "v" 1, "op" "task", "token" ""
+    if (size < 1 || (*p & 0xf0) != 0x80)
+        return SHF_EINVAL;
+    p++;
+    const char *keys [3] = {"v", "op", "token"};
+    for (int i = 0; i < 3; i++) {
+        size_t len = strlen (keys [i]);
+        if (end - p < (ptrdiff_t) len + 1 || *p != (0xa0 | len)
+            || memcmp (p + 1, keys [i], len) != 0)
+            return SHF_EINVAL;
+        p += len + 1;
+        if (i < 2 && !(p = s_skip_short (p, end)))
+            return SHF_EINVAL;
+    }
+    if (p >= end || *p != 0xa0)
+        return SHF_EINVAL;
+    size_t at = (size_t) (p - (const uint8_t *) wire);
+    size_t len = strlen (token);
+    if (len > 0xffff)
+        return SHF_ETOOLARGE;
+    uint8_t head [3];
+    size_t head_size;
+    if (len < 32) {
+        head [0] = (uint8_t) (0xa0 | len);
+        head_size = 1;
+    }
+    else if (len < 256) {
+        head [0] = 0xd9;
+        head [1] = (uint8_t) len;
+        head_size = 2;
+    }
+    else {
+        head [0] = 0xda;
+        head [1] = (uint8_t) (len >> 8);
+        head [2] = (uint8_t) len;
+        head_size = 3;
+    }
+    size_t total = size - 1 + head_size + len;
+    if (total > SHF_MSG_MAX_FRAME)
+        return SHF_ETOOLARGE;
+    char *data = malloc (total);
+    assert (data);
+    memcpy (data, wire, at);
+    memcpy (data + at, head, head_size);
+    memcpy (data + at + head_size, token, len);
+    memcpy (data + at + head_size + len, wire + at + 1, size - at - 1);
+    *data_p = data;
+    *size_p = total;
+    return SHF_OK;
+}
+
 void
 shf_msg_default_ns (json_t *msg, shf_op_t op)
 {
@@ -859,6 +938,38 @@ shf_msg_test (bool verbose)
         assert (json_equal (msg, want));
         json_decref (want);
         json_decref (msg);
+        //  Encoded without its token and given it later: the same bytes,
+        //  whatever the length of the token's string header.
+        for (size_t len = 0; len < 400; len += 37) {
+            char token [400];
+            memset (token, 't', len);
+            token [len] = 0;
+            char *direct, *unsealed, *whole;
+            size_t direct_size, unsealed_size, whole_size;
+            task.token = token;
+            assert (shf_msg_encode_task (&task, &direct, &direct_size)
+                    == SHF_OK);
+            task.token = "";
+            assert (shf_msg_encode_task (&task, &unsealed, &unsealed_size)
+                    == SHF_OK);
+            assert (shf_msg_task_with_token (unsealed, unsealed_size, token,
+                                             &whole, &whole_size)
+                    == SHF_OK);
+            assert (whole_size == direct_size
+                    && memcmp (whole, direct, direct_size) == 0);
+            //  A token already in place, or any cut, is not an empty one.
+            assert (shf_msg_task_with_token (direct, direct_size, "x", &whole,
+                                             &whole_size)
+                    == (len ? SHF_EINVAL : SHF_OK));
+            free (whole);
+            for (size_t cut = 0; cut < 19; cut++)
+                assert (shf_msg_task_with_token (unsealed, cut, "x", &whole,
+                                                 &whole_size)
+                        == SHF_EINVAL);
+            free (direct);
+            free (unsealed);
+        }
+        task.token = "tok";
         //  A payload nested past the codec's limit is refused.
         json_t *deep = json_array ();
         for (int i = 0; i < SHF_MPACK_MAX_DEPTH; i++) {

@@ -542,6 +542,31 @@ s_frontend (self_t *self, zmq_msg_t *frames, int count)
 //  --------------------------------------------------------------------
 //  Shard pipes
 
+//  A new task from a shard, its token sealed and put in its message
+//  (task taken). NULL, the task dropped, should sealing fail: its record
+//  stays, and the shard offers it again when it next opens.
+static shf_shard_task_t *
+s_sealed (self_t *self, shf_shard_task_t *task)
+{
+    char token [SHF_TOKEN_MAX_TEXT + 1];
+    char *wire = NULL;
+    size_t wire_size = 0;
+    shf_err_t rc = shf_token_seal (&task->where, self->args->token_key, token,
+                                   sizeof token);
+    if (rc == SHF_OK)
+        rc = shf_msg_task_with_token (task->wire, task->wire_size, token, &wire,
+                                      &wire_size);
+    shf_shard_task_t *sealed =
+        rc == SHF_OK ? shf_shard_task_new (&task->where, task->queue, token,
+                                           wire, wire_size)
+                     : NULL;
+    if (rc)
+        shf_error ("router: a task of %s/%s cannot be sealed: %s",
+                   task->where.ns, task->where.wf_id, shf_strerror (rc));
+    shf_shard_task_free (task);
+    return sealed;
+}
+
 //  frames: the first three of the message, count of them in it.
 static void
 s_from_shard (self_t *self, zmq_msg_t *frames, int count)
@@ -566,6 +591,8 @@ s_from_shard (self_t *self, zmq_msg_t *frames, int count)
     }
     else if (shf_frames_is (&frames [0], "TASK") && count == 2) {
         shf_shard_task_t *task = shf_frames_ptr (&frames [1]);
+        if (task && !task->token [0])
+            task = s_sealed (self, task);
         if (task)
             shf_matcher_add_task (self->matcher, task->queue, task->token,
                                   task);

@@ -503,15 +503,11 @@ s_persist (self_t *self, shf_run_t *state, shf_wf_output_t *wo, bool is_new)
                 shf_token_t where;
                 s_task_where (self, ns, wf_id, run_id, e->step, e->attempt,
                               &where);
-                char token [SHF_TOKEN_MAX_TEXT];
-                rc = shf_token_seal (&where, self->args->token_key, token,
-                                     sizeof token);
-                if (rc)
-                    return rc;
-                //  Encoded once, from the fields: stored, and sent as they
-                //  are.
+                //  Encoded once, from the fields, and sent as it is but
+                //  for the token, which the router seals (off this
+                //  thread: shf_shard.h, "TASK").
                 shf_msg_task_t task = {
-                    .token = token,
+                    .token = "",
                     .ns = ns,
                     .wf_id = wf_id,
                     .run_id = run_id,
@@ -541,8 +537,8 @@ s_persist (self_t *self, shf_run_t *state, shf_wf_output_t *wo, bool is_new)
                     free (wire);
                     return rc;
                 }
-                s_out_push (self, S_OUT_TASK)->task = shf_shard_task_new (
-                    &where, e->queue, token, wire, wire_size);
+                s_out_push (self, S_OUT_TASK)->task =
+                    shf_shard_task_new (&where, e->queue, "", wire, wire_size);
                 break;
             }
             case SHF_EFFECT_TASK_CANCEL: {

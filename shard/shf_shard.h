@@ -24,7 +24,12 @@
     committed:
       "REPLY"      frame identity, frame encoded reply, [string token: the
                    answer is to that task's report; stop tracking it]
-      "TASK"       ptr shf_shard_task_t * (ownership passes)
+      "TASK"       ptr shf_shard_task_t * (ownership passes); a new task
+                   comes with an empty token, its wire encoded with an
+                   empty one too: the router seals it (shf_token_seal,
+                   shf_msg_task_with_token), which takes ~6% of the
+                   shard's instructions off its thread; a recovered task
+                   comes sealed
       "CANCEL"     string queue, string token: drop/cancel that task
       "GATHERED"   uint32 gather id, ptr json_t *reply (ownership passes)
     The read-only requests (wf_describe, wf_history) and gathers (wf_list,
@@ -54,8 +59,8 @@ typedef struct {
 } shf_shard_note_t;
 
 //  A task on its way to a worker: what the router matches and tracks it
-//  by, and the task message encoded once by the shard (the same bytes it
-//  stored in the tasks db), which the router sends as they are.
+//  by, and the task message encoded once by the shard, which the router
+//  sends as it is once the token is in it.
 typedef struct {
     shf_token_t where;  //  ns, wf_id, run_id, step, attempt of the task
     const char *queue;  //  both inside text
