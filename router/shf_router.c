@@ -13,6 +13,7 @@
 #include "shf_fs.h"
 #include "shf_log.h"
 #include "shf_matcher.h"
+#include "shf_reply.h"
 #include "shf_msg.h"
 #include "shf_shard.h"
 #include "shf_str.h"
@@ -567,6 +568,47 @@ s_sealed (self_t *self, shf_shard_task_t *task)
     return sealed;
 }
 
+//  A task report's answer on its way: the client is told, and the router
+//  stops tracking the token (as for a REPLY with a token).
+static void
+s_release (self_t *self, const char *token, size_t size)
+{
+    char text [SHF_TOKEN_MAX_TEXT + 1];
+    if (size > 0 && size < sizeof text) {
+        memcpy (text, token, size);
+        text [size] = 0;
+        shf_workers_release (self->workers, text);
+    }
+}
+
+//  A batch's acknowledgements ("ACKS", shf_reply.h): each encoded here and
+//  sent to its client.
+static void
+s_acks (self_t *self, const zmq_msg_t *frame)
+{
+    void *frontend = self->sources [SHF_ROUTER_FRONTEND].handle;
+    self->sources [SHF_ROUTER_FRONTEND].ready = true;  //  as in s_route
+    const void *data = zmq_msg_data ((zmq_msg_t *) frame);
+    size_t size = zmq_msg_size ((zmq_msg_t *) frame);
+    size_t pos = 0, identity_size, release_size;
+    const void *identity;
+    const char *release;
+    uint64_t id;
+    while (shf_reply_acks_next (data, size, &pos, &identity, &identity_size,
+                                &id, &release, &release_size)) {
+        char *body;
+        size_t body_size;
+        if (shf_msg_encode_ack (id, &body, &body_size) == SHF_OK) {
+            zmq_msg_t msg;  //  handed over, not copied
+            zmq_msg_init_data (&msg, body, body_size, s_free_data, NULL);
+            if (zmq_send (frontend, identity, identity_size, ZMQ_SNDMORE) < 0
+                || zmq_msg_send (&msg, frontend, 0) < 0)
+                zmq_msg_close (&msg);  //  a peer that is gone drops it
+        }
+        s_release (self, release, release_size);
+    }
+}
+
 //  frames: the first three of the message, count of them in it.
 static void
 s_from_shard (self_t *self, zmq_msg_t *frames, int count)
@@ -578,17 +620,12 @@ s_from_shard (self_t *self, zmq_msg_t *frames, int count)
         self->sources [SHF_ROUTER_FRONTEND].ready = true;  //  as in s_route
         if (zmq_msg_send (&frames [1], frontend, ZMQ_SNDMORE) >= 0)
             zmq_msg_send (&frames [2], frontend, 0);
-        if (count == 4) {
-            //  [token]: the answer is to that task's report
-            char token [SHF_TOKEN_MAX_TEXT + 1];
-            size_t size = zmq_msg_size (&frames [3]);
-            if (size < sizeof token) {
-                memcpy (token, zmq_msg_data (&frames [3]), size);
-                token [size] = 0;
-                shf_workers_release (self->workers, token);
-            }
-        }
+        if (count == 4)  //  [token]: the answer is to that task's report
+            s_release (self, zmq_msg_data (&frames [3]),
+                       zmq_msg_size (&frames [3]));
     }
+    else if (shf_frames_is (&frames [0], "ACKS") && count == 2)
+        s_acks (self, &frames [1]);
     else if (shf_frames_is (&frames [0], "TASK") && count == 2) {
         shf_shard_task_t *task = shf_frames_ptr (&frames [1]);
         if (task && !task->token [0])

@@ -10,6 +10,7 @@
 #ifndef SHF_REPLY_H_INCLUDED
 #define SHF_REPLY_H_INCLUDED
 #include <jansson.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -20,10 +21,33 @@
 void shf_reply_send (void *socket, const void *identity, size_t identity_size,
                      const json_t *reply, const char *release);
 
-//  As shf_reply_send with shf_msg_reply_ok (id, {}), encoded without a
-//  tree: how a task's report is acknowledged, three times a workflow.
-void shf_reply_send_ack (void *socket, const void *identity,
+//  Acknowledgements of task reports (shf_msg_reply_ok (id, {})), three a
+//  workflow: a shard gathers those of a batch and sends them as one
+//  message, "ACKS" and one frame of entries, each the client's identity,
+//  the request id and the token whose report it answers (the router stops
+//  tracking it); the router encodes each ack and sends it on. One message
+//  a batch instead of four frames an ack.
+typedef struct {
+    uint8_t *data;
+    size_t size;
+    size_t alloc;
+} shf_reply_acks_t;
+
+//  identity: 1..255 bytes; release: NULL or a token.
+void shf_reply_acks_add (shf_reply_acks_t *self, const void *identity,
                          size_t identity_size, uint64_t id,
                          const char *release);
+//  Sends what was added, if anything, on socket (the buffer is handed
+//  over) and leaves self empty.
+void shf_reply_acks_send (shf_reply_acks_t *self, void *socket);
+void shf_reply_acks_free (shf_reply_acks_t *self);
+//  Reads the entry at *pos of an ACKS frame and moves *pos past it; false
+//  at the end or at a malformed entry. Pointers are into data.
+bool shf_reply_acks_next (const void *data, size_t size, size_t *pos,
+                          const void **identity, size_t *identity_size,
+                          uint64_t *id, const char **release,
+                          size_t *release_size);
+
+void shf_reply_test (bool verbose);
 
 #endif

@@ -123,6 +123,7 @@ typedef struct {
     zhashx_t *dirty;          //  exec key -> run changed in the open txn
     shf_mpack_out_t encoded;  //  s_flush_dirty's buffer, kept between uses
     shf_mpack_out_t taskrec;  //  s_persist's, for task records
+    shf_reply_acks_t acks;    //  s_send_outbox's, sent at its end
     shf_defs_t *defs;         //  compiled definitions (this thread's)
     zhashx_t *waiters;        //  exec key -> zlistx of s_waiter_t
     int64_t wait_min;         //  no waiter expires before this (mono ms)
@@ -1621,9 +1622,10 @@ s_send_outbox (self_t *self)
                 if (o->body)
                     s_send_reply (self, &o->identity, o->body, o->token);
                 else {
-                    shf_reply_send_ack (
-                        zsock_resolve (self->pipe), zframe_data (o->identity),
-                        zframe_size (o->identity), o->id, o->token);
+                    //  sent together after the loop (shf_reply.h)
+                    shf_reply_acks_add (&self->acks, zframe_data (o->identity),
+                                        zframe_size (o->identity), o->id,
+                                        o->token);
                     zframe_destroy (&o->identity);
                 }
                 break;
@@ -1681,6 +1683,7 @@ s_send_outbox (self_t *self)
         s_out_free (o);
     }
     self->n_out = 0;
+    shf_reply_acks_send (&self->acks, zsock_resolve (self->pipe));
 }
 
 //  Answers every request of a batch that cannot commit.
@@ -2070,6 +2073,7 @@ shf_shard (zsock_t *pipe, void *vargs)
     zhashx_destroy (&self->dirty);
     shf_mpack_out_free (&self->encoded);
     shf_mpack_out_free (&self->taskrec);
+    shf_reply_acks_free (&self->acks);
     shf_defs_destroy (&self->defs);
     zhashx_destroy (&self->waiters);
     shf_store_destroy (&self->store);
