@@ -1529,3 +1529,37 @@ shf_workflow_result (const shf_run_t *run)
     s_set (self, "failure", s_copy (run->failure));
     return self;
 }
+
+//  A string member, or nil for NULL.
+static void
+s_pack_str (shf_mpack_out_t *out, const char *key, const char *value)
+{
+    shf_mpack_put_short (out, key, strlen (key));
+    if (value)
+        shf_mpack_put_str (out, value, strlen (value));
+    else
+        shf_mpack_put_nil (out);
+}
+
+shf_err_t
+shf_workflow_result_pack (const shf_run_t *run, shf_mpack_out_t *out)
+{
+    assert (run);
+    size_t mark = out->size;
+    shf_mpack_put_map (out, 5);
+    s_pack_str (out, "workflow_id", run->workflow_id);
+    s_pack_str (out, "run_id", run->run_id);
+    s_pack_str (out, "status",
+                run->started ? shf_run_status_name (run->status) : NULL);
+    //  in a reply, the body is a member of the top-level map: its members
+    //  start at depth 2
+    shf_mpack_put_short (out, "output", 6);
+    shf_err_t rc = shf_mpack_put_json (out, run->output, 2);
+    if (rc == SHF_OK) {
+        shf_mpack_put_short (out, "failure", 7);
+        rc = shf_mpack_put_json (out, run->failure, 2);
+    }
+    if (rc != SHF_OK)
+        out->size = mark;
+    return rc;
+}

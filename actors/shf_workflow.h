@@ -159,6 +159,13 @@ int64_t shf_workflow_closed_at (const shf_run_t *run);  //  0 while open
 json_t *shf_workflow_describe (const shf_def_t *def, const shf_run_t *run);
 //  result: {"workflow_id","run_id","status","output","failure"}
 json_t *shf_workflow_result (const shf_run_t *run);
+//  The same object written as msgpack to out (from out->size on), the bytes
+//  shf_mpack_encode gives for it, without building it: a closed run's
+//  result goes to every client waiting for it. SHF_EINVAL when output or
+//  failure nests too deep to be a reply's body (out->size is then where it
+//  was).
+shf_err_t shf_workflow_result_pack (const shf_run_t *run,
+                                    shf_mpack_out_t *out) SHF_MUST_CHECK;
 
 void shf_workflow_test (bool verbose);
 

@@ -14,6 +14,7 @@
     timer as "step:kind" and must come exactly at its due time.
 */
 #include "shf_workflow.h"
+#include "../proto/shf_mpack.h"
 #include <assert.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -985,6 +986,20 @@ s_test_by_hand (bool verbose)
                                   "\"run-1\",\"status\":\"running\","
                                   "\"output\":null,\"failure\":null}"));
     json_decref (result);
+    {
+        //  Packed, the bytes shf_mpack_encode gives for the object.
+        shf_mpack_out_t out = {0};
+        assert (shf_workflow_result_pack (h.run, &out) == SHF_OK);
+        result = shf_workflow_result (h.run);
+        char *want;
+        size_t want_size;
+        assert (shf_mpack_encode (result, &want, &want_size) == SHF_OK);
+        assert (out.size == want_size
+                && memcmp (out.data, want, want_size) == 0);
+        free (want);
+        json_decref (result);
+        shf_mpack_out_free (&out);
+    }
     s_harness_destroy (&h);
 
     //  workflow timeout: fire the workflow timer at its due time

@@ -660,16 +660,30 @@ s_reply (uint64_t id, bool ok)
 }
 
 shf_err_t
-shf_msg_encode_ack (uint64_t id, char **data_p, size_t *size_p)
+shf_msg_encode_reply_raw (uint64_t id, const void *body, size_t body_size,
+                          char **data_p, size_t *size_p)
 {
     //  s_reply's members, then body, then encode's "v"
     shf_mpack_map_t *map = shf_mpack_map_new (5);
     shf_mpack_map_str (map, "op", "reply");
     shf_mpack_map_int (map, "id", (int64_t) id);
-    shf_mpack_map_raw (map, "ok", "\xc3", 1);    //  true
-    shf_mpack_map_raw (map, "body", "\x80", 1);  //  {}
+    shf_mpack_map_raw (map, "ok", "\xc3", 1);  //  true
+    shf_mpack_map_raw (map, "body", body, body_size);
     shf_mpack_map_int (map, "v", SHF_MSG_VERSION);
-    return shf_mpack_map_finish (&map, data_p, size_p);
+    shf_err_t rc = shf_mpack_map_finish (&map, data_p, size_p);
+    if (rc == SHF_OK && *size_p > SHF_MSG_MAX_FRAME) {
+        free (*data_p);
+        *data_p = NULL;
+        *size_p = 0;
+        rc = SHF_ETOOLARGE;
+    }
+    return rc;
+}
+
+shf_err_t
+shf_msg_encode_ack (uint64_t id, char **data_p, size_t *size_p)
+{
+    return shf_msg_encode_reply_raw (id, "\x80", 1, data_p, size_p);  //  {}
 }
 
 bool
@@ -970,6 +984,24 @@ shf_msg_test (bool verbose)
             free (unsealed);
         }
         task.token = "tok";
+        //  A reply around a body given encoded: what the tree gives.
+        {
+            json_t *body = json_pack ("{s:s, s:O}", "status", "completed",
+                                      "output", input);
+            char *packed, *raw, *tree;
+            size_t packed_size, raw_size, tree_size;
+            assert (shf_mpack_encode (body, &packed, &packed_size) == SHF_OK);
+            assert (shf_msg_encode_reply_raw (7, packed, packed_size, &raw,
+                                              &raw_size)
+                    == SHF_OK);
+            json_t *reply = shf_msg_reply_ok (7, body);
+            assert (shf_msg_encode (reply, &tree, &tree_size) == SHF_OK);
+            assert (raw_size == tree_size && memcmp (raw, tree, raw_size) == 0);
+            json_decref (reply);
+            free (packed);
+            free (raw);
+            free (tree);
+        }
         //  A payload nested past the codec's limit is refused.
         json_t *deep = json_array ();
         for (int i = 0; i < SHF_MPACK_MAX_DEPTH; i++) {

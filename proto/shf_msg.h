@@ -127,6 +127,12 @@ shf_err_t shf_msg_task_with_token (const char *wire, size_t size,
                                    const char *token, char **data_p,
                                    size_t *size_p) SHF_MUST_CHECK;
 
+//  The bytes shf_msg_encode gives for shf_msg_reply_ok (id, body), body
+//  given encoded. SHF_ETOOLARGE over SHF_MSG_MAX_FRAME.
+shf_err_t shf_msg_encode_reply_raw (uint64_t id, const void *body,
+                                    size_t body_size, char **data_p,
+                                    size_t *size_p) SHF_MUST_CHECK;
+
 //  The bytes shf_msg_encode gives for shf_msg_reply_ok (id, {}), a plain
 //  acknowledgement (of a task's report), written without a tree.
 shf_err_t shf_msg_encode_ack (uint64_t id, char **data_p,

@@ -30,23 +30,40 @@ s_send (void *socket, const void *identity, size_t identity_size, char *data,
         zmq_send (socket, release, strlen (release), 0);
 }
 
+//  Never leave a client waiting: an answer that cannot be encoded is an
+//  error saying why. false when even that cannot be.
+static bool
+s_too_large (uint64_t id, char **data_p, size_t *size_p)
+{
+    json_t *error = shf_msg_reply_error (
+        id, SHF_ETOOLARGE, "the answer is larger than the frame limit");
+    shf_err_t rc = shf_msg_encode (error, data_p, size_p);
+    json_decref (error);
+    return rc == SHF_OK;
+}
+
 void
 shf_reply_send (void *socket, const void *identity, size_t identity_size,
                 const json_t *reply, const char *release)
 {
     char *data;
     size_t size;
-    if (shf_msg_encode (reply, &data, &size) != SHF_OK) {
-        //  Never leave a client waiting: say why there is no answer.
-        json_t *error = shf_msg_reply_error (
-            (uint64_t) shf_msg_int (reply, "id", 0), SHF_ETOOLARGE,
-            "the answer is larger than the frame limit");
-        shf_err_t rc = shf_msg_encode (error, &data, &size);
-        json_decref (error);
-        if (rc != SHF_OK)
-            return;
-    }
+    if (shf_msg_encode (reply, &data, &size) != SHF_OK
+        && !s_too_large ((uint64_t) shf_msg_int (reply, "id", 0), &data, &size))
+        return;
     s_send (socket, identity, identity_size, data, size, release);
+}
+
+void
+shf_reply_send_packed (void *socket, const void *identity, size_t identity_size,
+                       uint64_t id, const void *body, size_t body_size)
+{
+    char *data;
+    size_t size;
+    if (shf_msg_encode_reply_raw (id, body, body_size, &data, &size) != SHF_OK
+        && !s_too_large (id, &data, &size))
+        return;
+    s_send (socket, identity, identity_size, data, size, NULL);
 }
 
 static void

@@ -21,6 +21,13 @@
 void shf_reply_send (void *socket, const void *identity, size_t identity_size,
                      const json_t *reply, const char *release);
 
+//  As shf_reply_send with shf_msg_reply_ok (id, body), body given packed
+//  (msgpack): a closed run's result to each client that waits for it,
+//  encoded without a tree.
+void shf_reply_send_packed (void *socket, const void *identity,
+                            size_t identity_size, uint64_t id, const void *body,
+                            size_t body_size);
+
 //  Acknowledgements of task reports (shf_msg_reply_ok (id, {})), three a
 //  workflow: a shard gathers those of a batch and sends them as one
 //  message, "ACKS" and one frame of entries, each the client's identity,

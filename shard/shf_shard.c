@@ -81,6 +81,8 @@ typedef struct {
     char *queue;             //  CANCEL
     char *token;             //  CANCEL; REPLY: the report's token to release
     char *exec_key;          //  WAIT, WAKE
+    char *result;            //  WAKE: the result packed (body NULL), or NULL
+    size_t result_size;
     uint32_t gather_id;
     uint64_t id;       //  WAIT: request id; REPLY without body: the ack's
     int64_t deadline;  //  WAIT: mono ms
@@ -189,6 +191,7 @@ s_out_free (s_out_t *o)
     free (o->queue);
     free (o->token);
     free (o->exec_key);
+    free (o->result);
 }
 
 static void
@@ -612,7 +615,16 @@ s_persist (self_t *self, shf_run_t *state, shf_wf_output_t *wo, bool is_new)
         s_exec_name (name, sizeof name, ns, wf_id);
         s_out_t *o = s_out_push (self, S_OUT_WAKE);
         o->exec_key = strdup (name);
-        o->body = shf_workflow_result (state);
+        //  Packed once for every waiter; a tree only when it cannot be.
+        shf_mpack_out_t packed = {0};
+        if (shf_workflow_result_pack (state, &packed) == SHF_OK) {
+            o->result = (char *) packed.data;
+            o->result_size = packed.size;
+        }
+        else {
+            shf_mpack_out_free (&packed);
+            o->body = shf_workflow_result (state);
+        }
     }
     return SHF_OK;
 }
@@ -1671,6 +1683,14 @@ s_send_outbox (self_t *self)
                     break;
                 for (s_waiter_t *w = zlistx_first (list); w;
                      w = zlistx_next (list)) {
+                    if (o->result) {
+                        shf_reply_send_packed (zsock_resolve (self->pipe),
+                                               zframe_data (w->identity),
+                                               zframe_size (w->identity), w->id,
+                                               o->result, o->result_size);
+                        zframe_destroy (&w->identity);
+                        continue;
+                    }
                     json_t *reply =
                         shf_msg_reply_ok (w->id, json_incref (o->body));
                     s_send_reply (self, &w->identity, reply, NULL);
