@@ -24,6 +24,9 @@
     committed:
       "REPLY"      frame identity, frame encoded reply, [string token: the
                    answer is to that task's report; stop tracking it]
+      "ACKS"       frame of the batch's acknowledgements of task reports
+                   (shf_reply.h: identity, request id, token each), which
+                   the router encodes and sends
       "TASK"       ptr shf_shard_task_t * (ownership passes); a new task
                    comes with an empty token, its wire encoded with an
                    empty one too: the router seals it (shf_token_seal,
