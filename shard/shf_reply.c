@@ -69,6 +69,8 @@ shf_reply_send_packed (void *socket, const void *identity, size_t identity_size,
 static void
 s_acks_put (shf_reply_acks_t *self, const void *data, size_t size)
 {
+    if (size == 0)
+        return;  //  data may be NULL
     if (self->size + size > self->alloc) {
         size_t alloc = self->alloc ? self->alloc * 2 : 1024;
         while (alloc < self->size + size)
