@@ -971,6 +971,7 @@ shf_msg_test (bool verbose)
                     == SHF_OK);
             assert (whole_size == direct_size
                     && memcmp (whole, direct, direct_size) == 0);
+            free (whole);
             //  A token already in place, or any cut, is not an empty one.
             assert (shf_msg_task_with_token (direct, direct_size, "x", &whole,
                                              &whole_size)
