@@ -9,20 +9,26 @@
 #define S_MEMBERS 7
 
 shf_err_t
-shf_taskrec_pack (const shf_msg_task_t *task, shf_mpack_out_t *out)
+shf_taskrec_pack (const shf_msg_task_t *task, shf_mpack_out_t *out,
+                  shf_taskrec_spans_t *spans)
 {
     size_t mark = out->size;
     shf_mpack_put_array (out, S_MEMBERS);
     shf_mpack_put_int (out, SHF_TASKREC_PACKED);
     shf_mpack_put_str (out, task->activity, strlen (task->activity));
     shf_mpack_put_str (out, task->queue, strlen (task->queue));
+    size_t input_at = out->size;
     shf_err_t rc = shf_mpack_put_json (out, task->input, 1);
+    size_t details_at = out->size;
     if (rc == SHF_OK)
         rc = shf_mpack_put_json (out, task->heartbeat_details, 1);
     if (rc != SHF_OK) {
         out->size = mark;
         return rc;
     }
+    if (spans)
+        *spans = (shf_taskrec_spans_t){input_at, details_at - input_at,
+                                       details_at, out->size - details_at};
     shf_mpack_put_int (out, task->start_to_close_ms);
     shf_mpack_put_int (out, task->heartbeat_timeout_ms);
     return SHF_OK;
@@ -158,7 +164,17 @@ shf_taskrec_test (bool verbose)
                            .start_to_close_ms = 30000,
                            .heartbeat_timeout_ms = 0};
     shf_mpack_out_t out = {0};
-    assert (shf_taskrec_pack (&task, &out) == SHF_OK);
+    shf_taskrec_spans_t spans;
+    assert (shf_taskrec_pack (&task, &out, &spans) == SHF_OK);
+    //  The spans hold the payloads as msgpack: the input, then nil.
+    json_t *span;
+    assert (shf_mpack_decode (out.data + spans.input_at, spans.input_size,
+                              &span, NULL, 0)
+            == SHF_OK);
+    assert (json_equal (span, input));
+    json_decref (span);
+    assert (spans.details_at == spans.input_at + spans.input_size);
+    assert (spans.details_size == 1 && out.data [spans.details_at] == 0xc0);
     json_t *record;
     assert (shf_mpack_decode (out.data, out.size, &record, NULL, 0) == SHF_OK);
     shf_msg_task_t back;
@@ -210,7 +226,7 @@ shf_taskrec_test (bool verbose)
         deep = json_pack ("[o]", deep);
     task.input = deep;
     size_t before = out.size;
-    assert (shf_taskrec_pack (&task, &out) == SHF_EINVAL);
+    assert (shf_taskrec_pack (&task, &out, NULL) == SHF_EINVAL);
     assert (out.size == before);
     json_decref (deep);
     json_decref (input);

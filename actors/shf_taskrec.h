@@ -37,11 +37,19 @@ typedef struct {
     uint32_t attempt;
 } shf_taskrec_key_t;
 
+//  Where a record's payloads are in its bytes: offsets into out->data and
+//  sizes, each one msgpack value (nil for none).
+typedef struct {
+    size_t input_at, input_size;
+    size_t details_at, details_size;
+} shf_taskrec_spans_t;
+
 //  Writes the record of task to out (from out->size on): every field but
-//  the token and those the key holds. SHF_EINVAL when a payload nests too
-//  deep (out->size is then where it was).
-shf_err_t shf_taskrec_pack (const shf_msg_task_t *task,
-                            shf_mpack_out_t *out) SHF_MUST_CHECK;
+//  the token and those the key holds; spans (may be NULL) says where the
+//  payloads went, for the message rendered from the same bytes. SHF_EINVAL
+//  when a payload nests too deep (out->size is then where it was).
+shf_err_t shf_taskrec_pack (const shf_msg_task_t *task, shf_mpack_out_t *out,
+                            shf_taskrec_spans_t *spans) SHF_MUST_CHECK;
 
 //  Reads a key of the tasks database; false when the bytes are not one
 //  (three names and a step, each ending in NUL, after 8 bytes of start

@@ -42,7 +42,7 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
         if (rc == SHF_OK)
             free (wire);
         shf_mpack_out_t out = {0};
-        if (shf_taskrec_pack (&task, &out) == SHF_OK) {
+        if (shf_taskrec_pack (&task, &out, NULL) == SHF_OK) {
             json_t *again;
             shf_msg_task_t back;
             assert (shf_mpack_decode (out.data, out.size, &again, NULL, 0)

@@ -531,8 +531,11 @@ shf_msg_encode (const json_t *msg, char **data_p, size_t *size_p)
     return SHF_OK;
 }
 
-shf_err_t
-shf_msg_encode_task (const shf_msg_task_t *task, char **data_p, size_t *size_p)
+//  payloads: the two as msgpack bytes (raw), or NULL for the trees
+static shf_err_t
+s_encode_task (const shf_msg_task_t *task, const void *input, size_t input_size,
+               const void *details, size_t details_size, bool raw,
+               char **data_p, size_t *size_p)
 {
     shf_mpack_map_t *map = shf_mpack_map_new (14);
     shf_mpack_map_int (map, "v", SHF_MSG_VERSION);
@@ -545,8 +548,14 @@ shf_msg_encode_task (const shf_msg_task_t *task, char **data_p, size_t *size_p)
     shf_mpack_map_str (map, "activity", task->activity);
     shf_mpack_map_str (map, "queue", task->queue);
     shf_mpack_map_int (map, "attempt", task->attempt);
-    shf_mpack_map_json (map, "input", task->input);
-    shf_mpack_map_json (map, "heartbeat_details", task->heartbeat_details);
+    if (raw) {
+        shf_mpack_map_raw (map, "input", input, input_size);
+        shf_mpack_map_raw (map, "heartbeat_details", details, details_size);
+    }
+    else {
+        shf_mpack_map_json (map, "input", task->input);
+        shf_mpack_map_json (map, "heartbeat_details", task->heartbeat_details);
+    }
     shf_mpack_map_int (map, "start_to_close_ms", task->start_to_close_ms);
     shf_mpack_map_int (map, "heartbeat_timeout_ms", task->heartbeat_timeout_ms);
     shf_err_t rc = shf_mpack_map_finish (&map, data_p, size_p);
@@ -559,83 +568,20 @@ shf_msg_encode_task (const shf_msg_task_t *task, char **data_p, size_t *size_p)
     return rc;
 }
 
-//  Where a short scalar at p ends (a positive fixint or a string of at
-//  most 255 bytes); NULL past end or for any other type.
-static const uint8_t *
-s_skip_short (const uint8_t *p, const uint8_t *end)
+shf_err_t
+shf_msg_encode_task (const shf_msg_task_t *task, char **data_p, size_t *size_p)
 {
-    if (p >= end)
-        return NULL;
-    size_t len;
-    if (*p < 0x80)
-        return p + 1;
-    if ((*p & 0xe0) == 0xa0)
-        len = *p++ & 0x1f;
-    else if (*p == 0xd9 && end - p >= 2) {
-        len = p [1];
-        p += 2;
-    }
-    else
-        return NULL;
-    return (size_t) (end - p) >= len ? p + len : NULL;
+    return s_encode_task (task, NULL, 0, NULL, 0, false, data_p, size_p);
 }
 
 shf_err_t
-shf_msg_task_with_token (const char *wire, size_t size, const char *token,
-                         char **data_p, size_t *size_p)
+shf_msg_encode_task_packed (const shf_msg_task_t *task, const void *input,
+                            size_t input_size, const void *details,
+                            size_t details_size, char **data_p, size_t *size_p)
 {
-    *data_p = NULL;
-    *size_p = 0;
-    const uint8_t *p = (const uint8_t *) wire, *end = p + size;
-    //  the map's header, then "v" 1, "op" "task", "token" ""
-    if (size < 1 || (*p & 0xf0) != 0x80)
-        return SHF_EINVAL;
-    p++;
-    const char *keys [3] = {"v", "op", "token"};
-    for (int i = 0; i < 3; i++) {
-        size_t len = strlen (keys [i]);
-        if (end - p < (ptrdiff_t) len + 1 || *p != (0xa0 | len)
-            || memcmp (p + 1, keys [i], len) != 0)
-            return SHF_EINVAL;
-        p += len + 1;
-        if (i < 2 && !(p = s_skip_short (p, end)))
-            return SHF_EINVAL;
-    }
-    if (p >= end || *p != 0xa0)
-        return SHF_EINVAL;
-    size_t at = (size_t) (p - (const uint8_t *) wire);
-    size_t len = strlen (token);
-    if (len > 0xffff)
-        return SHF_ETOOLARGE;
-    uint8_t head [3];
-    size_t head_size;
-    if (len < 32) {
-        head [0] = (uint8_t) (0xa0 | len);
-        head_size = 1;
-    }
-    else if (len < 256) {
-        head [0] = 0xd9;
-        head [1] = (uint8_t) len;
-        head_size = 2;
-    }
-    else {
-        head [0] = 0xda;
-        head [1] = (uint8_t) (len >> 8);
-        head [2] = (uint8_t) len;
-        head_size = 3;
-    }
-    size_t total = size - 1 + head_size + len;
-    if (total > SHF_MSG_MAX_FRAME)
-        return SHF_ETOOLARGE;
-    char *data = malloc (total);
-    assert (data);
-    memcpy (data, wire, at);
-    memcpy (data + at, head, head_size);
-    memcpy (data + at + head_size, token, len);
-    memcpy (data + at + head_size + len, wire + at + 1, size - at - 1);
-    *data_p = data;
-    *size_p = total;
-    return SHF_OK;
+    assert (input_size > 0 && details_size > 0);
+    return s_encode_task (task, input, input_size, details, details_size, true,
+                          data_p, size_p);
 }
 
 void
@@ -952,37 +898,40 @@ shf_msg_test (bool verbose)
         assert (json_equal (msg, want));
         json_decref (want);
         json_decref (msg);
-        //  Encoded without its token and given it later: the same bytes,
-        //  whatever the length of the token's string header.
-        for (size_t len = 0; len < 400; len += 37) {
-            char token [400];
-            memset (token, 't', len);
-            token [len] = 0;
-            char *direct, *unsealed, *whole;
-            size_t direct_size, unsealed_size, whole_size;
-            task.token = token;
-            assert (shf_msg_encode_task (&task, &direct, &direct_size)
+        //  Payloads given packed: the same bytes as from the trees.
+        {
+            json_t *details = json_pack ("{s:i}", "done", 40);
+            char *input_bytes, *details_bytes, *trees, *packed;
+            size_t input_size, details_size, trees_size, packed_size;
+            assert (shf_mpack_encode (input, &input_bytes, &input_size)
                     == SHF_OK);
-            task.token = "";
-            assert (shf_msg_encode_task (&task, &unsealed, &unsealed_size)
+            assert (shf_mpack_encode (details, &details_bytes, &details_size)
                     == SHF_OK);
-            assert (shf_msg_task_with_token (unsealed, unsealed_size, token,
-                                             &whole, &whole_size)
+            task.heartbeat_details = details;
+            assert (shf_msg_encode_task (&task, &trees, &trees_size) == SHF_OK);
+            assert (shf_msg_encode_task_packed (&task, input_bytes, input_size,
+                                                details_bytes, details_size,
+                                                &packed, &packed_size)
                     == SHF_OK);
-            assert (whole_size == direct_size
-                    && memcmp (whole, direct, direct_size) == 0);
-            free (whole);
-            //  A token already in place, or any cut, is not an empty one.
-            assert (shf_msg_task_with_token (direct, direct_size, "x", &whole,
-                                             &whole_size)
-                    == (len ? SHF_EINVAL : SHF_OK));
-            free (whole);
-            for (size_t cut = 0; cut < 19; cut++)
-                assert (shf_msg_task_with_token (unsealed, cut, "x", &whole,
-                                                 &whole_size)
-                        == SHF_EINVAL);
-            free (direct);
-            free (unsealed);
+            assert (packed_size == trees_size
+                    && memcmp (packed, trees, trees_size) == 0);
+            free (packed);
+            free (trees);
+            //  nil payloads, as a record holds them
+            task.heartbeat_details = NULL;
+            task.input = NULL;
+            assert (shf_msg_encode_task (&task, &trees, &trees_size) == SHF_OK);
+            assert (shf_msg_encode_task_packed (&task, "\xc0", 1, "\xc0", 1,
+                                                &packed, &packed_size)
+                    == SHF_OK);
+            assert (packed_size == trees_size
+                    && memcmp (packed, trees, trees_size) == 0);
+            task.input = input;
+            free (packed);
+            free (trees);
+            free (input_bytes);
+            free (details_bytes);
+            json_decref (details);
         }
         task.token = "tok";
         //  A reply around a body given encoded: what the tree gives.

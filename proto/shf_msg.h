@@ -118,14 +118,16 @@ typedef struct {
 shf_err_t shf_msg_encode_task (const shf_msg_task_t *task, char **data_p,
                                size_t *size_p) SHF_MUST_CHECK;
 
-//  A task message encoded with an empty token (.token = "") made whole:
-//  the same bytes with token in its place, what shf_msg_encode_task would
-//  have written with it (*data_p the caller's). The shard encodes a task
-//  and the router seals its token, off the shard's thread. SHF_EINVAL
-//  when wire does not begin with v, op and an empty token.
-shf_err_t shf_msg_task_with_token (const char *wire, size_t size,
-                                   const char *token, char **data_p,
-                                   size_t *size_p) SHF_MUST_CHECK;
+//  The same message with its payloads given as msgpack bytes, one value
+//  each (nil for none; task->input and ->heartbeat_details are not read):
+//  the router renders a task from the bytes the shard stored
+//  (shf_taskrec.h), with no tree. The same bytes shf_msg_encode_task
+//  gives.
+shf_err_t shf_msg_encode_task_packed (const shf_msg_task_t *task,
+                                      const void *input, size_t input_size,
+                                      const void *details, size_t details_size,
+                                      char **data_p,
+                                      size_t *size_p) SHF_MUST_CHECK;
 
 //  The bytes shf_msg_encode gives for shf_msg_reply_ok (id, body), body
 //  given encoded. SHF_ETOOLARGE over SHF_MSG_MAX_FRAME.

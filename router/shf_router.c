@@ -543,29 +543,45 @@ s_frontend (self_t *self, zmq_msg_t *frames, int count)
 //  --------------------------------------------------------------------
 //  Shard pipes
 
-//  A new task from a shard, its token sealed and put in its message
-//  (task taken). NULL, the task dropped, should sealing fail: its record
-//  stays, and the shard offers it again when it next opens.
+//  A new task from a shard (unrendered, shf_shard.h), its token sealed and
+//  its message encoded (task taken). NULL, the task dropped, should that
+//  fail: its record stays, and the shard offers it again when it next
+//  opens.
 static shf_shard_task_t *
-s_sealed (self_t *self, shf_shard_task_t *task)
+s_rendered (self_t *self, shf_shard_task_t *task)
 {
     char token [SHF_TOKEN_MAX_TEXT + 1];
     char *wire = NULL;
     size_t wire_size = 0;
-    shf_err_t rc = shf_token_seal (&task->where, self->args->token_key, token,
-                                   sizeof token);
-    if (rc == SHF_OK)
-        rc = shf_msg_task_with_token (task->wire, task->wire_size, token, &wire,
-                                      &wire_size);
-    shf_shard_task_t *sealed =
-        rc == SHF_OK ? shf_shard_task_new (&task->where, task->queue, token,
-                                           wire, wire_size)
-                     : NULL;
+    const shf_token_t *w = &task->where;
+    shf_err_t rc =
+        shf_token_seal (w, self->args->token_key, token, sizeof token);
+    if (rc == SHF_OK) {
+        shf_msg_task_t fields = {.token = token,
+                                 .ns = w->ns,
+                                 .wf_id = w->wf_id,
+                                 .run_id = w->run_id,
+                                 .step = w->step,
+                                 .activity = task->activity,
+                                 .queue = task->queue,
+                                 .attempt = w->attempt,
+                                 .start_to_close_ms = task->start_to_close_ms,
+                                 .heartbeat_timeout_ms =
+                                     task->heartbeat_timeout_ms};
+        rc = shf_msg_encode_task_packed (&fields, task->payloads,
+                                         task->input_size,
+                                         task->payloads + task->input_size,
+                                         task->details_size, &wire, &wire_size);
+    }
+    shf_shard_task_t *rendered =
+        rc == SHF_OK
+            ? shf_shard_task_new (w, task->queue, token, wire, wire_size)
+            : NULL;
     if (rc)
-        shf_error ("router: a task of %s/%s cannot be sealed: %s",
-                   task->where.ns, task->where.wf_id, shf_strerror (rc));
+        shf_error ("router: a task of %s/%s cannot be sent: %s", w->ns,
+                   w->wf_id, shf_strerror (rc));
     shf_shard_task_free (task);
-    return sealed;
+    return rendered;
 }
 
 //  A task report's answer on its way: the client is told, and the router
@@ -628,8 +644,8 @@ s_from_shard (self_t *self, zmq_msg_t *frames, int count)
         s_acks (self, &frames [1]);
     else if (shf_frames_is (&frames [0], "TASK") && count == 2) {
         shf_shard_task_t *task = shf_frames_ptr (&frames [1]);
-        if (task && !task->token [0])
-            task = s_sealed (self, task);
+        if (task && !task->wire)
+            task = s_rendered (self, task);
         if (task)
             shf_matcher_add_task (self->matcher, task->queue, task->token,
                                   task);

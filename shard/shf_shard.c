@@ -334,20 +334,51 @@ s_task_where (self_t *self, const char *ns, const char *wf_id,
     token->attempt = attempt;
 }
 
-shf_shard_task_t *
-shf_shard_task_new (const shf_token_t *where, const char *queue,
-                    const char *token, char *wire, size_t wire_size)
+//  A task with its three strings, nothing else set.
+static shf_shard_task_t *
+s_task_alloc (const shf_token_t *where, const char *queue, const char *token,
+              const char *activity)
 {
-    size_t qsize = strlen (queue) + 1, tsize = strlen (token) + 1;
-    shf_shard_task_t *self = malloc (sizeof *self + qsize + tsize);
+    size_t qsize = strlen (queue) + 1, tsize = strlen (token) + 1,
+           asize = strlen (activity) + 1;
+    shf_shard_task_t *self = calloc (1, sizeof *self + qsize + tsize + asize);
     assert (self);
     self->where = *where;
     memcpy (self->text, queue, qsize);
     memcpy (self->text + qsize, token, tsize);
+    memcpy (self->text + qsize + tsize, activity, asize);
     self->queue = self->text;
     self->token = self->text + qsize;
+    self->activity = self->text + qsize + tsize;
+    return self;
+}
+
+shf_shard_task_t *
+shf_shard_task_new (const shf_token_t *where, const char *queue,
+                    const char *token, char *wire, size_t wire_size)
+{
+    shf_shard_task_t *self = s_task_alloc (where, queue, token, "");
     self->wire = wire;
     self->wire_size = wire_size;
+    return self;
+}
+
+shf_shard_task_t *
+shf_shard_task_unrendered (const shf_token_t *where, const char *queue,
+                           const char *activity, int64_t start_to_close_ms,
+                           int64_t heartbeat_timeout_ms, const void *input,
+                           size_t input_size, const void *details,
+                           size_t details_size)
+{
+    shf_shard_task_t *self = s_task_alloc (where, queue, "", activity);
+    self->start_to_close_ms = start_to_close_ms;
+    self->heartbeat_timeout_ms = heartbeat_timeout_ms;
+    self->payloads = malloc (input_size + details_size + 1);
+    assert (self->payloads);
+    memcpy (self->payloads, input, input_size);
+    memcpy (self->payloads + input_size, details, details_size);
+    self->input_size = input_size;
+    self->details_size = details_size;
     return self;
 }
 
@@ -357,6 +388,7 @@ shf_shard_task_free (void *task)
     shf_shard_task_t *self = task;
     if (self) {
         free (self->wire);
+        free (self->payloads);
         free (self);
     }
 }
@@ -507,9 +539,10 @@ s_persist (self_t *self, shf_run_t *state, shf_wf_output_t *wo, bool is_new)
                 shf_token_t where;
                 s_task_where (self, ns, wf_id, run_id, e->step, e->attempt,
                               &where);
-                //  Encoded once, from the fields, and sent as it is but
-                //  for the token, which the router seals (off this
-                //  thread: shf_shard.h, "TASK").
+                //  Stored without what its key and the token say
+                //  (shf_taskrec.h); the router renders the message from
+                //  the same payload bytes and seals its token, off this
+                //  thread (shf_shard.h, "TASK").
                 shf_msg_task_t task = {
                     .token = "",
                     .ns = ns,
@@ -523,26 +556,23 @@ s_persist (self_t *self, shf_run_t *state, shf_wf_output_t *wo, bool is_new)
                     .heartbeat_details = e->heartbeat_details,
                     .start_to_close_ms = e->start_to_close,
                     .heartbeat_timeout_ms = e->heartbeat_timeout};
-                char *wire;
-                size_t wire_size;
-                rc = shf_msg_encode_task (&task, &wire, &wire_size);
-                if (rc)
-                    return rc;
-                //  Stored without what its key and the token say
-                //  (shf_taskrec.h).
                 self->taskrec.size = 0;
-                rc = shf_taskrec_pack (&task, &self->taskrec);
+                shf_taskrec_spans_t spans;
+                rc = shf_taskrec_pack (&task, &self->taskrec, &spans);
                 s_task_key (&key, state, e->step, e->attempt);
                 if (rc == SHF_OK)
                     rc = shf_txn_put (self->txn, SHF_DB_TASKS, key.data,
                                       key.size, self->taskrec.data,
                                       self->taskrec.size);
-                if (rc) {
-                    free (wire);
+                if (rc)
                     return rc;
-                }
+                const uint8_t *rec = self->taskrec.data;
                 s_out_push (self, S_OUT_TASK)->task =
-                    shf_shard_task_new (&where, e->queue, "", wire, wire_size);
+                    shf_shard_task_unrendered (
+                        &where, e->queue, e->activity, e->start_to_close,
+                        e->heartbeat_timeout, rec + spans.input_at,
+                        spans.input_size, rec + spans.details_at,
+                        spans.details_size);
                 break;
             }
             case SHF_EFFECT_TASK_CANCEL: {

@@ -28,11 +28,9 @@
                    (shf_reply.h: identity, request id, token each), which
                    the router encodes and sends
       "TASK"       ptr shf_shard_task_t * (ownership passes); a new task
-                   comes with an empty token, its wire encoded with an
-                   empty one too: the router seals it (shf_token_seal,
-                   shf_msg_task_with_token), which takes ~6% of the
-                   shard's instructions off its thread; a recovered task
-                   comes sealed
+                   comes unrendered: the router seals its token and
+                   encodes its message, ~10% of the shard's instructions
+                   taken off its thread; a recovered task comes whole
       "CANCEL"     string queue, string token: drop/cancel that task
       "GATHERED"   uint32 gather id, ptr json_t *reply (ownership passes)
     The read-only requests (wf_describe, wf_history) and gathers (wf_list,
@@ -62,21 +60,35 @@ typedef struct {
 } shf_shard_note_t;
 
 //  A task on its way to a worker: what the router matches and tracks it
-//  by, and the task message encoded once by the shard, which the router
-//  sends as it is once the token is in it.
+//  by, and its task message, which the router sends as it is. A new task
+//  comes unrendered (wire NULL, token ""): the router seals its token and
+//  renders the message from the parts below (shf_msg_encode_task_packed),
+//  off the shard's thread. A recovered task comes rendered.
 typedef struct {
     shf_token_t where;  //  ns, wf_id, run_id, step, attempt of the task
-    const char *queue;  //  both inside text
+    const char *queue;  //  the three strings inside text
     const char *token;
-    char *wire;  //  the encoded task message (malloc'd)
+    char *wire;  //  the encoded task message (malloc'd), or NULL
     size_t wire_size;
+    //  the other parts of an unrendered task's message
+    const char *activity;
+    int64_t start_to_close_ms;
+    int64_t heartbeat_timeout_ms;
+    uint8_t *payloads;  //  input then heartbeat details, msgpack (malloc'd)
+    size_t input_size;
+    size_t details_size;
     char text [];
 } shf_shard_task_t;
 
-//  Takes wire; copies queue and token.
+//  A rendered task. Takes wire; copies queue and token.
 shf_shard_task_t *shf_shard_task_new (const shf_token_t *where,
                                       const char *queue, const char *token,
                                       char *wire, size_t wire_size);
+//  An unrendered one. Copies the strings and the payloads' bytes.
+shf_shard_task_t *shf_shard_task_unrendered (
+    const shf_token_t *where, const char *queue, const char *activity,
+    int64_t start_to_close_ms, int64_t heartbeat_timeout_ms, const void *input,
+    size_t input_size, const void *details, size_t details_size);
 void shf_shard_task_free (void *task);
 
 typedef struct {
