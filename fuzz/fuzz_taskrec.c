@@ -5,8 +5,9 @@
     Input: one byte n, then n bytes of key, then the value. Either the key
     is refused, or its strings end inside it; either the value is refused,
     or the task it gives encodes as a task message (or is refused as too
-    large), and packing that task again reads back the same. Nothing
-    leaks. Corpus: fuzz/corpus/taskrec/ (replayed by ctest).
+    large), packing that task again reads back the same, and the message
+    rendered from the packed payloads (shf_msg_encode_task_packed) is the
+    one encoded from the trees. Nothing leaks. Corpus: fuzz/corpus/taskrec/ (replayed by ctest).
 */
 #include "shf_taskrec.h"
 #include <assert.h>
@@ -42,7 +43,26 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
         if (rc == SHF_OK)
             free (wire);
         shf_mpack_out_t out = {0};
-        if (shf_taskrec_pack (&task, &out, NULL) == SHF_OK) {
+        shf_taskrec_spans_t spans;
+        if (shf_taskrec_pack (&task, &out, &spans) == SHF_OK) {
+            //  The message rendered from the record's payload bytes is the
+            //  one encoded from the trees.
+            char *packed;
+            size_t packed_size;
+            shf_err_t prc = shf_msg_encode_task_packed (
+                &task, out.data + spans.input_at, spans.input_size,
+                out.data + spans.details_at, spans.details_size, &packed,
+                &packed_size);
+            char *trees;
+            size_t trees_size;
+            shf_err_t trc = shf_msg_encode_task (&task, &trees, &trees_size);
+            assert (prc == trc);
+            if (prc == SHF_OK) {
+                assert (packed_size == trees_size
+                        && memcmp (packed, trees, trees_size) == 0);
+                free (packed);
+                free (trees);
+            }
             json_t *again;
             shf_msg_task_t back;
             assert (shf_mpack_decode (out.data, out.size, &again, NULL, 0)
