@@ -5,11 +5,11 @@
 # This machine's speed drifts by 15% and more within an hour, so a figure
 # is only worth comparing with one measured beside it. Both revisions are
 # checked out (git worktree) and built under ${SHF_AB_DIR:-/tmp/shf-ab};
-# then each round runs, for A and then B: W3 throughput with 1 shard / 1
-# worker thread, 1 shard / 2 worker threads, 2 / 2, the default 8 / 8, and
-# W3 latency. Every result line goes to stderr as it comes; the summary on
-# stdout gives, per benchmark and revision, the median and range of each
-# figure.
+# then each round runs W3 throughput with 1 shard / 1 worker thread, 1
+# shard / 2 worker threads, 2 / 2, the default 8 / 8, and W3 latency, each
+# for A and B back to back (B first in even rounds). Every result line
+# goes to stderr as it comes; the summary on stdout gives, per benchmark
+# and revision, the median and range of each figure.
 # ROUNDS defaults to 3 (about 1 minute a round).
 # Each revision runs its own benchmarks: before 4d12ad3 they named
 # workflows by counting (tp-0, tp-1, ...), since then in no particular
@@ -38,16 +38,24 @@ for rev in "$1" "$2"; do
     bin[$rev]=$dir/build-$sha/bin
 done
 
+# Each benchmark runs for A and B back to back, and the pair's order turns
+# every round: the host's phase can change within a round, and this way a
+# change lands on both revisions alike.
 for ((round = 1; round <= rounds; round++)); do
-    for rev in "$1" "$2"; do
-        b=${bin[$rev]}
-        for args in "5000 64 1 1" "5000 64 2 1" "5000 64 2 2" "5000 64 8 8"; do
-            # shellcheck disable=SC2086
-            line=$("$b/bench_w3_throughput" $args 2>/dev/null | tail -1)
+    order=("$1" "$2")
+    ((round % 2 == 0)) && order=("$2" "$1")
+    for args in "5000 64 1 1" "5000 64 2 1" "5000 64 2 2" "5000 64 8 8" \
+        latency; do
+        for rev in "${order[@]}"; do
+            b=${bin[$rev]}
+            if [[ $args == latency ]]; then
+                line=$("$b/bench_w3_latency" 200 2>/dev/null | tail -1)
+            else
+                # shellcheck disable=SC2086
+                line=$("$b/bench_w3_throughput" $args 2>/dev/null | tail -1)
+            fi
             echo "rev=$rev round=$round $line" | tee -a "$results" >&2
         done
-        line=$("$b/bench_w3_latency" 200 2>/dev/null | tail -1)
-        echo "rev=$rev round=$round $line" | tee -a "$results" >&2
     done
 done
 
