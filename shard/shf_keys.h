@@ -25,7 +25,9 @@
 //  The form tag of an index entry: msgpack [SHF_INDEX_PACKED, name,
 //  version, status (shf_run_status_t number), closed_at - started_at (nil
 //  while open)]; the IDs and the start time are read from the key. Entries
-//  written before it are maps that spell every field out.
+//  written before it are maps that spell every field out. The shard writes
+//  an entry once, when the run starts; a listing takes the status and the
+//  close time from the run's state (shf_reader.c, s_wf_status).
 #define SHF_INDEX_PACKED 1
 
 typedef struct {

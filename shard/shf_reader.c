@@ -386,7 +386,41 @@ typedef struct {
     json_t *list;
     int64_t scanned;
     uint32_t shard;
+    shf_txn_t *txn;
+    const char *ns;
 } s_listing_t;
+
+//  The shard writes a run's index entry once, at its start (status
+//  running): a listed run's status and closing time are its state's, read
+//  here. An entry whose run state cannot be read (or an older one, which
+//  the shard rewrote at close) keeps its own.
+static void
+s_wf_status (s_listing_t *l, const unsigned char *key_after_ns, json_t *item)
+{
+    const char *wf_id =
+        json_string_value (json_object_get (item, "workflow_id"));
+    const char *run_id = json_string_value (json_object_get (item, "run_id"));
+    int64_t started_at = INT64_MAX - (int64_t) shf_key_get_u64 (key_after_ns);
+    shf_key_t key;
+    shf_key_init (&key);
+    shf_key_placed (&key, started_at, l->ns, wf_id, run_id);
+    const void *data;
+    size_t size;
+    if (key.overflow
+        || shf_txn_get (l->txn, SHF_DB_RUNS, key.data, key.size, &data, &size)
+               != SHF_OK)
+        return;
+    shf_run_ids_t ids = shf_runs_key_ids (&key);
+    shf_run_t *run;
+    if (shf_run_decode (data, size, &ids, &run) != SHF_OK)
+        return;
+    json_object_set_new (item, "status",
+                         json_string (shf_run_status_name (run->status)));
+    json_object_set_new (item, "closed_at",
+                         run->has_closed_at ? s_time_json (run->closed_at)
+                                            : json_null ());
+    shf_run_decref (run);
+}
 
 //  A listed run from its index entry: packed (SHF_INDEX_PACKED, the IDs
 //  and start time read from key: (INT64_MAX - started_at)(8) wf_id \0
@@ -443,6 +477,8 @@ s_wf_listed (void *arg, const unsigned char *key, size_t klen, json_t *entry)
     s_listing_t *l = arg;
     json_t *item = s_wf_entry (key, klen, entry);
     json_decref (entry);
+    if (item)
+        s_wf_status (l, key, item);
     if (!item)
         shf_warn ("reader %u: an index entry that is not one, skipped",
                   l->shard);
@@ -463,7 +499,9 @@ s_wf_list (self_t *self, const json_t *msg, json_t **reply_p)
                            shf_msg_int (msg, "limit", 100),
                            json_array (),
                            0,
-                           self->args->id};
+                           self->args->id,
+                           self->txn,
+                           s_str (msg, "ns")};
     shf_key_t prefix;
     shf_key_init (&prefix);
     shf_key_str (&prefix, s_str (msg, "ns"));

@@ -633,7 +633,8 @@ s_persist (self_t *self, shf_run_t *state, shf_wf_output_t *wo, bool is_new)
     //  the workflow ID's current run, and its visibility entry
     if (is_new && (rc = shf_runs_point (self->txn, state)) != SHF_OK)
         return rc;
-    if (is_new || closed) {
+    //  once: a listing reads the status from the run's state (shf_reader)
+    if (is_new) {
         rc = s_index_put (self, state);
         if (rc)
             return rc;
