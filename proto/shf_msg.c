@@ -531,6 +531,20 @@ shf_msg_encode (const json_t *msg, char **data_p, size_t *size_p)
     return SHF_OK;
 }
 
+//  Ends a message's map: SHF_ETOOLARGE (and nothing) over the frame limit.
+static shf_err_t
+s_finish_frame (shf_mpack_map_t **map_p, char **data_p, size_t *size_p)
+{
+    shf_err_t rc = shf_mpack_map_finish (map_p, data_p, size_p);
+    if (rc == SHF_OK && *size_p > SHF_MSG_MAX_FRAME) {
+        free (*data_p);
+        *data_p = NULL;
+        *size_p = 0;
+        rc = SHF_ETOOLARGE;
+    }
+    return rc;
+}
+
 //  payloads: the two as msgpack bytes (raw), or NULL for the trees
 static shf_err_t
 s_encode_task (const shf_msg_task_t *task, const void *input, size_t input_size,
@@ -558,14 +572,7 @@ s_encode_task (const shf_msg_task_t *task, const void *input, size_t input_size,
     }
     shf_mpack_map_int (map, "start_to_close_ms", task->start_to_close_ms);
     shf_mpack_map_int (map, "heartbeat_timeout_ms", task->heartbeat_timeout_ms);
-    shf_err_t rc = shf_mpack_map_finish (&map, data_p, size_p);
-    if (rc == SHF_OK && *size_p > SHF_MSG_MAX_FRAME) {
-        free (*data_p);
-        *data_p = NULL;
-        *size_p = 0;
-        rc = SHF_ETOOLARGE;
-    }
-    return rc;
+    return s_finish_frame (&map, data_p, size_p);
 }
 
 shf_err_t
@@ -616,14 +623,7 @@ shf_msg_encode_reply_raw (uint64_t id, const void *body, size_t body_size,
     shf_mpack_map_raw (map, "ok", "\xc3", 1);  //  true
     shf_mpack_map_raw (map, "body", body, body_size);
     shf_mpack_map_int (map, "v", SHF_MSG_VERSION);
-    shf_err_t rc = shf_mpack_map_finish (&map, data_p, size_p);
-    if (rc == SHF_OK && *size_p > SHF_MSG_MAX_FRAME) {
-        free (*data_p);
-        *data_p = NULL;
-        *size_p = 0;
-        rc = SHF_ETOOLARGE;
-    }
-    return rc;
+    return s_finish_frame (&map, data_p, size_p);
 }
 
 shf_err_t
