@@ -417,60 +417,85 @@ s_timer_key (shf_key_t *key, const shf_run_t *state, int64_t due,
 
 static shf_err_t s_write_run (self_t *self, const shf_run_t *state);
 
-//  A stored task made ready to send again (recovery) or to cancel: from a
-//  packed record and its key, the token sealed again, or from an older
-//  record, which is the task message itself. Encoded anew rather than sent
-//  as stored: an older record may predate the "v" its encoding carries.
+//  A stored task read back: from a packed record and its key, the token
+//  sealed again, or from an older record, which is the task message itself.
+typedef struct {
+    json_t *record;  //  the decoded value (the caller's); strings point into
+                     //  it, or into the key, which must outlive them
+    bool packed;
+    shf_msg_task_t fields;  //  packed: the message's fields, token = sealed
+    shf_token_t where;
+    const char *queue;
+    const char *token;
+    char sealed [SHF_TOKEN_MAX_TEXT];
+} s_stored_t;
+
 static shf_err_t
-s_task_stored (self_t *self, const void *key, size_t key_size,
-               const void *value, size_t value_size, shf_shard_task_t **task_p)
+s_stored_read (self_t *self, const void *key, size_t key_size,
+               const void *value, size_t value_size, s_stored_t *st)
 {
-    json_t *record;
-    shf_err_t rc = shf_store_decode (SHF_DB_TASKS, value, value_size, &record);
+    shf_err_t rc =
+        shf_store_decode (SHF_DB_TASKS, value, value_size, &st->record);
     if (rc)
         return rc;
-    shf_token_t where;
-    char sealed [SHF_TOKEN_MAX_TEXT];
-    const char *queue = NULL, *token = NULL;
-    char *wire = NULL;
-    size_t wire_size = 0;
+    st->packed = json_is_array (st->record);
     shf_taskrec_key_t k;
-    shf_msg_task_t fields;
-    if (json_is_array (record)) {
+    if (st->packed) {
         if (!shf_taskrec_key (key, key_size, &k)
-            || !shf_taskrec_unpack (record, &k, &fields))
+            || !shf_taskrec_unpack (st->record, &k, &st->fields))
             rc = SHF_ECORRUPT;
         if (rc == SHF_OK) {
-            s_task_where (self, fields.ns, fields.wf_id, fields.run_id,
-                          fields.step, fields.attempt, &where);
-            rc = shf_token_seal (&where, self->args->token_key, sealed,
-                                 sizeof sealed);
+            s_task_where (self, st->fields.ns, st->fields.wf_id,
+                          st->fields.run_id, st->fields.step,
+                          st->fields.attempt, &st->where);
+            rc = shf_token_seal (&st->where, self->args->token_key, st->sealed,
+                                 sizeof st->sealed);
         }
         if (rc == SHF_OK) {
-            fields.token = token = sealed;
-            queue = fields.queue;
-            rc = shf_msg_encode_task (&fields, &wire, &wire_size);
+            st->fields.token = st->token = st->sealed;
+            st->queue = st->fields.queue;
         }
     }
     else {
-        queue = s_str (record, "queue");
-        token = s_str (record, "token");
-        if (!queue || !token)
+        st->queue = s_str (st->record, "queue");
+        st->token = s_str (st->record, "token");
+        if (!st->queue || !st->token)
             rc = SHF_ECORRUPT;
-        else {
+        else
             s_task_where (
-                self, s_str_or (record, "ns"), s_str_or (record, "wf_id"),
-                s_str_or (record, "run_id"), s_str_or (record, "step"),
-                (uint32_t) shf_msg_int (record, "attempt", 0), &where);
-            rc = shf_msg_encode (record, &wire, &wire_size);
-        }
+                self, s_str_or (st->record, "ns"),
+                s_str_or (st->record, "wf_id"), s_str_or (st->record, "run_id"),
+                s_str_or (st->record, "step"),
+                (uint32_t) shf_msg_int (st->record, "attempt", 0), &st->where);
     }
-    if (rc == SHF_OK)
-        *task_p = shf_shard_task_new (&where, queue, token, wire, wire_size);
-    else
+    if (rc) {
         shf_error ("shard %u: a stored task (%zu bytes) does not read: %s",
                    self->id, value_size, shf_strerror (rc));
-    json_decref (record);
+        json_decref (st->record);
+    }
+    return rc;
+}
+
+//  A stored task made ready to send again (recovery). Encoded anew rather
+//  than sent as stored: an older record may predate the "v" its encoding
+//  carries.
+static shf_err_t
+s_task_recovered (self_t *self, const void *key, size_t key_size,
+                  const void *value, size_t value_size,
+                  shf_shard_task_t **task_p)
+{
+    s_stored_t st;
+    shf_err_t rc = s_stored_read (self, key, key_size, value, value_size, &st);
+    if (rc)
+        return rc;
+    char *wire;
+    size_t wire_size;
+    rc = st.packed ? shf_msg_encode_task (&st.fields, &wire, &wire_size)
+                   : shf_msg_encode (st.record, &wire, &wire_size);
+    if (rc == SHF_OK)
+        *task_p =
+            shf_shard_task_new (&st.where, st.queue, st.token, wire, wire_size);
+    json_decref (st.record);
     return rc;
 }
 
@@ -579,16 +604,16 @@ s_persist (self_t *self, shf_run_t *state, shf_wf_output_t *wo, bool is_new)
                 s_task_key (&key, state, e->step, e->attempt);
                 const void *v;
                 size_t vl;
-                shf_shard_task_t *task = NULL;
+                s_stored_t st;
                 if (shf_txn_get (self->txn, SHF_DB_TASKS, key.data, key.size,
                                  &v, &vl)
                         == SHF_OK
-                    && s_task_stored (self, key.data, key.size, v, vl, &task)
+                    && s_stored_read (self, key.data, key.size, v, vl, &st)
                            == SHF_OK) {
                     s_out_t *o = s_out_push (self, S_OUT_CANCEL);
-                    o->queue = strdup (task->queue);
-                    o->token = strdup (task->token);
-                    shf_shard_task_free (task);
+                    o->queue = strdup (st.queue);
+                    o->token = strdup (st.token);
+                    json_decref (st.record);
                     rc = shf_txn_del (self->txn, SHF_DB_TASKS, key.data,
                                       key.size);
                     if (rc && rc != SHF_ENOTFOUND)
@@ -1978,8 +2003,8 @@ s_recover (self_t *self)
         if (rc == SHF_OK)
             rc = shf_cursor_seek (cur, NULL, 0, &k, &kl, &v, &vl);
         while (rc == SHF_OK) {
-            rc = s_task_stored (self, k, kl, v, vl,
-                                &s_out_push (self, S_OUT_TASK)->task);
+            rc = s_task_recovered (self, k, kl, v, vl,
+                                   &s_out_push (self, S_OUT_TASK)->task);
             if (rc)
                 break;
             tasks++;

@@ -381,6 +381,14 @@ class Node:
         self.starts = 0
         self.log = None
 
+    def log_text(self):
+        """What this start of the node has logged so far ("" before it)."""
+        try:
+            with open(self.log, "rb") as f:
+                return f.read().decode("utf-8", "replace")
+        except (OSError, TypeError):
+            return ""
+
     def raw_socket(self):
         """A pyzmq DEALER connected to the node, for the raw wire (the
         caller closes it); None without python3-zmq."""

@@ -48,14 +48,6 @@ def node():
     return ctx["node"]
 
 
-def log_text():
-    try:
-        with open(node().log, "rb") as f:
-            return f.read().decode("utf-8", "replace")
-    except OSError:
-        return ""
-
-
 def cli_out(*args, **kw):
     r = node().cli(*args, timeout=kw.get("timeout", 15))
     return r.out if r.rc == 0 and isinstance(r.out, dict) else r.describe()
@@ -122,7 +114,7 @@ def read_as_before():
     S.eq(listing(), [("done", "completed"), ("park", "running"),
                      ("pending", "running"), ("waiting", "running")],
          "wf list: the four runs and their statuses")
-    log = log_text()
+    log = node().log_text()
     S.check("recovered 1 pending tasks" in log,
             "log: the old task record is recovered")
 
@@ -174,7 +166,7 @@ def once_more():
              "%s: the same after a restart" % w)
     S.eq(listing(), ctx["final_list"], "wf list the same")
     S.eq(n.stop(), 0, "the node stops on SIGTERM, exit 0")
-    log = log_text()
+    log = node().log_text()
     bad = [line for line in log.splitlines()
            if "corrupt" in line.lower() or "does not decode" in line
            or "not one" in line]

@@ -35,14 +35,6 @@ DEF = {"name": "rd", "version": 1, "queue": "q_rd",
        "steps": [{"id": "a", "activity": "echo", "input": "${input}"}]}
 
 
-def log_text():
-    try:
-        with open(ctx["node"].log, "rb") as f:
-            return f.read().decode("utf-8", "replace")
-    except OSError:
-        return ""
-
-
 def setup():
     node = E.node(shards=1, env={
         "SHF_FAILPOINTS": "reader.history=sleep:%d@1" % HOLD_MS})
@@ -115,7 +107,8 @@ def held_read():
 
     reader = threading.Thread(target=history)
     reader.start()
-    wait_for(lambda: "failpoint reader.history: sleep" in log_text(), 15,
+    wait_for(lambda: "failpoint reader.history: sleep"
+             in ctx["node"].log_text(), 15,
              what="the history read holding its snapshot")
     t0 = time.monotonic()
     done = {}
@@ -137,7 +130,7 @@ def held_read():
                   "held" % N_WRITES)
     elapsed = time.monotonic() - t0
     still_held = reader.is_alive() and "reader.history: slept" not in \
-        log_text()
+        ctx["node"].log_text()
     print("   %d workflows completed in %.2f s, read still held: %s"
           % (N_WRITES, elapsed, still_held))
     S.check(still_held, "the writes completed before the held read answered")

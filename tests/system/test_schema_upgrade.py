@@ -309,14 +309,6 @@ def node():
     return ctx["node"]
 
 
-def log_text():
-    try:
-        with open(node().log, "rb") as f:
-            return f.read().decode("utf-8", "replace")
-    except OSError:
-        return ""
-
-
 def describe(wid):
     r = node().cli("wf", "describe", wid, timeout=15)
     return r.out if r.rc == 0 and isinstance(r.out, dict) else r.describe()
@@ -432,9 +424,9 @@ def downgrade():
 
 
 def upgraded():
-    wait_for(lambda: "runs moved to schema 2" in log_text(), 10,
+    wait_for(lambda: "runs moved to schema 2" in node().log_text(), 10,
              what="the upgrade's end in the log")
-    log = log_text()
+    log = node().log_text()
     S.check("shard 0: moving its runs to schema 2" in log,
             "log: shard 0: moving its runs to schema 2")
     S.check("shard 0: %d runs moved to schema 2" % len(RUNS) in log,
@@ -588,7 +580,7 @@ def once_more():
     S.eq(runs, len(RUNS) + 2, "runs holds %d runs (reused's two)"
          % (len(RUNS) + 2))
     n.start()
-    log = log_text()
+    log = node().log_text()
     S.check("moving its runs" not in log and "moved to schema 2" not in log,
             "the next start moves nothing",
             "\n".join(line for line in log.splitlines() if "schema" in line))

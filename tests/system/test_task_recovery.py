@@ -86,8 +86,7 @@ def take_then_crash():
     ctx["task"] = task
     n.kill9()
     n.restart()
-    log = open(n.log).read() if n.log else ""
-    counts = re.findall(r"recovered (\d+) pending tasks", log)
+    counts = re.findall(r"recovered (\d+) pending tasks", n.log_text())
     S.eq(sum(int(c) for c in counts), 2, "log: both pending tasks are "
          "recovered")
 
