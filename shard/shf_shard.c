@@ -499,6 +499,28 @@ s_task_recovered (self_t *self, const void *key, size_t key_size,
     return rc;
 }
 
+//  A stored task that does not read (s_stored_read logged why) is one
+//  bad run, not a shard that cannot open: recovery leaves the record where
+//  it is and offers the others. The run waits at that step until a
+//  timeout of the step retries it, or until it is cancelled or terminated,
+//  which deletes the record (SHF_EFFECT_TASK_CANCEL). The key says which
+//  run it is, when it reads.
+static void
+s_task_unreadable (self_t *self, const void *key, size_t key_size)
+{
+    shf_taskrec_key_t k;
+    if (shf_taskrec_key (key, key_size, &k))
+        shf_error ("shard %u: the pending task of %s/%s (run %s, step %s, "
+                   "attempt %u) is not offered to workers: its record does "
+                   "not read; cancel or terminate the run to clear it",
+                   self->id, k.ids.ns, k.ids.workflow_id, k.ids.run_id, k.step,
+                   k.attempt);
+    else
+        shf_error ("shard %u: a pending task whose key does not read either "
+                   "(%zu bytes) is not offered to workers",
+                   self->id, key_size);
+}
+
 //  A due timer from its key (s_timer_key): {"_key", "ns", "wf_id",
 //  "run_id", "timer_id"}; {"_key"} alone when the key is not one (the
 //  timer is then dropped). Timers written before carried the same in a
@@ -607,18 +629,22 @@ s_persist (self_t *self, shf_run_t *state, shf_wf_output_t *wo, bool is_new)
                 s_stored_t st;
                 if (shf_txn_get (self->txn, SHF_DB_TASKS, key.data, key.size,
                                  &v, &vl)
-                        == SHF_OK
-                    && s_stored_read (self, key.data, key.size, v, vl, &st)
-                           == SHF_OK) {
+                    != SHF_OK)
+                    break;
+                //  A record that does not read was never offered
+                //  (s_task_unreadable): there is nothing to withdraw, only
+                //  the record to delete.
+                if (s_stored_read (self, key.data, key.size, v, vl, &st)
+                    == SHF_OK) {
                     s_out_t *o = s_out_push (self, S_OUT_CANCEL);
                     o->queue = strdup (st.queue);
                     o->token = strdup (st.token);
                     json_decref (st.record);
-                    rc = shf_txn_del (self->txn, SHF_DB_TASKS, key.data,
-                                      key.size);
-                    if (rc && rc != SHF_ENOTFOUND)
-                        return rc;
                 }
+                rc = shf_txn_del (self->txn, SHF_DB_TASKS, key.data, key.size);
+                if (rc && rc != SHF_ENOTFOUND)
+                    return rc;
+                rc = SHF_OK;
                 break;
             }
             case SHF_EFFECT_TIMER: {
@@ -1994,7 +2020,7 @@ s_recover (self_t *self)
         self->epoch =
             (uint64_t) json_integer_value (json_object_get (meta, "epoch"));
     json_decref (meta);
-    size_t tasks = 0;
+    size_t tasks = 0, unreadable = 0;
     if (rc == SHF_OK) {
         shf_cursor_t *cur;
         rc = shf_cursor_open (self->txn, SHF_DB_TASKS, &cur);
@@ -2003,12 +2029,19 @@ s_recover (self_t *self)
         if (rc == SHF_OK)
             rc = shf_cursor_seek (cur, NULL, 0, &k, &kl, &v, &vl);
         while (rc == SHF_OK) {
-            rc = s_task_recovered (self, k, kl, v, vl,
-                                   &s_out_push (self, S_OUT_TASK)->task);
-            if (rc)
-                break;
-            tasks++;
-            rc = shf_cursor_next (cur, &k, &kl, &v, &vl);
+            shf_shard_task_t *task = NULL;
+            rc = s_task_recovered (self, k, kl, v, vl, &task);
+            if (rc == SHF_OK) {
+                s_out_push (self, S_OUT_TASK)->task = task;
+                tasks++;
+            }
+            else if (!s_fatal (rc)) {
+                s_task_unreadable (self, k, kl);
+                unreadable++;
+                rc = SHF_OK;
+            }
+            if (rc == SHF_OK)
+                rc = shf_cursor_next (cur, &k, &kl, &v, &vl);
         }
         shf_cursor_close (&cur);
         if (rc == SHF_ENOTFOUND)
@@ -2031,6 +2064,10 @@ s_recover (self_t *self)
         shf_txn_abort (&self->txn);
     if (rc == SHF_OK && tasks)
         shf_info ("shard %u: recovered %zu pending tasks", self->id, tasks);
+    if (rc == SHF_OK && unreadable)
+        shf_error ("shard %u: %zu stored task(s) could not be read and are "
+                   "not offered to workers",
+                   self->id, unreadable);
     return rc;
 }
 

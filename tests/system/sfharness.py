@@ -13,7 +13,9 @@ each test:
 - Suite: counts checks, prints what it checks, ends with
   "N passed, M failed" and the exit status;
 - small readers: rfc3339_to_epoch, event_types, step_events, pid_alive,
-  and kill_group_of for commands a killed worker left behind.
+  and kill_group_of for commands a killed worker left behind;
+- ShardFile: a stopped node's shard environment opened through liblmdb
+  (ctypes), to read or damage stored records.
 
 Python 3 stdlib only. SHARDFLOW_BIN names the binary (ctest sets it);
 without it the harness looks in $SHARDFLOW_BUILD/bin, then build/bin.
@@ -23,6 +25,7 @@ Set SHF_TEST_KEEP=1 to keep the temp dir (logs) of a run.
 import atexit
 import calendar
 import ctypes
+import ctypes.util
 import json as jsonlib
 import os
 import re
@@ -715,3 +718,86 @@ def kill_group_of(pid):
             os.killpg(pgid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+class _MdbVal(ctypes.Structure):
+    _fields_ = [("mv_size", ctypes.c_size_t), ("mv_data", ctypes.c_void_p)]
+
+
+class ShardFile:
+    """One shard's LMDB environment (DATA/shards/NNNN) in one write
+    transaction, opened through liblmdb with ctypes; the node must be
+    stopped. Use as a context manager: it commits on a clean exit and
+    aborts when the block raised.
+
+        with ShardFile(path) as f:
+            for key, value in f.items("tasks"): ...
+            f.put("tasks", key, b"\\xc1")
+    """
+
+    def __init__(self, shard_dir):
+        name = ctypes.util.find_library("lmdb") or "liblmdb.so.0"
+        self.lib = ctypes.CDLL(name)
+        self.lib.mdb_strerror.restype = ctypes.c_char_p
+        self.env, self.txn = ctypes.c_void_p(), ctypes.c_void_p()
+        self._ok(self.lib.mdb_env_create(ctypes.byref(self.env)),
+                 "mdb_env_create")
+        self._ok(self.lib.mdb_env_set_maxdbs(self.env, 16),
+                 "mdb_env_set_maxdbs")
+        self._ok(self.lib.mdb_env_set_mapsize(self.env,
+                                              ctypes.c_size_t(1 << 30)),
+                 "mdb_env_set_mapsize")
+        self._ok(self.lib.mdb_env_open(self.env, shard_dir.encode(), 0,
+                                       0o600), "mdb_env_open " + shard_dir)
+        self._ok(self.lib.mdb_txn_begin(self.env, None, 0,
+                                        ctypes.byref(self.txn)),
+                 "mdb_txn_begin")
+        self.dbis = {}
+
+    def _ok(self, rc, what):
+        if rc != 0:
+            raise TestFailure("%s: %s" % (what, self.lib.mdb_strerror(rc)))
+
+    def _dbi(self, db):
+        if db not in self.dbis:
+            dbi = ctypes.c_uint()
+            self._ok(self.lib.mdb_dbi_open(self.txn, db.encode(), 0,
+                                           ctypes.byref(dbi)),
+                     "mdb_dbi_open " + db)
+            self.dbis[db] = dbi
+        return self.dbis[db]
+
+    def items(self, db):
+        """Every (key, value) of db, as bytes, in key order."""
+        cur = ctypes.c_void_p()
+        self._ok(self.lib.mdb_cursor_open(self.txn, self._dbi(db),
+                                          ctypes.byref(cur)),
+                 "mdb_cursor_open")
+        out, k, v = [], _MdbVal(), _MdbVal()
+        op = 0  # MDB_FIRST, then MDB_NEXT (8)
+        while self.lib.mdb_cursor_get(cur, ctypes.byref(k), ctypes.byref(v),
+                                      op) == 0:
+            out.append((ctypes.string_at(k.mv_data, k.mv_size),
+                        ctypes.string_at(v.mv_data, v.mv_size)))
+            op = 8
+        self.lib.mdb_cursor_close(cur)
+        return out
+
+    def put(self, db, key, value):
+        kb = ctypes.create_string_buffer(key, len(key))
+        vb = ctypes.create_string_buffer(value, len(value))
+        kv = _MdbVal(len(key), ctypes.cast(kb, ctypes.c_void_p))
+        vv = _MdbVal(len(value), ctypes.cast(vb, ctypes.c_void_p))
+        self._ok(self.lib.mdb_put(self.txn, self._dbi(db), ctypes.byref(kv),
+                                  ctypes.byref(vv), 0), "mdb_put " + db)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, value, tb):
+        if kind is None:
+            self._ok(self.lib.mdb_txn_commit(self.txn), "mdb_txn_commit")
+        else:
+            self.lib.mdb_txn_abort(self.txn)
+        self.lib.mdb_env_close(self.env)
+        return False

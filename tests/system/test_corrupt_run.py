@@ -3,7 +3,7 @@
 run, not a dead shard.
 
 - a node with one shard parks two workflows in a 2 s sleep; while it is
-  stopped, their stored states are overwritten (liblmdb through ctypes):
+  stopped, their stored states are overwritten (sfharness.ShardFile):
   one with bytes that are not msgpack, one with a map that is not a run
   state (its "ns" an integer);
 - after the restart both sleeps come due: the shard logs each timer it
@@ -12,15 +12,13 @@ run, not a dead shard.
   error (not a hang), while describe of a sound one still works;
 - the node is still running at the end.
 """
-import ctypes
-import ctypes.util
 import os
 import sys
 import time
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from sfharness import Suite, TestFailure, wait_for  # noqa: E402
+from sfharness import ShardFile, Suite, TestFailure, wait_for  # noqa: E402
 
 S = Suite("test_corrupt_run")
 E = S.new_env()
@@ -38,61 +36,18 @@ DAMAGE = {
 }
 
 
-class _Val(ctypes.Structure):
-    _fields_ = [("mv_size", ctypes.c_size_t), ("mv_data", ctypes.c_void_p)]
-
-
-def _lmdb():
-    name = ctypes.util.find_library("lmdb") or "liblmdb.so.0"
-    lib = ctypes.CDLL(name)
-    lib.mdb_strerror.restype = ctypes.c_char_p
-    return lib
-
-
 def overwrite_states(shard_dir, damage):
     """Overwrite the stored state of each workflow id in damage with its
     value: exec maps the id (its key ends with the id's bytes) to the
     run's key in runs, which holds the state. The node must be stopped."""
-    lib = _lmdb()
-
-    def ok(rc, what):
-        if rc != 0:
-            raise TestFailure("%s: %s" % (what, lib.mdb_strerror(rc)))
-
-    env = ctypes.c_void_p()
-    ok(lib.mdb_env_create(ctypes.byref(env)), "mdb_env_create")
-    ok(lib.mdb_env_set_maxdbs(env, 16), "mdb_env_set_maxdbs")
-    ok(lib.mdb_env_set_mapsize(env, ctypes.c_size_t(1 << 30)),
-       "mdb_env_set_mapsize")
-    ok(lib.mdb_env_open(env, shard_dir.encode(), 0, 0o600), "mdb_env_open")
-    txn = ctypes.c_void_p()
-    ok(lib.mdb_txn_begin(env, None, 0, ctypes.byref(txn)), "mdb_txn_begin")
-    dbi, runs = ctypes.c_uint(), ctypes.c_uint()
-    ok(lib.mdb_dbi_open(txn, b"exec", 0, ctypes.byref(dbi)), "mdb_dbi_open")
-    ok(lib.mdb_dbi_open(txn, b"runs", 0, ctypes.byref(runs)), "mdb_dbi_open")
-    cur = ctypes.c_void_p()
-    ok(lib.mdb_cursor_open(txn, dbi, ctypes.byref(cur)), "mdb_cursor_open")
-    current = {}  # exec key -> the current run's key in runs
-    k, v = _Val(), _Val()
-    op = 0  # MDB_FIRST, then MDB_NEXT (8)
-    while lib.mdb_cursor_get(cur, ctypes.byref(k), ctypes.byref(v), op) == 0:
-        current[ctypes.string_at(k.mv_data, k.mv_size)] = \
-            ctypes.string_at(v.mv_data, v.mv_size)
-        op = 8
-    lib.mdb_cursor_close(cur)
     found = []
-    for wid, value in damage.items():
-        for exec_key, key in current.items():
-            if exec_key.endswith(wid.encode()):
-                kb = ctypes.create_string_buffer(key, len(key))
-                vb = ctypes.create_string_buffer(value, len(value))
-                kv = _Val(len(key), ctypes.cast(kb, ctypes.c_void_p))
-                vv = _Val(len(value), ctypes.cast(vb, ctypes.c_void_p))
-                ok(lib.mdb_put(txn, runs, ctypes.byref(kv),
-                               ctypes.byref(vv), 0), "mdb_put")
-                found.append(wid)
-    ok(lib.mdb_txn_commit(txn), "mdb_txn_commit")
-    lib.mdb_env_close(env)
+    with ShardFile(shard_dir) as f:
+        current = dict(f.items("exec"))  # exec key -> the run's key in runs
+        for wid, value in damage.items():
+            for exec_key, key in current.items():
+                if exec_key.endswith(wid.encode()):
+                    f.put("runs", key, value)
+                    found.append(wid)
     return found
 
 

@@ -12,6 +12,14 @@ accepted: tr-1 completes with that output, one ActivityCompleted in its
 history. tr-2's task, never taken, is recovered too; cancelling tr-2 after
 the restart withdraws it (the cancel finds the task by its sealed token):
 a poll on its queue gets nothing.
+
+A task record that does not read is one bad run, not a shard that cannot
+open: with tr-3 and tr-4 waiting on a queue nobody polls, the node is
+killed and tr-3's record overwritten with bytes that are not msgpack
+(sfharness.ShardFile). After the restart the log names tr-3's task as not
+offered, tr-4's task is recovered, taken and completed, and tr-3 is still
+running; cancelling it deletes the record, so the next restart recovers
+nothing and logs nothing about it.
 """
 import os
 import re
@@ -20,7 +28,8 @@ import sys
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import mpack_min  # noqa: E402
-from sfharness import Suite, TestFailure, import_zmq, step_events  # noqa: E402
+from sfharness import (ShardFile, Suite, TestFailure, import_zmq,  # noqa: E402
+                       step_events)
 
 zmq = import_zmq()
 S = Suite("test_task_recovery")
@@ -130,6 +139,66 @@ def cancel_recovered():
          "canceled", "tr-2 is canceled")
 
 
+def _restart_log(n, kill=True):
+    """Kills (or not) and restarts the node; the log of the new process."""
+    if kill:
+        n.kill9()
+    n.restart()
+    return n.log_text()
+
+
+def damaged_task():
+    n = ctx["node"]
+    for wid in ("tr-3", "tr-4"):
+        S.cli_ok(n.cli("wf", "start", "tr_idle", "--id", wid, "--input",
+                       '{"k": 9}'), "start " + wid)
+    n.kill9()
+    damaged = []
+    for shard in sorted(os.listdir(os.path.join(n.data, "shards"))):
+        with ShardFile(os.path.join(n.data, "shards", shard)) as f:
+            for key, _ in f.items("tasks"):
+                if b"\0tr-3\0" in key:
+                    f.put("tasks", key, b"\xc1\xc1")
+                    damaged.append(key)
+    S.eq(len(damaged), 1, "tr-3's task record overwritten while the node "
+         "is down")
+    log = _restart_log(n, kill=False)
+    S.check("the pending task of default/tr-3 (run " in log,
+            "log: tr-3's task is named as not offered", log[-2000:])
+    counts = re.findall(r"recovered (\d+) pending tasks", log)
+    S.eq(sum(int(c) for c in counts), 1, "log: tr-4's task alone is "
+         "recovered")
+    sock = n.raw_socket()
+    try:
+        _poll(sock, "q_idle")
+        task = _recv(sock, "tr-4's task after the restart")
+        S.eq((task.get("wf_id"), task.get("step")), ("tr-4", "work"),
+             "a worker gets tr-4's task")
+        S.eq(_until_reply(sock, 2), [], "and no other")
+        sock.send(mpack_min.pack({"v": 1, "op": "complete", "id": 6,
+                                  "token": task["token"],
+                                  "output": {"done": 4}}))
+        r = _recv(sock, "answer to the complete")
+        S.eq((r.get("id"), r.get("ok")), (6, True), "tr-4's task completes")
+    finally:
+        sock.close()
+    out = n.result_wait("tr-4")
+    S.eq(out.get("status"), "completed", "tr-4 completed")
+    r = n.cli("wf", "describe", "tr-3")
+    S.eq((r.out or {}).get("status") if isinstance(r.out, dict) else None,
+         "running", "tr-3 is still running, waiting at its step")
+    S.cli_ok(n.cli("wf", "cancel", "tr-3"), "cancel tr-3")
+    r = n.cli("wf", "describe", "tr-3")
+    S.eq((r.out or {}).get("status") if isinstance(r.out, dict) else None,
+         "canceled", "tr-3 is canceled")
+    log = _restart_log(n)
+    S.check("tr-3" not in log and "could not be read" not in log,
+            "after the cancel a restart finds no unreadable task",
+            log[-2000:])
+    S.check(not re.search(r"recovered \d+ pending tasks", log),
+            "and recovers none")
+
+
 S.run([
     ("node, definitions, two runs", setup, True),
     ("a raw worker takes tr-1's task; kill -9; restart", take_then_crash,
@@ -137,4 +206,5 @@ S.run([
     ("the same task comes back, and its old token completes it",
      same_task_again),
     ("a recovered task is withdrawn by a cancel", cancel_recovered),
+    ("a task record that does not read costs only its run", damaged_task),
 ])
