@@ -720,84 +720,119 @@ def kill_group_of(pid):
         pass
 
 
+
+MDB_FIRST, MDB_NEXT, MDB_NOTFOUND = 0, 8, -30798
+
+
 class _MdbVal(ctypes.Structure):
     _fields_ = [("mv_size", ctypes.c_size_t), ("mv_data", ctypes.c_void_p)]
 
 
 class ShardFile:
-    """One shard's LMDB environment (DATA/shards/NNNN) in one write
-    transaction, opened through liblmdb with ctypes; the node must be
-    stopped. Use as a context manager: it commits on a clean exit and
-    aborts when the block raised.
-
-        with ShardFile(path) as f:
-            for key, value in f.items("tasks"): ...
-            f.put("tasks", key, b"\\xc1")
-    """
+    """One write transaction on a stopped node's shard environment
+    (DATA/shards/NNNN), through liblmdb with ctypes: to read stored
+    records as they are, or to damage or rewrite them. close(commit), or
+    use it as a context manager, which commits on a clean exit and aborts
+    when the block raised."""
 
     def __init__(self, shard_dir):
         name = ctypes.util.find_library("lmdb") or "liblmdb.so.0"
-        self.lib = ctypes.CDLL(name)
-        self.lib.mdb_strerror.restype = ctypes.c_char_p
-        self.env, self.txn = ctypes.c_void_p(), ctypes.c_void_p()
-        self._ok(self.lib.mdb_env_create(ctypes.byref(self.env)),
-                 "mdb_env_create")
-        self._ok(self.lib.mdb_env_set_maxdbs(self.env, 16),
-                 "mdb_env_set_maxdbs")
-        self._ok(self.lib.mdb_env_set_mapsize(self.env,
-                                              ctypes.c_size_t(1 << 30)),
-                 "mdb_env_set_mapsize")
-        self._ok(self.lib.mdb_env_open(self.env, shard_dir.encode(), 0,
-                                       0o600), "mdb_env_open " + shard_dir)
-        self._ok(self.lib.mdb_txn_begin(self.env, None, 0,
-                                        ctypes.byref(self.txn)),
-                 "mdb_txn_begin")
+        self.lib = lib = ctypes.CDLL(name)
+        lib.mdb_strerror.restype = ctypes.c_char_p
+        self.env = ctypes.c_void_p()
+        self.ok(lib.mdb_env_create(ctypes.byref(self.env)), "mdb_env_create")
+        self.ok(lib.mdb_env_set_maxdbs(self.env, 16), "mdb_env_set_maxdbs")
+        self.ok(lib.mdb_env_set_mapsize(self.env, ctypes.c_size_t(1 << 30)),
+                "mdb_env_set_mapsize")
+        self.ok(lib.mdb_env_open(self.env, shard_dir.encode(), 0, 0o600),
+                "mdb_env_open " + shard_dir)
+        self.txn = ctypes.c_void_p()
+        self.ok(lib.mdb_txn_begin(self.env, None, 0, ctypes.byref(self.txn)),
+                "mdb_txn_begin")
         self.dbis = {}
 
-    def _ok(self, rc, what):
+    def ok(self, rc, what):
         if rc != 0:
             raise TestFailure("%s: %s" % (what, self.lib.mdb_strerror(rc)))
 
-    def _dbi(self, db):
-        if db not in self.dbis:
-            dbi = ctypes.c_uint()
-            self._ok(self.lib.mdb_dbi_open(self.txn, db.encode(), 0,
-                                           ctypes.byref(dbi)),
-                     "mdb_dbi_open " + db)
-            self.dbis[db] = dbi
-        return self.dbis[db]
+    def dbi(self, name):
+        if name not in self.dbis:
+            d = ctypes.c_uint()
+            self.ok(self.lib.mdb_dbi_open(self.txn, name.encode(), 0,
+                                          ctypes.byref(d)),
+                    "mdb_dbi_open %s" % name)
+            self.dbis[name] = d
+        return self.dbis[name]
 
-    def items(self, db):
-        """Every (key, value) of db, as bytes, in key order."""
+    def has_db(self, name):
+        d = ctypes.c_uint()
+        rc = self.lib.mdb_dbi_open(self.txn, name.encode(), 0, ctypes.byref(d))
+        if rc == MDB_NOTFOUND:
+            return False
+        self.ok(rc, "mdb_dbi_open %s" % name)
+        self.dbis[name] = d
+        return True
+
+    def items(self, name):
+        """Every (key, value) of a database, in key order (copies)."""
         cur = ctypes.c_void_p()
-        self._ok(self.lib.mdb_cursor_open(self.txn, self._dbi(db),
-                                          ctypes.byref(cur)),
-                 "mdb_cursor_open")
-        out, k, v = [], _MdbVal(), _MdbVal()
-        op = 0  # MDB_FIRST, then MDB_NEXT (8)
+        self.ok(self.lib.mdb_cursor_open(self.txn, self.dbi(name),
+                                         ctypes.byref(cur)), "mdb_cursor_open")
+        res = []
+        k, v = _MdbVal(), _MdbVal()
+        op = MDB_FIRST
         while self.lib.mdb_cursor_get(cur, ctypes.byref(k), ctypes.byref(v),
                                       op) == 0:
-            out.append((ctypes.string_at(k.mv_data, k.mv_size),
+            res.append((ctypes.string_at(k.mv_data, k.mv_size),
                         ctypes.string_at(v.mv_data, v.mv_size)))
-            op = 8
+            op = MDB_NEXT
         self.lib.mdb_cursor_close(cur)
-        return out
+        return res
 
-    def put(self, db, key, value):
-        kb = ctypes.create_string_buffer(key, len(key))
-        vb = ctypes.create_string_buffer(value, len(value))
-        kv = _MdbVal(len(key), ctypes.cast(kb, ctypes.c_void_p))
-        vv = _MdbVal(len(value), ctypes.cast(vb, ctypes.c_void_p))
-        self._ok(self.lib.mdb_put(self.txn, self._dbi(db), ctypes.byref(kv),
-                                  ctypes.byref(vv), 0), "mdb_put " + db)
+    @staticmethod
+    def _val(b):
+        buf = ctypes.create_string_buffer(b, len(b))
+        return _MdbVal(len(b), ctypes.cast(buf, ctypes.c_void_p)), buf
+
+    def get(self, name, key):
+        kv, _kb = self._val(key)
+        v = _MdbVal()
+        rc = self.lib.mdb_get(self.txn, self.dbi(name), ctypes.byref(kv),
+                              ctypes.byref(v))
+        if rc == MDB_NOTFOUND:
+            return None
+        self.ok(rc, "mdb_get %s" % name)
+        return ctypes.string_at(v.mv_data, v.mv_size)
+
+    def put(self, name, key, value):
+        kv, _kb = self._val(key)
+        vv, _vb = self._val(value)
+        self.ok(self.lib.mdb_put(self.txn, self.dbi(name), ctypes.byref(kv),
+                                 ctypes.byref(vv), 0), "mdb_put %s" % name)
+
+    def delete(self, name, key):
+        kv, _kb = self._val(key)
+        self.ok(self.lib.mdb_del(self.txn, self.dbi(name), ctypes.byref(kv),
+                                 None), "mdb_del %s" % name)
+
+    def drop(self, name):
+        """Deletes the database itself from the environment."""
+        self.ok(self.lib.mdb_drop(self.txn, self.dbi(name), 1),
+                "mdb_drop %s" % name)
+        del self.dbis[name]
+
+    def close(self, commit):
+        if self.txn:
+            if commit:
+                self.ok(self.lib.mdb_txn_commit(self.txn), "mdb_txn_commit")
+            else:
+                self.lib.mdb_txn_abort(self.txn)
+            self.txn = None
+        self.lib.mdb_env_close(self.env)
 
     def __enter__(self):
         return self
 
     def __exit__(self, kind, value, tb):
-        if kind is None:
-            self._ok(self.lib.mdb_txn_commit(self.txn), "mdb_txn_commit")
-        else:
-            self.lib.mdb_txn_abort(self.txn)
-        self.lib.mdb_env_close(self.env)
+        self.close(kind is None)
         return False

@@ -10,7 +10,7 @@ A node with one shard makes runs in several situations:
 - "pending", its first activity's task on a queue no worker serves;
 - "waiting", parked on a signal.
 What describe, history and list say of each is recorded. The node is
-stopped and its shard rewritten to schema 1 through liblmdb (ctypes), the
+stopped and its shard rewritten to schema 1 (sfharness.ShardFile), the
 exact inverse of the schema-2 layout: exec holds the state itself, history
 and tasks are keyed by the run key (no start time in front), the runs
 database does not exist, meta "schema" is 1.
@@ -31,8 +31,6 @@ moved to schema 2", and then:
   not move anything and describes everything the same; it stops with
   exit 0 and no log has a sanitizer report.
 """
-import ctypes
-import ctypes.util
 import os
 import sys
 import time
@@ -40,9 +38,9 @@ import time
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import mpack_min  # noqa: E402
-from sfharness import (Suite, TestFailure, event_types, events_of,  # noqa: E402
-                       import_zmq, read_marks, rfc3339_to_epoch, step_events,
-                       wait_for)
+from sfharness import (ShardFile, Suite, TestFailure,  # noqa: E402
+                       event_types, events_of, import_zmq, read_marks,
+                       rfc3339_to_epoch, step_events, wait_for)
 
 zmq = import_zmq()
 
@@ -78,114 +76,6 @@ printf '{"wf":"%%s","step":"%%s","attempt":%%s}\n' \
   "$SHARDFLOW_WORKFLOW_ID" "$SHARDFLOW_STEP" "$SHARDFLOW_ATTEMPT"
 """
 
-# ---------------------------------------------------------------- liblmdb
-
-MDB_FIRST, MDB_NEXT, MDB_NOTFOUND = 0, 8, -30798
-
-
-class _Val(ctypes.Structure):
-    _fields_ = [("mv_size", ctypes.c_size_t), ("mv_data", ctypes.c_void_p)]
-
-
-class Lmdb:
-    """One write transaction on a stopped node's shard environment."""
-
-    def __init__(self, shard_dir):
-        name = ctypes.util.find_library("lmdb") or "liblmdb.so.0"
-        self.lib = lib = ctypes.CDLL(name)
-        lib.mdb_strerror.restype = ctypes.c_char_p
-        self.env = ctypes.c_void_p()
-        self.ok(lib.mdb_env_create(ctypes.byref(self.env)), "mdb_env_create")
-        self.ok(lib.mdb_env_set_maxdbs(self.env, 16), "mdb_env_set_maxdbs")
-        self.ok(lib.mdb_env_set_mapsize(self.env, ctypes.c_size_t(1 << 30)),
-                "mdb_env_set_mapsize")
-        self.ok(lib.mdb_env_open(self.env, shard_dir.encode(), 0, 0o600),
-                "mdb_env_open")
-        self.txn = ctypes.c_void_p()
-        self.ok(lib.mdb_txn_begin(self.env, None, 0, ctypes.byref(self.txn)),
-                "mdb_txn_begin")
-        self.dbis = {}
-
-    def ok(self, rc, what):
-        if rc != 0:
-            raise TestFailure("%s: %s" % (what, self.lib.mdb_strerror(rc)))
-
-    def dbi(self, name):
-        if name not in self.dbis:
-            d = ctypes.c_uint()
-            self.ok(self.lib.mdb_dbi_open(self.txn, name.encode(), 0,
-                                          ctypes.byref(d)),
-                    "mdb_dbi_open %s" % name)
-            self.dbis[name] = d
-        return self.dbis[name]
-
-    def has_db(self, name):
-        d = ctypes.c_uint()
-        rc = self.lib.mdb_dbi_open(self.txn, name.encode(), 0, ctypes.byref(d))
-        if rc == MDB_NOTFOUND:
-            return False
-        self.ok(rc, "mdb_dbi_open %s" % name)
-        self.dbis[name] = d
-        return True
-
-    def items(self, name):
-        """Every (key, value) of a database, in key order (copies)."""
-        cur = ctypes.c_void_p()
-        self.ok(self.lib.mdb_cursor_open(self.txn, self.dbi(name),
-                                         ctypes.byref(cur)), "mdb_cursor_open")
-        res = []
-        k, v = _Val(), _Val()
-        op = MDB_FIRST
-        while self.lib.mdb_cursor_get(cur, ctypes.byref(k), ctypes.byref(v),
-                                      op) == 0:
-            res.append((ctypes.string_at(k.mv_data, k.mv_size),
-                        ctypes.string_at(v.mv_data, v.mv_size)))
-            op = MDB_NEXT
-        self.lib.mdb_cursor_close(cur)
-        return res
-
-    @staticmethod
-    def _val(b):
-        buf = ctypes.create_string_buffer(b, len(b))
-        return _Val(len(b), ctypes.cast(buf, ctypes.c_void_p)), buf
-
-    def get(self, name, key):
-        kv, _kb = self._val(key)
-        v = _Val()
-        rc = self.lib.mdb_get(self.txn, self.dbi(name), ctypes.byref(kv),
-                              ctypes.byref(v))
-        if rc == MDB_NOTFOUND:
-            return None
-        self.ok(rc, "mdb_get %s" % name)
-        return ctypes.string_at(v.mv_data, v.mv_size)
-
-    def put(self, name, key, value):
-        kv, _kb = self._val(key)
-        vv, _vb = self._val(value)
-        self.ok(self.lib.mdb_put(self.txn, self.dbi(name), ctypes.byref(kv),
-                                 ctypes.byref(vv), 0), "mdb_put %s" % name)
-
-    def delete(self, name, key):
-        kv, _kb = self._val(key)
-        self.ok(self.lib.mdb_del(self.txn, self.dbi(name), ctypes.byref(kv),
-                                 None), "mdb_del %s" % name)
-
-    def drop(self, name):
-        """Deletes the database itself from the environment."""
-        self.ok(self.lib.mdb_drop(self.txn, self.dbi(name), 1),
-                "mdb_drop %s" % name)
-        del self.dbis[name]
-
-    def close(self, commit):
-        if self.txn:
-            if commit:
-                self.ok(self.lib.mdb_txn_commit(self.txn), "mdb_txn_commit")
-            else:
-                self.lib.mdb_txn_abort(self.txn)
-            self.txn = None
-        self.lib.mdb_env_close(self.env)
-
-
 def is_placed(b):
     """A placed key: start time (8 bytes) then ns, wf_id, run_id, each
     NUL-terminated, and nothing after."""
@@ -212,7 +102,7 @@ def with_ids(state, placed):
 def to_schema_1(shard_dir):
     """Rewrites a stopped node's schema-2 shard to schema 1. Returns
     {wf_id: (placed key, history records moved, tasks moved)}."""
-    db = Lmdb(shard_dir)
+    db = ShardFile(shard_dir)
     commit = False
     try:
         moved = {}
@@ -255,7 +145,7 @@ def to_schema_1(shard_dir):
 def check_schema_2(shard_dir):
     """What a stopped node's shard holds: a list of what is not in the
     schema-2 layout (empty when all is), meta, and the number of runs."""
-    db = Lmdb(shard_dir)
+    db = ShardFile(shard_dir)
     try:
         bad = []
         meta = mpack_min.unpack(db.get("meta", b"shard"))
