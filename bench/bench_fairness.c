@@ -33,6 +33,7 @@ static const char *s_def = "{\"name\":\"one\",\"queue\":\"fair\",\"steps\":["
 int
 main (int argc, char **argv)
 {
+    bench_watchdog ();
     int count = argc > 1 ? atoi (argv [1]) : 2000;
     int workers = argc > 2 ? atoi (argv [2]) : 8;
     int window = argc > 3 ? atoi (argv [3]) : 64;

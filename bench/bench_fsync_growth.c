@@ -59,6 +59,7 @@ s_run (const char *path, bool prealloc, int rounds, int pages)
 int
 main (int argc, char **argv)
 {
+    bench_watchdog ();
     int rounds = argc > 1 ? atoi (argv [1]) : 300;
     int pages = argc > 2 ? atoi (argv [2]) : 5;
     int alternations = argc > 3 ? atoi (argv [3]) : 5;

@@ -161,6 +161,7 @@ s_describe (shf_client_t *client, const char *wf_id, char *status, size_t size)
 int
 main (int argc, char **argv)
 {
+    bench_watchdog ();
     int count = argc > 1 ? atoi (argv [1]) : 1000000;
     int window = argc > 2 ? atoi (argv [2]) : 2000;
     int shards = argc > 3 ? atoi (argv [3]) : 8;

@@ -61,6 +61,7 @@ s_timer_events (int i, const json_t *events, void *arg)
 int
 main (int argc, char **argv)
 {
+    bench_watchdog ();
     int count = argc > 1 ? atoi (argv [1]) : 1000;
     int timers = argc > 2 ? atoi (argv [2]) : 10000;
     int delay_ms = argc > 3 ? atoi (argv [3]) : 5000;

@@ -24,12 +24,14 @@
 #include "shf_node.h"
 #include <assert.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 
 //  ---------------------------------------------------------------------
 //  Small things
@@ -74,6 +76,31 @@ bench_pct (const double *sorted, int n, double p)
         return 0;
     int i = (int) ((double) n * p / 100.0);
     return sorted [i < n ? i : n - 1];
+}
+
+static void
+bench_watchdog_fired (int sig)
+{
+    (void) sig;
+    static const char msg [] = "benchmark: deadline passed; giving up\n";
+    ssize_t n = write (2, msg, sizeof msg - 1);
+    (void) n;
+    _exit (3);
+}
+
+//  Ends the process (exit status 3) if the benchmark is still running after
+//  its deadline: a node or worker that stops answering must not keep a
+//  core busy for good. SHF_BENCH_DEADLINE_S overrides the default (30
+//  minutes, well above the one-million-workflow scale run). Call first in
+//  main: the node's threads block signals, so the alarm reaches the main
+//  thread.
+static inline void
+bench_watchdog (void)
+{
+    const char *env = getenv ("SHF_BENCH_DEADLINE_S");
+    unsigned seconds = env ? (unsigned) atoi (env) : 1800;
+    signal (SIGALRM, bench_watchdog_fired);
+    alarm (seconds);
 }
 
 static inline void

@@ -182,6 +182,7 @@ s_floor_close (s_floor_t *f)
 int
 main (int argc, char **argv)
 {
+    bench_watchdog ();
     int count = argc > 1 ? atoi (argv [1]) : 200;
     if (count < 1)
         count = 200;

@@ -35,6 +35,7 @@ s_count_events (int i, const json_t *events, void *arg)
 int
 main (int argc, char **argv)
 {
+    bench_watchdog ();
     int count = argc > 1 ? atoi (argv [1]) : 5000;
     int window = argc > 2 ? atoi (argv [2]) : 64;
     int workers = argc > 3 ? atoi (argv [3]) : 8;
