@@ -62,6 +62,12 @@ def _until_reply(sock, rid):
             return tasks
 
 
+def _status(n, wf_id):
+    """The status describe gives, or None when it gives no object."""
+    r = n.cli("wf", "describe", wf_id)
+    return r.out.get("status") if isinstance(r.out, dict) else None
+
+
 def setup():
     if zmq is None:
         raise TestFailure("python3-zmq is not installed")
@@ -134,17 +140,7 @@ def cancel_recovered():
              "task: the cancel withdrew the recovered one")
     finally:
         sock.close()
-    r = n.cli("wf", "describe", "tr-2")
-    S.eq((r.out or {}).get("status") if isinstance(r.out, dict) else None,
-         "canceled", "tr-2 is canceled")
-
-
-def _restart_log(n, kill=True):
-    """Kills (or not) and restarts the node; the log of the new process."""
-    if kill:
-        n.kill9()
-    n.restart()
-    return n.log_text()
+    S.eq(_status(n, "tr-2"), "canceled", "tr-2 is canceled")
 
 
 def damaged_task():
@@ -162,7 +158,8 @@ def damaged_task():
                     damaged.append(key)
     S.eq(len(damaged), 1, "tr-3's task record overwritten while the node "
          "is down")
-    log = _restart_log(n, kill=False)
+    n.restart()
+    log = n.log_text()
     S.check("the pending task of default/tr-3 (run " in log,
             "log: tr-3's task is named as not offered", log[-2000:])
     counts = re.findall(r"recovered (\d+) pending tasks", log)
@@ -184,14 +181,13 @@ def damaged_task():
         sock.close()
     out = n.result_wait("tr-4")
     S.eq(out.get("status"), "completed", "tr-4 completed")
-    r = n.cli("wf", "describe", "tr-3")
-    S.eq((r.out or {}).get("status") if isinstance(r.out, dict) else None,
-         "running", "tr-3 is still running, waiting at its step")
+    S.eq(_status(n, "tr-3"), "running",
+         "tr-3 is still running, waiting at its step")
     S.cli_ok(n.cli("wf", "cancel", "tr-3"), "cancel tr-3")
-    r = n.cli("wf", "describe", "tr-3")
-    S.eq((r.out or {}).get("status") if isinstance(r.out, dict) else None,
-         "canceled", "tr-3 is canceled")
-    log = _restart_log(n)
+    S.eq(_status(n, "tr-3"), "canceled", "tr-3 is canceled")
+    n.kill9()
+    n.restart()
+    log = n.log_text()
     S.check("tr-3" not in log and "could not be read" not in log,
             "after the cancel a restart finds no unreadable task",
             log[-2000:])
